@@ -1,0 +1,213 @@
+//! Reading and writing the files of a run directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Errors of the results store, naming the path at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Parquet or frame error.
+    #[error("{path}: {source}")]
+    Polars {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: PolarsError,
+    },
+    /// A summary that does not parse.
+    #[error("{path}: {why}")]
+    Format {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+/// One metric observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRecord {
+    /// Optimiser steps so far.
+    pub step: u64,
+    /// Epoch (1-based; 0 before training).
+    pub epoch: u64,
+    /// `train`, `test` or `prune`.
+    pub split: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// One prunable parameter of the final mask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRow {
+    /// PyTorch name.
+    pub parameter: String,
+    /// Shape, PyTorch layout.
+    pub shape: Vec<usize>,
+    /// Entries.
+    pub numel: u64,
+    /// Kept entries.
+    pub kept: u64,
+}
+
+/// `summary.json`: what a table needs of a run, flat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Run id (hash of the resolved config).
+    pub run_id: String,
+    /// Study.
+    pub study: String,
+    /// Method.
+    pub method: String,
+    /// Model.
+    pub model: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Seed.
+    pub seed: u64,
+    /// Requested density of the prunable weights.
+    pub density_requested: f64,
+    /// Achieved density of the prunable weights.
+    pub density_achieved: f64,
+    /// Kept prunable weights.
+    pub kept: u64,
+    /// Prunable weights.
+    pub prunable: u64,
+    /// Parameters that the mask removed entirely.
+    pub collapsed_layers: Vec<String>,
+    /// Test accuracy after the last epoch.
+    pub test_accuracy: f64,
+    /// Test loss after the last epoch.
+    pub test_loss: f64,
+    /// Test accuracy of the pruned network before training.
+    pub test_accuracy_at_init: f64,
+    /// Training epochs.
+    pub epochs: u64,
+    /// Seconds spent finding the mask.
+    pub prune_seconds: f64,
+    /// Seconds spent training and evaluating.
+    pub train_seconds: f64,
+    /// Backend the run used.
+    pub backend: String,
+    /// Commit of the code, when known.
+    pub git_commit: String,
+    /// Whether the working tree had uncommitted changes.
+    pub git_dirty: bool,
+    /// Version of lottery.
+    pub lottery_version: String,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+fn pl(path: &Path) -> impl FnOnce(PolarsError) -> StoreError + '_ {
+    move |source| StoreError::Polars { path: path.to_path_buf(), source }
+}
+
+fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), StoreError> {
+    let f = File::create(path).map_err(io(path))?;
+    ParquetWriter::new(f).finish(df).map_err(pl(path))?;
+    Ok(())
+}
+
+/// Writes `metrics.parquet` (long form).
+pub fn write_metrics(path: &Path, rows: &[MetricRecord]) -> Result<(), StoreError> {
+    let mut df = df!(
+        "step" => rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+        "epoch" => rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        "split" => rows.iter().map(|r| r.split.as_str()).collect::<Vec<_>>(),
+        "metric" => rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>(),
+        "value" => rows.iter().map(|r| r.value).collect::<Vec<_>>(),
+    )
+    .map_err(pl(path))?;
+    write_parquet(path, &mut df)
+}
+
+/// Reads `metrics.parquet`.
+pub fn read_metrics(path: &Path) -> Result<DataFrame, StoreError> {
+    let f = File::open(path).map_err(io(path))?;
+    ParquetReader::new(f).finish().map_err(pl(path))
+}
+
+/// Writes `layers.parquet`.
+pub fn write_layers(path: &Path, rows: &[LayerRow]) -> Result<(), StoreError> {
+    let mut df = df!(
+        "parameter" => rows.iter().map(|r| r.parameter.as_str()).collect::<Vec<_>>(),
+        "shape" => rows.iter().map(|r| format!("{:?}", r.shape)).collect::<Vec<_>>(),
+        "numel" => rows.iter().map(|r| r.numel).collect::<Vec<_>>(),
+        "kept" => rows.iter().map(|r| r.kept).collect::<Vec<_>>(),
+        "density" => rows.iter().map(|r| if r.numel == 0 { 1.0 } else { r.kept as f64 / r.numel as f64 }).collect::<Vec<_>>(),
+    )
+    .map_err(pl(path))?;
+    write_parquet(path, &mut df)
+}
+
+/// Reads `layers.parquet`.
+pub fn read_layers(path: &Path) -> Result<DataFrame, StoreError> {
+    let f = File::open(path).map_err(io(path))?;
+    ParquetReader::new(f).finish().map_err(pl(path))
+}
+
+/// Reads `summary.json`.
+pub fn read_summary(path: &Path) -> Result<RunSummary, StoreError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Format { path: path.to_path_buf(), why: e.to_string() })
+}
+
+/// The finished runs of a study: every `results/<study>/<id>/summary.json`; folders whose name
+/// starts with `.` (runs still being written) are skipped.
+pub fn finished_runs(study_dir: &Path) -> Result<Vec<RunSummary>, StoreError> {
+    let mut out = vec![];
+    let entries = match std::fs::read_dir(study_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => return Err(StoreError::Io { path: study_dir.to_path_buf(), source }),
+    };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    for d in dirs {
+        let hidden = d.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+        let summary = d.join("summary.json");
+        if !hidden && d.is_dir() && summary.exists() {
+            out.push(read_summary(&summary)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_layers_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let rows = vec![
+            MetricRecord { step: 0, epoch: 0, split: "test".into(), metric: "accuracy".into(), value: 0.1 },
+            MetricRecord { step: 10, epoch: 1, split: "train".into(), metric: "loss".into(), value: 2.0 },
+        ];
+        let p = d.path().join("metrics.parquet");
+        write_metrics(&p, &rows).unwrap();
+        let df = read_metrics(&p).unwrap();
+        assert_eq!(df.height(), 2);
+        assert_eq!(df.column("value").unwrap().f64().unwrap().get(1), Some(2.0));
+        let p = d.path().join("layers.parquet");
+        write_layers(&p, &[LayerRow { parameter: "fc.weight".into(), shape: vec![10, 100], numel: 1000, kept: 10 }]).unwrap();
+        let df = read_layers(&p).unwrap();
+        assert_eq!(df.column("density").unwrap().f64().unwrap().get(0), Some(0.01));
+    }
+}

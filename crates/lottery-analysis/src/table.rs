@@ -1,0 +1,229 @@
+//! Method × density tables: mean ± std over seeds, with n, as Markdown, CSV or LaTeX.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use polars::prelude::*;
+
+use crate::store::RunSummary;
+
+/// Output format of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// GitHub Markdown; the best mean per column is bold.
+    Markdown,
+    /// Comma-separated, one row per (method, density).
+    Csv,
+    /// A LaTeX tabular; the best mean per column is bold.
+    Latex,
+}
+
+/// What to tabulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableOptions {
+    /// Summary field aggregated: `test_accuracy`, `test_loss`, `test_accuracy_at_init`,
+    /// `density_achieved`, `prune_seconds`, `train_seconds`.
+    pub metric: String,
+    /// Multiply values by this for display (100 for accuracy in percent).
+    pub scale: f64,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        Self { metric: "test_accuracy".into(), scale: 100.0 }
+    }
+}
+
+fn metric_of(s: &RunSummary, metric: &str) -> Option<f64> {
+    Some(match metric {
+        "test_accuracy" => s.test_accuracy,
+        "test_loss" => s.test_loss,
+        "test_accuracy_at_init" => s.test_accuracy_at_init,
+        "density_achieved" => s.density_achieved,
+        "prune_seconds" => s.prune_seconds,
+        "train_seconds" => s.train_seconds,
+        _ => return None,
+    })
+}
+
+/// The aggregated frame: one row per (model, dataset, method, density) with `mean`, `std` (sample
+/// std, null for one seed) and `n`, sorted by method then decreasing density.
+pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> PolarsResult<DataFrame> {
+    let values: Vec<f64> = runs
+        .iter()
+        .map(|r| metric_of(r, &opts.metric).ok_or_else(|| polars_err!(ColumnNotFound: "unknown metric `{}`", opts.metric)))
+        .collect::<PolarsResult<_>>()?;
+    let df = df!(
+        "model" => runs.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
+        "dataset" => runs.iter().map(|r| r.dataset.as_str()).collect::<Vec<_>>(),
+        "method" => runs.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
+        "density" => runs.iter().map(|r| r.density_requested).collect::<Vec<_>>(),
+        "seed" => runs.iter().map(|r| r.seed).collect::<Vec<_>>(),
+        "value" => values.iter().map(|v| v * opts.scale).collect::<Vec<_>>(),
+    )?;
+    df.lazy()
+        .group_by([col("model"), col("dataset"), col("method"), col("density")])
+        .agg([
+            col("value").mean().alias("mean"),
+            col("value").std(1).alias("std"),
+            col("value").count().cast(DataType::UInt32).alias("n"),
+        ])
+        .sort_by_exprs(
+            [col("model"), col("dataset"), col("method"), col("density")],
+            SortMultipleOptions::default().with_order_descending_multi([false, false, false, true]),
+        )
+        .collect()
+}
+
+/// Renders the aggregated frame as a method × density table.
+pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> PolarsResult<String> {
+    let method = frame.column("method")?.str()?;
+    let density = frame.column("density")?.f64()?;
+    let mean = frame.column("mean")?.f64()?;
+    let std = frame.column("std")?.f64()?;
+    let n = frame.column("n")?.u32()?;
+    let models = frame.column("model")?.str()?;
+    let datasets = frame.column("dataset")?.str()?;
+    let mut cells: BTreeMap<(String, u64), (f64, Option<f64>, u32)> = BTreeMap::new();
+    let mut densities: BTreeSet<u64> = BTreeSet::new();
+    let mut methods: BTreeSet<String> = BTreeSet::new();
+    let mut setting = BTreeSet::new();
+    for i in 0..frame.height() {
+        let d = density.get(i).unwrap_or(f64::NAN);
+        let key = d.to_bits();
+        let m = method.get(i).unwrap_or("?").to_string();
+        densities.insert(key);
+        methods.insert(m.clone());
+        setting.insert(format!("{} on {}", models.get(i).unwrap_or("?"), datasets.get(i).unwrap_or("?")));
+        cells.insert((m, key), (mean.get(i).unwrap_or(f64::NAN), std.get(i), n.get(i).unwrap_or(0)));
+    }
+    let mut cols: Vec<u64> = densities.into_iter().collect();
+    cols.sort_by(|a, b| f64::from_bits(*b).total_cmp(&f64::from_bits(*a)));
+    let best: BTreeMap<u64, f64> = cols
+        .iter()
+        .map(|c| (*c, cells.iter().filter(|((_, d), _)| d == c).map(|(_, v)| v.0).fold(f64::NEG_INFINITY, f64::max)))
+        .collect();
+    let fmt_cell = |v: &(f64, Option<f64>, u32)| match v.1 {
+        Some(s) => format!("{:.2} ± {:.2} (n={})", v.0, s, v.2),
+        None => format!("{:.2} (n={})", v.0, v.2),
+    };
+    let header_density = |c: &u64| {
+        let d = f64::from_bits(*c);
+        format!("{}% (10^{:.2})", trim(d * 100.0), -d.log10())
+    };
+    let mut out = String::new();
+    match format {
+        TableFormat::Markdown => {
+            out.push_str(&format!("### {title} ({})\n\n", setting.into_iter().collect::<Vec<_>>().join("; ")));
+            out.push_str("| method | ");
+            out.push_str(&cols.iter().map(header_density).collect::<Vec<_>>().join(" | "));
+            out.push_str(" |\n|---|");
+            out.push_str(&"---|".repeat(cols.len()));
+            out.push('\n');
+            for m in &methods {
+                out.push_str(&format!("| {m} |"));
+                for c in &cols {
+                    match cells.get(&(m.clone(), *c)) {
+                        Some(v) if methods.len() > 1 && v.0 == best[c] => out.push_str(&format!(" **{}** |", fmt_cell(v))),
+                        Some(v) => out.push_str(&format!(" {} |", fmt_cell(v))),
+                        None => out.push_str(" – |"),
+                    }
+                }
+                out.push('\n');
+            }
+            out.push_str("\nColumns: density (fraction of prunable weights kept) and compression 10^x; cells: mean ± sample std over seeds.\n");
+        }
+        TableFormat::Csv => {
+            out.push_str("method,density,mean,std,n\n");
+            for ((m, c), v) in &cells {
+                out.push_str(&format!("{m},{},{},{},{}\n", f64::from_bits(*c), v.0, v.1.map(|s| s.to_string()).unwrap_or_default(), v.2));
+            }
+        }
+        TableFormat::Latex => {
+            out.push_str(&format!("% {title}\n\\begin{{tabular}}{{l{}}}\n\\hline\nmethod", "r".repeat(cols.len())));
+            for c in &cols {
+                out.push_str(&format!(" & {}\\%", trim(f64::from_bits(*c) * 100.0)));
+            }
+            out.push_str(" \\\\\n\\hline\n");
+            for m in &methods {
+                out.push_str(&m.replace('_', "\\_"));
+                for c in &cols {
+                    match cells.get(&(m.clone(), *c)) {
+                        Some(v) => {
+                            let s = match v.1 {
+                                Some(s) => format!("{:.2} $\\pm$ {:.2}", v.0, s),
+                                None => format!("{:.2}", v.0),
+                            };
+                            if methods.len() > 1 && v.0 == best[c] {
+                                out.push_str(&format!(" & \\textbf{{{s}}}"));
+                            } else {
+                                out.push_str(&format!(" & {s}"));
+                            }
+                        }
+                        None => out.push_str(" & --"),
+                    }
+                }
+                out.push_str(" \\\\\n");
+            }
+            out.push_str("\\hline\n\\end{tabular}\n");
+        }
+    }
+    Ok(out)
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(method: &str, density: f64, seed: u64, acc: f64) -> RunSummary {
+        RunSummary {
+            run_id: format!("{method}{density}{seed}"),
+            study: "s".into(),
+            method: method.into(),
+            model: "m".into(),
+            dataset: "d".into(),
+            seed,
+            density_requested: density,
+            density_achieved: density,
+            kept: 0,
+            prunable: 0,
+            collapsed_layers: vec![],
+            test_accuracy: acc,
+            test_loss: 0.0,
+            test_accuracy_at_init: 0.0,
+            epochs: 1,
+            prune_seconds: 0.0,
+            train_seconds: 0.0,
+            backend: "x".into(),
+            git_commit: "x".into(),
+            git_dirty: false,
+            lottery_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn mean_and_sample_std_match_a_hand_computation() {
+        let runs = vec![run("a", 0.1, 0, 0.80), run("a", 0.1, 1, 0.90), run("a", 0.02, 0, 0.5), run("b", 0.1, 0, 0.7), run("b", 0.1, 1, 0.7)];
+        let f = study_frame(&runs, &TableOptions::default()).unwrap();
+        assert_eq!(f.height(), 3);
+        // First row: method a, density 0.1 (densities descending within a method).
+        assert_eq!(f.column("method").unwrap().str().unwrap().get(0), Some("a"));
+        assert_eq!(f.column("density").unwrap().f64().unwrap().get(0), Some(0.1));
+        let mean = f.column("mean").unwrap().f64().unwrap().get(0).unwrap();
+        let std = f.column("std").unwrap().f64().unwrap().get(0).unwrap();
+        assert!((mean - 85.0).abs() < 1e-9);
+        assert!((std - (50.0f64).sqrt()).abs() < 1e-9, "{std}"); // sample std of 80, 90
+        assert_eq!(f.column("std").unwrap().f64().unwrap().get(1), None);
+        let md = render_table(&f, TableFormat::Markdown, "t").unwrap();
+        assert!(md.contains("**85.00 ± 7.07 (n=2)**"), "{md}");
+        assert!(md.contains("| b | 70.00 ± 0.00 (n=2) | – |"), "{md}");
+        let csv = render_table(&f, TableFormat::Csv, "t").unwrap();
+        assert!(csv.starts_with("method,density,mean,std,n\n"));
+        let tex = render_table(&f, TableFormat::Latex, "t").unwrap();
+        assert!(tex.contains("\\textbf{85.00 $\\pm$ 7.07}"), "{tex}");
+    }
+}

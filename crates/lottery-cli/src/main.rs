@@ -1,0 +1,261 @@
+//! `lottery`: find and compare lottery tickets.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use lottery_analysis::{TableFormat, TableOptions, render_table, store, study_frame};
+use lottery_cli::experiment::{DataCache, RunError, execute, prepare, write_weights};
+use lottery_core::config::{self, Override};
+use lottery_core::{ConfigError, MaskSet};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "lottery", version, about = "Find sparse trainable subnetworks and compare the methods that find them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the registered methods, models and datasets.
+    List,
+    /// Run the experiment(s) of a config file (one per point of its [grid]).
+    Run {
+        /// The config file (TOML).
+        config: PathBuf,
+        /// Override a key: --set prune.density=0.05 (repeatable; wins over the file and env vars).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<Override>,
+        /// Initial weights from a safetensors file with PyTorch names (sets model.init_from).
+        #[arg(long, value_name = "FILE")]
+        init_from: Option<PathBuf>,
+        /// Results root.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Rerun runs that are already finished.
+        #[arg(long)]
+        force: bool,
+        /// Do not print the study table at the end.
+        #[arg(long)]
+        no_table: bool,
+    },
+    /// Print the resolved config of each run with the source of every value.
+    Config {
+        /// The config file (TOML).
+        config: PathBuf,
+        /// Overrides, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<Override>,
+    },
+    /// Method × density table of a study: mean ± std over seeds.
+    Table {
+        /// Study name (folder under the results root).
+        study: String,
+        /// Results root.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Markdown)]
+        format: Format,
+        /// Summary field to aggregate.
+        #[arg(long, default_value = "test_accuracy")]
+        metric: String,
+    },
+    /// Layer table of a run's masks: shape, density per layer, collapsed layers.
+    Inspect {
+        /// A run directory, or its masks.safetensors.
+        run: PathBuf,
+    },
+    /// Write a config's initial weights (PyTorch names and layout) to safetensors.
+    ExportWeights {
+        /// The config file.
+        config: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overrides, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<Override>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Markdown,
+    Csv,
+    Latex,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("LOTTERY_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    lottery_plugins::link();
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let config_error = e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<RunError>().is_some_and(|r| matches!(r, RunError::Config(_) | RunError::Data(_)));
+            eprintln!("error: {e:#}");
+            if config_error { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::List => list(),
+        Command::Run { config, mut sets, init_from, results, force, no_table } => {
+            if let Some(f) = init_from {
+                sets.push(Override { key: "model.init_from".into(), value: toml::Value::String(f.display().to_string()) });
+            }
+            run(&config, &sets, &results, force, !no_table)
+        }
+        Command::Config { config, sets } => {
+            for r in config::load(Some(&config), &sets)? {
+                println!("{}", toml::to_string(&r.config)?);
+                println!("# sources");
+                for (k, v) in &r.sources {
+                    println!("# {k}: {v}");
+                }
+                println!();
+            }
+            Ok(())
+        }
+        Command::Table { study, results, format, metric } => {
+            let text = table(&results, &study, format, &metric)?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Inspect { run } => inspect(&run),
+        Command::ExportWeights { config, out, sets } => export_weights(&config, &sets, &out),
+    }
+}
+
+fn list() -> Result<()> {
+    println!("methods:");
+    for e in lottery_core::plugin::pruners().map_err(anyhow::Error::msg)? {
+        println!("  {:<16} {}", e.name, e.summary);
+    }
+    println!("models:");
+    for e in lottery_models::models().map_err(anyhow::Error::msg)? {
+        println!("  {:<16} {}", e.name, e.summary);
+    }
+    println!("datasets:");
+    for e in lottery_data::datasets().map_err(anyhow::Error::msg)? {
+        println!("  {:<16} {}", e.name, e.summary);
+    }
+    Ok(())
+}
+
+fn run(config_path: &Path, sets: &[Override], results: &Path, force: bool, print_table: bool) -> Result<()> {
+    let resolved = config::load(Some(config_path), sets)?;
+    // Validate every run of the grid before any work starts.
+    let mut cache = DataCache::default();
+    let mut prepared = vec![];
+    for r in resolved {
+        prepared.push(prepare(r, Some(config_path), &mut cache)?);
+    }
+    let studies: Vec<String> = {
+        let mut s: Vec<String> = prepared.iter().map(|p| p.canonical.study.clone()).collect();
+        s.dedup();
+        s
+    };
+    let multi = MultiProgress::new();
+    let overall = multi.add(ProgressBar::new(prepared.len() as u64));
+    overall.set_style(ProgressStyle::with_template("runs {bar:30} {pos}/{len} {elapsed_precise} {msg}").expect("template"));
+    let total = prepared.len();
+    let t0 = std::time::Instant::now();
+    for (i, p) in prepared.into_iter().enumerate() {
+        let bar = multi.add(ProgressBar::new(0));
+        bar.set_style(ProgressStyle::with_template("  {msg:32} {bar:30} {pos}/{len} steps {per_sec} eta {eta}").expect("template"));
+        let label = format!("{} d={} seed={}", p.method.name, p.canonical.prune.density, p.canonical.seed);
+        overall.set_message(label.clone());
+        let outcome = execute(p, results, force, bar.clone())?;
+        bar.finish_and_clear();
+        multi.remove(&bar);
+        overall.inc(1);
+        let s = &outcome.summary;
+        if outcome.skipped {
+            tracing::info!("run {}/{total} {label}: already finished ({}), skipped", i + 1, outcome.dir.display());
+        } else {
+            tracing::info!(
+                "run {}/{total} {label}: density {:.4}, test accuracy {:.2}% (at init {:.2}%), prune {:.1}s, train {:.1}s -> {}",
+                i + 1,
+                s.density_achieved,
+                100.0 * s.test_accuracy,
+                100.0 * s.test_accuracy_at_init,
+                s.prune_seconds,
+                s.train_seconds,
+                outcome.dir.display()
+            );
+        }
+        if !s.collapsed_layers.is_empty() {
+            tracing::warn!("layer collapse: {:?} fully pruned", s.collapsed_layers);
+        }
+    }
+    overall.finish_and_clear();
+    tracing::info!("{total} runs in {:.1}s", t0.elapsed().as_secs_f64());
+    if print_table {
+        for study in studies {
+            print!("{}", table(results, &study, Format::Markdown, "test_accuracy")?);
+        }
+    }
+    Ok(())
+}
+
+fn table(results: &Path, study: &str, format: Format, metric: &str) -> Result<String> {
+    let runs = store::finished_runs(&results.join(study))?;
+    if runs.is_empty() {
+        bail!("no finished runs under {}", results.join(study).display());
+    }
+    let opts = TableOptions { metric: metric.to_string(), scale: if metric.contains("accuracy") { 100.0 } else { 1.0 } };
+    let frame = study_frame(&runs, &opts)?;
+    let (fmt, ext) = match format {
+        Format::Markdown => (TableFormat::Markdown, "md"),
+        Format::Csv => (TableFormat::Csv, "csv"),
+        Format::Latex => (TableFormat::Latex, "tex"),
+    };
+    let text = render_table(&frame, fmt, &format!("{study}: {metric}"))?;
+    let out = results.join("tables").join(format!("{study}.{metric}.{ext}"));
+    lottery_core::fsutil::write_atomic(&out, text.as_bytes()).with_context(|| out.display().to_string())?;
+    Ok(text)
+}
+
+fn inspect(run: &Path) -> Result<()> {
+    let path = if run.is_dir() { run.join("masks.safetensors") } else { run.to_path_buf() };
+    let masks = MaskSet::load(&path)?;
+    println!("{:<40} {:>18} {:>10} {:>10} {:>9}", "parameter", "shape", "numel", "kept", "density");
+    for l in masks.layers() {
+        let flag = if l.kept == 0 { "  COLLAPSED" } else { "" };
+        println!("{:<40} {:>18} {:>10} {:>10} {:>8.4}%{flag}", l.name, format!("{:?}", l.shape), l.numel, l.kept, 100.0 * l.kept as f64 / l.numel.max(1) as f64);
+    }
+    println!("{:<40} {:>18} {:>10} {:>10} {:>8.4}%", "total", "", masks.numel(), masks.kept(), 100.0 * masks.density());
+    let collapsed = masks.collapsed();
+    if collapsed.is_empty() {
+        println!("no layer collapsed");
+    } else {
+        println!("collapsed layers: {}", collapsed.join(", "));
+    }
+    Ok(())
+}
+
+fn export_weights(config_path: &Path, sets: &[Override], out: &Path) -> Result<()> {
+    let resolved = config::load(Some(config_path), sets)?;
+    let first = resolved.into_iter().next().context("the config resolves to no run")?;
+    let mut cache = DataCache::default();
+    let p = prepare(first, Some(config_path), &mut cache)?;
+    let naming = p.model.naming();
+    let names: Vec<String> = lottery_models::view::entries::<lottery_core::backend::TrainBackend, _>(&p.model, &naming).into_iter().map(|e| e.info.name).collect();
+    let values = lottery_models::view::values::<lottery_core::backend::TrainBackend, _>(&p.model, &naming, &names);
+    write_weights(out, &values, &p.run_id)?;
+    println!("wrote {} tensors of {} (seed {}) to {}", values.len(), p.canonical.model.name, p.canonical.seed, out.display());
+    Ok(())
+}

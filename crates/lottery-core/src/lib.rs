@@ -1,0 +1,25 @@
+//! Core abstractions of `lottery`: masks over named parameters, density arithmetic, exact top-k,
+//! the pruning-method plugin contract and its registry, run configuration, and errors.
+//!
+//! The core knows nothing of particular models, datasets or methods. Methods are plugin crates
+//! (see [`plugin`]); models and datasets have registries in their own crates built the same way.
+
+pub mod backend;
+pub mod config;
+pub mod density;
+pub mod error;
+pub mod fsutil;
+pub mod mask;
+pub mod params;
+pub mod plugin;
+pub mod registry;
+pub mod topk;
+
+pub use density::Density;
+pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
+pub use mask::{Mask, MaskSet};
+pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
+pub use plugin::{PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions, Scorer};
+pub use topk::Scope;
+
+pub use inventory;

@@ -1,0 +1,333 @@
+//! The architectures. Field names are chosen so that burn's module paths are, after
+//! [`torch_name`](crate::torch_name), the names PyTorch gives the same network in OpenLTH
+//! (`fc_layers.0.weight`, `layers.3.conv.weight`, `blocks.4.shortcut.0.weight`).
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use crate::layers::{ConvModule, conv, global_avg_pool, linear, max_pool2};
+
+/// Shape of one input example: channels, height, width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputShape {
+    /// Channels.
+    pub channels: usize,
+    /// Height.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
+}
+
+impl InputShape {
+    /// Entries of one example.
+    pub fn numel(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// A multilayer perceptron with ReLU: LeNet-300-100 and friends.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Hidden layers.
+    pub fc_layers: Vec<Linear<B>>,
+    /// Output layer.
+    pub fc: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Hidden widths `hidden`, then `classes` outputs.
+    pub fn new(input: InputShape, hidden: &[usize], classes: usize, device: &B::Device) -> Self {
+        let mut d = input.numel();
+        let mut fc_layers = vec![];
+        for &h in hidden {
+            fc_layers.push(linear(d, h, device));
+            d = h;
+        }
+        Self { fc_layers, fc: linear(d, classes, device) }
+    }
+
+    /// Logits.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x: Tensor<B, 2> = x.flatten(1, 3);
+        for l in &self.fc_layers {
+            x = relu(l.forward(x));
+        }
+        self.fc.forward(x)
+    }
+}
+
+/// LeNet-5 (LeCun et al. 1998) with ReLU and max pooling: conv 6@5×5, pool, conv 16@5×5, pool,
+/// 120, 84, classes. A 28×28 input is padded by 2 in the first convolution, as usual for MNIST.
+#[derive(Module, Debug)]
+pub struct LeNet5<B: Backend> {
+    /// First convolution.
+    pub conv1: Conv2d<B>,
+    /// Second convolution.
+    pub conv2: Conv2d<B>,
+    /// First fully connected layer.
+    pub fc1: Linear<B>,
+    /// Second fully connected layer.
+    pub fc2: Linear<B>,
+    /// Output layer.
+    pub fc3: Linear<B>,
+}
+
+impl<B: Backend> LeNet5<B> {
+    /// LeNet-5 for the given input.
+    pub fn new(input: InputShape, classes: usize, device: &B::Device) -> Self {
+        let pad = if input.height < 32 { (32 - input.height).div_ceil(2) } else { 0 };
+        let h = ((input.height + 2 * pad - 4) / 2 - 4) / 2;
+        let w = ((input.width + 2 * pad - 4) / 2 - 4) / 2;
+        Self {
+            conv1: conv(input.channels, 6, 5, 1, pad, true, device),
+            conv2: conv(6, 16, 5, 1, 0, true, device),
+            fc1: linear(16 * h * w, 120, device),
+            fc2: linear(120, 84, device),
+            fc3: linear(84, classes, device),
+        }
+    }
+
+    /// Logits.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = max_pool2(relu(self.conv1.forward(x)));
+        let x = max_pool2(relu(self.conv2.forward(x)));
+        let x: Tensor<B, 2> = x.flatten(1, 3);
+        let x = relu(self.fc1.forward(x));
+        let x = relu(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+}
+
+/// One entry of a VGG-style plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// A convolution with this many filters.
+    Conv(usize),
+    /// 2×2 max pooling.
+    Pool,
+}
+
+/// A stack of convolutions and pools, then fully connected layers: the Conv-2/4/6 networks of
+/// Frankle & Carbin (no batch norm) and VGG-11/16/19 with batch norm (OpenLTH's CIFAR VGG: global
+/// average pooling, one linear classifier).
+#[derive(Module, Debug)]
+pub struct ConvNet<B: Backend> {
+    /// Convolution modules, indexed like PyTorch's `nn.Sequential` (pools count).
+    pub layers: Vec<ConvModule<B>>,
+    /// Hidden fully connected layers (empty for VGG).
+    pub fc_layers: Vec<Linear<B>>,
+    /// Output layer.
+    pub fc: Linear<B>,
+    /// For each entry of `layers`, whether a pool follows it.
+    #[module(skip)]
+    pools_after: Vec<bool>,
+    /// Global average pooling before the classifier (VGG) rather than flattening (Conv-k).
+    #[module(skip)]
+    global_pool: bool,
+    /// Position of each entry of `layers` in the PyTorch `nn.Sequential` (pools take indices).
+    #[module(skip)]
+    torch_index: Vec<usize>,
+}
+
+impl<B: Backend> ConvNet<B> {
+    /// Builds the network of `plan` followed by fully connected `hidden` widths.
+    pub fn new(input: InputShape, plan: &[Plan], hidden: &[usize], batch_norm: bool, global_pool: bool, classes: usize, device: &B::Device) -> Self {
+        let mut layers = vec![];
+        let mut pools_after = vec![];
+        let mut torch_index = vec![];
+        let (mut c, mut h, mut w) = (input.channels, input.height, input.width);
+        for (i, p) in plan.iter().enumerate() {
+            match *p {
+                Plan::Conv(f) => {
+                    layers.push(ConvModule::new(c, f, 3, batch_norm, true, device));
+                    pools_after.push(false);
+                    torch_index.push(i);
+                    c = f;
+                }
+                Plan::Pool => {
+                    if let Some(last) = pools_after.last_mut() {
+                        *last = true;
+                    }
+                    h /= 2;
+                    w /= 2;
+                }
+            }
+        }
+        let mut d = if global_pool { c } else { c * h * w };
+        let mut fc_layers = vec![];
+        for &n in hidden {
+            fc_layers.push(linear(d, n, device));
+            d = n;
+        }
+        Self { layers, fc_layers, fc: linear(d, classes, device), pools_after, global_pool, torch_index }
+    }
+
+    /// Logits.
+    pub fn forward(&self, mut x: Tensor<B, 4>) -> Tensor<B, 2> {
+        for (layer, &pool) in self.layers.iter().zip(&self.pools_after) {
+            x = layer.forward(x);
+            if pool {
+                x = max_pool2(x);
+            }
+        }
+        let mut x: Tensor<B, 2> = if self.global_pool { global_avg_pool(x) } else { x.flatten(1, 3) };
+        for l in &self.fc_layers {
+            x = relu(l.forward(x));
+        }
+        self.fc.forward(x)
+    }
+
+    /// PyTorch `nn.Sequential` index of `layers[i]`.
+    pub fn torch_index(&self, i: usize) -> usize {
+        self.torch_index[i]
+    }
+}
+
+/// The 1×1 projection shortcut of a downsampling residual block.
+#[derive(Module, Debug)]
+pub struct Shortcut<B: Backend> {
+    /// 1×1 convolution, stride 2.
+    pub conv: Conv2d<B>,
+    /// Batch norm.
+    pub bn: BatchNorm<B>,
+}
+
+/// A basic residual block (two 3×3 convolutions).
+#[derive(Module, Debug)]
+pub struct BasicBlock<B: Backend> {
+    /// First convolution (carries the stride).
+    pub conv1: Conv2d<B>,
+    /// Its batch norm.
+    pub bn1: BatchNorm<B>,
+    /// Second convolution.
+    pub conv2: Conv2d<B>,
+    /// Its batch norm.
+    pub bn2: BatchNorm<B>,
+    /// Projection when the shape changes; identity otherwise.
+    pub shortcut: Option<Shortcut<B>>,
+}
+
+impl<B: Backend> BasicBlock<B> {
+    fn new(c_in: usize, c_out: usize, stride: usize, device: &B::Device) -> Self {
+        let shortcut = (stride != 1 || c_in != c_out).then(|| Shortcut {
+            conv: conv(c_in, c_out, 1, stride, 0, false, device),
+            bn: BatchNormConfig::new(c_out).init(device),
+        });
+        Self {
+            conv1: conv(c_in, c_out, 3, stride, 1, false, device),
+            bn1: BatchNormConfig::new(c_out).init(device),
+            conv2: conv(c_out, c_out, 3, 1, 1, false, device),
+            bn2: BatchNormConfig::new(c_out).init(device),
+            shortcut,
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let out = self.bn2.forward(self.conv2.forward(out));
+        let skip = match &self.shortcut {
+            Some(s) => s.bn.forward(s.conv.forward(x)),
+            None => x,
+        };
+        relu(out + skip)
+    }
+}
+
+/// The CIFAR ResNets of He et al. 2016 (ResNet-20/32/56): depth 6n+2, widths 16/32/64, projection
+/// shortcuts where the shape changes (OpenLTH's `cifar_resnet_N`).
+#[derive(Module, Debug)]
+pub struct CifarResNet<B: Backend> {
+    /// Stem convolution.
+    pub conv: Conv2d<B>,
+    /// Stem batch norm.
+    pub bn: BatchNorm<B>,
+    /// Residual blocks, all stages in order.
+    pub blocks: Vec<BasicBlock<B>>,
+    /// Classifier.
+    pub fc: Linear<B>,
+}
+
+impl<B: Backend> CifarResNet<B> {
+    /// ResNet of the given depth (6n + 2).
+    pub fn new(input: InputShape, depth: usize, classes: usize, device: &B::Device) -> Self {
+        assert!(depth >= 8 && (depth - 2) % 6 == 0, "CIFAR ResNet depth must be 6n+2, got {depth}");
+        let n = (depth - 2) / 6;
+        let mut blocks = vec![];
+        let mut c = 16;
+        for (stage, width) in [16usize, 32, 64].into_iter().enumerate() {
+            for b in 0..n {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(c, width, stride, device));
+                c = width;
+            }
+        }
+        Self {
+            conv: conv(input.channels, 16, 3, 1, 1, false, device),
+            bn: BatchNormConfig::new(16).init(device),
+            blocks,
+            fc: linear(64, classes, device),
+        }
+    }
+
+    /// Logits.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = relu(self.bn.forward(self.conv.forward(x)));
+        for b in &self.blocks {
+            x = b.forward(x);
+        }
+        self.fc.forward(global_avg_pool(x))
+    }
+}
+
+/// Every image classifier, as one module type so that training code is written once.
+#[derive(Module, Debug)]
+pub enum ImageModel<B: Backend> {
+    /// Multilayer perceptron.
+    Mlp(Mlp<B>),
+    /// LeNet-5.
+    LeNet5(LeNet5<B>),
+    /// Conv-k and VGG.
+    ConvNet(ConvNet<B>),
+    /// CIFAR ResNet.
+    ResNet(CifarResNet<B>),
+}
+
+impl<B: Backend> ImageModel<B> {
+    /// Logits `[N, classes]` of images `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        match self {
+            Self::Mlp(m) => m.forward(x),
+            Self::LeNet5(m) => m.forward(x),
+            Self::ConvNet(m) => m.forward(x),
+            Self::ResNet(m) => m.forward(x),
+        }
+    }
+}
+
+/// VGG plans of OpenLTH's `cifar_vgg_N`.
+pub fn vgg_plan(depth: usize) -> Option<Vec<Plan>> {
+    use Plan::{Conv as C, Pool as P};
+    Some(match depth {
+        11 => vec![C(64), P, C(128), P, C(256), C(256), P, C(512), C(512), P, C(512), C(512)],
+        13 => vec![C(64), C(64), P, C(128), C(128), P, C(256), C(256), P, C(512), C(512), P, C(512), C(512)],
+        16 => vec![C(64), C(64), P, C(128), C(128), P, C(256), C(256), C(256), P, C(512), C(512), C(512), P, C(512), C(512), C(512)],
+        19 => vec![
+            C(64), C(64), P, C(128), C(128), P, C(256), C(256), C(256), C(256), P, C(512), C(512), C(512), C(512), P,
+            C(512), C(512), C(512), C(512),
+        ],
+        _ => return None,
+    })
+}
+
+/// Conv-2/4/6 plans of Frankle & Carbin (2019).
+pub fn conv_k_plan(k: usize) -> Option<Vec<Plan>> {
+    use Plan::{Conv as C, Pool as P};
+    Some(match k {
+        2 => vec![C(64), C(64), P],
+        4 => vec![C(64), C(64), P, C(128), C(128), P],
+        6 => vec![C(64), C(64), P, C(128), C(128), P, C(256), C(256), P],
+        _ => return None,
+    })
+}

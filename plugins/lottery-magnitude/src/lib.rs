@@ -1,0 +1,53 @@
+//! `magnitude`: keep the weights of largest |θ| (globally or per layer). At initialisation this is
+//! the magnitude-at-init baseline of the pruning-at-initialisation papers; iterated with training in
+//! between it is the pruning step of IMP.
+
+use lottery_core::plugin::{Scorer, iterative_prune};
+use lottery_core::{MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions};
+use serde::{Deserialize, Serialize};
+
+/// Options of `magnitude` (none yet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MagnitudeOptions {}
+
+impl PrunerOptions for MagnitudeOptions {
+    fn build(self) -> Box<dyn Pruner> {
+        Box::new(MagnitudePruner)
+    }
+}
+
+inventory::submit! { PrunerEntry::new::<MagnitudeOptions>("magnitude", "|θ|: keep the largest weights") }
+
+/// The magnitude pruner.
+#[derive(Debug, Clone, Copy)]
+pub struct MagnitudePruner;
+
+impl Scorer for MagnitudePruner {
+    fn score(&mut self, ctx: &mut PruneContext<'_>, current: &MaskSet, _round: usize) -> Result<ParamValues, PruneError> {
+        let names: Vec<String> = current.iter().map(|(n, _)| n.clone()).collect();
+        let mut v = ctx.target.values(&names)?;
+        for t in v.values_mut() {
+            t.values.iter_mut().for_each(|x| *x = x.abs());
+        }
+        Ok(v)
+    }
+}
+
+impl Pruner for MagnitudePruner {
+    fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
+        iterative_prune(self, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_options_round_trip_through_toml() {
+        let text = toml::to_string(&MagnitudeOptions::default()).unwrap();
+        assert_eq!(toml::from_str::<MagnitudeOptions>(&text).unwrap(), MagnitudeOptions::default());
+        assert!(toml::from_str::<MagnitudeOptions>("scope = 1").is_err());
+    }
+}
