@@ -178,7 +178,6 @@ pub fn execute(p: Prepared, results: &Path, force: bool, bar: ProgressBar) -> Re
     let prune_seconds = t0.elapsed().as_secs_f64();
 
     task.record("prune", "density", mask.density());
-    task.record("prune", "seconds", prune_seconds);
     let (init_loss, init_acc) = task.evaluate(&mask);
     task.record("test", "loss", init_loss);
     task.record("test", "accuracy", init_acc);
@@ -308,6 +307,6 @@ fn write_run(dir: &Path, resolved: &ResolvedConfig, cfg: &RunConfig, summary: &R
 
 /// Writes weights as f32 safetensors with PyTorch names.
 pub fn write_weights(path: &Path, values: &ParamValues, run_id: &str) -> Result<(), RunError> {
-    let meta = HashMap::from([("format".to_string(), "lottery-weights/1".to_string()), ("run_id".to_string(), run_id.to_string()), ("layout".to_string(), "pytorch".to_string())]);
-    lottery_core::fsutil::write_atomic(path, &weights::to_bytes(values, meta)).map_err(io(path))
+    let meta = BTreeMap::from([("format".to_string(), "lottery-weights/1".to_string()), ("run_id".to_string(), run_id.to_string()), ("layout".to_string(), "pytorch".to_string())]);
+    lottery_core::fsutil::write_atomic(path, &weights::to_bytes(values, &meta)).map_err(io(path))
 }

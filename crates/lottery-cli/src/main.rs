@@ -95,6 +95,7 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_env("LOTTERY_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     lottery_plugins::link();
     let cli = Cli::parse();

@@ -1,11 +1,12 @@
 //! Weight files exchanged with PyTorch: safetensors of f32 tensors keyed by PyTorch names, laid
 //! out as PyTorch lays them out.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use lottery_core::{FlatTensor, ParamValues};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use lottery_core::tensorfile::{self, RawTensor};
+use safetensors::{Dtype, SafeTensors};
 
 /// Errors reading a weight file, naming the file and the tensor.
 #[derive(Debug, thiserror::Error)]
@@ -28,15 +29,13 @@ pub enum WeightsError {
     },
 }
 
-/// Serialises weights (f32) with metadata.
-pub fn to_bytes(values: &ParamValues, metadata: HashMap<String, String>) -> Vec<u8> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = values
+/// Serialises weights (f32) with metadata, deterministically.
+pub fn to_bytes(values: &ParamValues, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let tensors: BTreeMap<String, RawTensor> = values
         .iter()
-        .map(|(n, t)| (n.clone(), t.shape.clone(), t.values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(n, t)| (n.clone(), RawTensor { dtype: "F32", shape: t.shape.clone(), bytes: t.values.iter().flat_map(|v| v.to_le_bytes()).collect() }))
         .collect();
-    let views: Vec<(String, TensorView<'_>)> =
-        bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches"))).collect();
-    safetensors::serialize(views, Some(metadata)).expect("in-memory serialisation")
+    tensorfile::serialize(&tensors, metadata)
 }
 
 /// Reads f32 (or f64, f16-free) weights from a safetensors file.

@@ -12,7 +12,7 @@ pub type Backend = burn::backend::Cuda;
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
 
 /// Device of [`Backend`].
-pub type Device = <Backend as burn::tensor::backend::Backend>::Device;
+pub type Device = burn::tensor::Device<Backend>;
 
 /// The device runs use: the CPU for flex, GPU 0 for CUDA.
 pub fn default_device() -> Device {

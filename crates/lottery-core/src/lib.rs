@@ -13,6 +13,7 @@ pub mod mask;
 pub mod params;
 pub mod plugin;
 pub mod registry;
+pub mod tensorfile;
 pub mod topk;
 
 pub use density::Density;

@@ -4,14 +4,15 @@
 //! PyTorch layout. Structured masks (channels, graph edges) are masks too: they are stored expanded to
 //! the parameter they gate, and a structured pruner may keep its own coarse view alongside.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MaskError;
 use crate::params::ParamValues;
+use crate::tensorfile::{self, RawTensor};
 
 /// Format tag written into the safetensors metadata.
 pub const MASK_FORMAT: &str = "lottery-mask/1";
@@ -177,18 +178,17 @@ impl MaskSet {
     /// format tag) in the header. `key_suffix` is appended to each key (`"_mask"` gives the keys that
     /// `torch.nn.utils.prune` uses).
     pub fn to_safetensors(&self, metadata: &BTreeMap<String, String>, key_suffix: &str) -> Vec<u8> {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+        let tensors: BTreeMap<String, RawTensor> = self
             .masks
             .iter()
-            .map(|(n, m)| (format!("{n}{key_suffix}"), m.shape.clone(), m.keep.iter().map(|&k| k as u8).collect()))
+            .map(|(n, m)| {
+                let t = RawTensor { dtype: "U8", shape: m.shape.clone(), bytes: m.keep.iter().map(|&k| k as u8).collect() };
+                (format!("{n}{key_suffix}"), t)
+            })
             .collect();
-        let views: Vec<(String, TensorView<'_>)> = bytes
-            .iter()
-            .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::U8, s.clone(), b).expect("shape matches data")))
-            .collect();
-        let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut meta = metadata.clone();
         meta.insert("format".into(), MASK_FORMAT.into());
-        safetensors::serialize(views, Some(meta)).expect("serialising in-memory masks")
+        tensorfile::serialize(&tensors, &meta)
     }
 
     /// Reads masks from safetensors bytes. Accepts plain parameter keys, `<name>_mask` keys

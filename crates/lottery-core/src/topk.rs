@@ -106,7 +106,7 @@ fn select_top(parts: &[(&Vec<f32>, &Vec<bool>)], k: usize) -> Vec<Vec<bool>> {
 mod tests {
     use super::*;
     use crate::params::FlatTensor;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
 
     fn scores(layers: &[(&str, Vec<f32>)]) -> ParamValues {
         layers.iter().map(|(n, v)| (n.to_string(), FlatTensor::new(vec![v.len()], v.clone()))).collect()

@@ -1,7 +1,7 @@
 //! Batching: a shuffle per (seed, epoch), optional random crop (padding 4) and horizontal flip.
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::{ImageShape, ImageSplit};
 

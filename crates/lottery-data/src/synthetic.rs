@@ -2,7 +2,7 @@
 //! example is its class prototype plus Gaussian-like noise. Learnable in a few steps, never a
 //! stand-in for a real dataset.
 
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::{ImageDataset, ImageShape, ImageSplit};
 

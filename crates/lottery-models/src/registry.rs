@@ -5,7 +5,7 @@ use lottery_core::backend::TrainBackend;
 use crate::arch::{CifarResNet, ConvNet, ImageModel, InputShape, LeNet5, Mlp, conv_k_plan, vgg_plan};
 
 /// Device of the training backend.
-pub type TrainDevice = <TrainBackend as burn::tensor::backend::Backend>::Device;
+pub type TrainDevice = burn::tensor::Device<TrainBackend>;
 
 /// A registered image classifier.
 pub struct ModelEntry {

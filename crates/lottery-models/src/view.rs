@@ -43,7 +43,8 @@ impl PathStack {
         let n = self.containers.len();
         Site {
             burn_path: self.names.join("."),
-            container: if n >= 2 { self.containers[n - 2].clone() } else { String::new() },
+            // A field is entered with the type of the struct that holds it.
+            container: if n >= 1 { self.containers[n - 1].clone() } else { String::new() },
             field: self.names.last().cloned().unwrap_or_default(),
         }
     }
@@ -260,8 +261,14 @@ pub struct DeviceMasks<B: Backend> {
 impl<B: Backend> DeviceMasks<B> {
     /// Uploads `set` for `module`'s parameters.
     pub fn new<M: Module<B>>(module: &M, naming: &dyn TorchNaming, set: &MaskSet, device: &B::Device) -> Self {
+        Self::from_entries(&entries::<B, M>(module, naming), set, device)
+    }
+
+    /// Uploads `set` for the parameters listed in `entries` (of a module on any backend whose
+    /// parameter ids these are, e.g. the autodiff module whose inner backend is `B`).
+    pub fn from_entries(entries: &[ViewEntry], set: &MaskSet, device: &B::Device) -> Self {
         let mut masks = HashMap::new();
-        for e in entries::<B, M>(module, naming) {
+        for e in entries {
             if let Some(m) = set.get(&e.info.name) {
                 let data = m.as_f32();
                 let (data, shape) = if e.transposed {
@@ -293,6 +300,37 @@ impl<B: Backend> DeviceMasks<B> {
         }
         let mut m = ApplyMask { masks: self };
         module.map(&mut m)
+    }
+
+    /// The same for a module on the autodiff backend over `B`: the product is taken on the inner
+    /// tensors, so each masked parameter stays a leaf that requires its gradient.
+    pub fn apply_autodiff<AB, M>(&self, module: M) -> M
+    where
+        AB: burn::tensor::backend::AutodiffBackend<InnerBackend = B>,
+        M: Module<AB>,
+    {
+        if self.masks.is_empty() {
+            return module;
+        }
+        let mut m = ApplyMaskAutodiff::<AB> { masks: self };
+        module.map(&mut m)
+    }
+}
+
+struct ApplyMaskAutodiff<'a, AB: burn::tensor::backend::AutodiffBackend> {
+    masks: &'a DeviceMasks<AB::InnerBackend>,
+}
+
+impl<AB: burn::tensor::backend::AutodiffBackend> ModuleMapper<AB> for ApplyMaskAutodiff<'_, AB> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let Some(mask) = self.masks.get::<D>(&param.id) else { return param };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let mut masked = Tensor::<AB, D>::from_inner(tensor.inner().mul(mask));
+        if require_grad {
+            masked = masked.require_grad();
+        }
+        Param::from_mapped_value(id, masked, mapper)
     }
 }
 

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, MomentumConfig, Optimizer, SgdConfig, decay::WeightDecayConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use indicatif::ProgressBar;
@@ -158,6 +160,11 @@ impl ImageTask {
         (loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64)
     }
 
+    /// Masks on the inner backend, keyed by the autodiff model's parameter ids.
+    fn train_masks(&self, mask: &MaskSet) -> DeviceMasks<InnerBackend> {
+        DeviceMasks::from_entries(&view::entries::<TrainBackend, _>(&self.model, &self.naming), mask, &self.device)
+    }
+
     fn train_with<O: Optimizer<ImageModel<TrainBackend>, TrainBackend>>(
         &mut self,
         mut optim: O,
@@ -165,8 +172,8 @@ impl ImageTask {
         epochs: usize,
         on_epoch: &mut dyn FnMut(&EpochReport),
     ) {
-        let masks = DeviceMasks::<TrainBackend>::new(&self.model, &self.naming, mask, &self.device);
-        self.model = masks.apply(self.model.clone());
+        let masks = self.train_masks(mask);
+        self.model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
         let shape = self.data.shape;
         let steps_per_epoch = self.data.train.len().div_ceil(self.batch_size);
         self.progress.set_length((epochs * steps_per_epoch) as u64);
@@ -191,7 +198,7 @@ impl ImageTask {
                 loss_sum += loss.into_scalar().elem::<f64>() * b.len as f64;
                 correct += c.into_scalar().elem::<i64>() as usize;
                 seen += b.len;
-                self.model = masks.apply(optim.step(lr, self.model.clone(), grads));
+                self.model = masks.apply_autodiff::<TrainBackend, _>(optim.step(lr, self.model.clone(), grads));
                 self.step += 1;
                 self.progress.inc(1);
                 if self.train_cfg.checkpoints.contains(&self.step) {
@@ -245,8 +252,8 @@ impl PruneTarget for ImageTask {
     }
 
     fn loss_gradients(&mut self, names: &[String], mask: &MaskSet, n_batches: usize) -> Result<ParamValues, PruneError> {
-        let masks = DeviceMasks::<TrainBackend>::new(&self.model, &self.naming, mask, &self.device);
-        let model = masks.apply(self.model.clone());
+        let masks = self.train_masks(mask);
+        let model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
         let shape = self.data.shape;
         let all = batches(&self.data.train, shape, self.batch_size, Some((self.seed, 0)), false);
         let used: Vec<_> = all.into_iter().take(n_batches.max(1)).collect();
@@ -283,4 +290,23 @@ impl PruneTarget for ImageTask {
         }
         Ok(())
     }
+}
+
+/// The mean training loss over the first `n_batches` batches of the run's data order (no
+/// augmentation, batch norm in training mode): the function [`PruneTarget::loss_gradients`]
+/// differentiates. Returns the loss and the number of examples.
+pub fn batch_loss(task: &ImageTask, n_batches: usize) -> (f64, usize) {
+    let shape = task.data.shape;
+    let used: Vec<_> = batches(&task.data.train, shape, task.batch_size, Some((task.seed, 0)), false).into_iter().take(n_batches.max(1)).collect();
+    let k = used.len() as f64;
+    let mut total = 0.0;
+    let mut n = 0;
+    for b in used {
+        let x = Tensor::<TrainBackend, 4>::from_data(TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]), &task.device);
+        let y = Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(b.labels, [b.len]), &task.device);
+        let (loss, _) = loss_and_correct(task.model.forward(x), y);
+        total += loss.into_scalar().elem::<f64>() / k;
+        n += b.len;
+    }
+    (total, n)
 }

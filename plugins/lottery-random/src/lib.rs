@@ -4,7 +4,7 @@
 
 use lottery_core::plugin::{Scorer, iterative_prune};
 use lottery_core::{FlatTensor, MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 /// Options of `random` (none yet).

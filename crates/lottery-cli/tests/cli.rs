@@ -1,0 +1,145 @@
+//! End-to-end behaviour of the `lottery` binary on the generated `synthetic` dataset: runs finish,
+//! reruns are bit-identical, finished runs are skipped, and bad input stops before any work with a
+//! message naming file, key and value, leaving nothing in `results/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lottery(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lottery"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LOTTERY_LOG")
+        .output()
+        .expect("run lottery")
+}
+
+fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "study = \"t\"\nseed = 0\n[model]\nname = \"lenet-300-100\"\n[data]\nname = \"synthetic\"\nbatch_size = 64\ntrain_subset = 256\ntest_subset = 128\n[prune]\nmethod = \"magnitude\"\ndensity = 0.1\n[train]\nepochs = 1\nlr = 0.05\n{extra}"
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn results_entries(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir.join("results")) {
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => vec![],
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn list_shows_both_plugins_models_and_datasets() {
+    let d = tempfile::tempdir().unwrap();
+    let o = lottery(d.path(), &["list"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in ["random", "magnitude", "lenet-300-100", "vgg-16", "resnet-20", "fashion-mnist", "synthetic"] {
+        assert!(out.contains(name), "{name} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn grid_runs_rerun_bit_identical_and_skip_when_done() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "[grid]\n\"prune.method\" = [\"random\", \"magnitude\"]\n");
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| random |") && table.contains("| magnitude |"), "{table}");
+    let study = d.path().join("results/t");
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(&study).unwrap().map(|e| e.unwrap().path()).collect();
+    runs.sort();
+    assert_eq!(runs.len(), 2);
+    for r in &runs {
+        for f in ["config.toml", "sources.json", "metrics.parquet", "layers.parquet", "masks.safetensors", "summary.json"] {
+            assert!(r.join(f).exists(), "{} lacks {f}", r.display());
+        }
+    }
+    let snapshot = |r: &Path| (std::fs::read(r.join("masks.safetensors")).unwrap(), std::fs::read(r.join("metrics.parquet")).unwrap());
+    let before: Vec<_> = runs.iter().map(|r| snapshot(r)).collect();
+
+    // Same config: skipped, files untouched.
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"]);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("skipped"), "{}", stderr(&o));
+
+    // Forced rerun: bit-identical masks and metrics.
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--force", "--no-table"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after: Vec<_> = runs.iter().map(|r| snapshot(r)).collect();
+    assert!(before == after, "a rerun with the same seed changed masks or metrics");
+
+    // Inspect reads the masks.
+    let o = lottery(d.path(), &["inspect", runs[0].to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("fc_layers.0.weight"));
+
+    // Table in CSV, written under results/tables.
+    let o = lottery(d.path(), &["table", "t", "--format", "csv"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("method,density,mean,std,n"));
+    assert!(d.path().join("results/tables/t.test_accuracy.csv").exists());
+}
+
+#[test]
+fn export_weights_then_init_from_reproduces_the_seeded_run() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let o = lottery(d.path(), &["export-weights", cfg.to_str().unwrap(), "--out", "w.safetensors"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table", "--results", "r1"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    // Different seed for the model init, but weights loaded from the export of seed 0: the masks
+    // (magnitude at init) must equal those of the seed-0 run.
+    let b = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table", "--results", "r2", "--init-from", "w.safetensors"]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let mask = |root: &str| {
+        let study = d.path().join(root).join("t");
+        let run = std::fs::read_dir(study).unwrap().next().unwrap().unwrap().path();
+        lottery_core::MaskSet::load(&run.join("masks.safetensors")).unwrap()
+    };
+    assert_eq!(mask("r1"), mask("r2"));
+}
+
+#[test]
+fn bad_input_stops_early_with_a_named_error_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("typo", "lrr = 0.1\n".into(), &["train.lrr"]),
+        ("density", "".into(), &["prune.density", "1.5"]),
+        ("method", "".into(), &["prune.method", "no-such-method", "magnitude"]),
+        ("model", "".into(), &["model.name", "no-such-model", "lenet-300-100"]),
+        ("dataset-missing", "".into(), &["train-images-idx3-ubyte", "missing"]),
+        ("option", "[methods.magnitude]\nbogus = 1\n".into(), &["methods.magnitude", "bogus"]),
+        ("grid", "[grid]\nseed = 3\n".into(), &["grid.seed", "list"]),
+    ];
+    for (name, extra, needles) in cases {
+        let cfg = write_config(d.path(), &format!("{name}.toml"), &extra);
+        let mut args = vec!["run".to_string(), cfg.to_str().unwrap().to_string()];
+        match name {
+            "density" => args.extend(["--set".into(), "prune.density=1.5".into()]),
+            "method" => args.extend(["--set".into(), "prune.method=no-such-method".into()]),
+            "model" => args.extend(["--set".into(), "model.name=no-such-model".into()]),
+            "dataset-missing" => args.extend(["--set".into(), "data.name=fashion-mnist".into(), "--set".into(), format!("data.root={}", d.path().join("nowhere").display())]),
+            _ => {}
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = lottery(d.path(), &args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{name}: `{n}` not in: {err}");
+        }
+        if !matches!(name, "dataset-missing" | "method" | "model" | "density") {
+            assert!(err.contains(&format!("{name}.toml")), "{name}: file not named in: {err}");
+        }
+        assert!(results_entries(d.path()).is_empty(), "{name} left {:?} in results/", results_entries(d.path()));
+    }
+}

@@ -1,0 +1,56 @@
+//! Time of one SGD step (forward, loss, backward, momentum update) on this build's backend:
+//! LeNet-300-100 at batch 128 (1×28×28) and VGG-16 with batch norm at batch 64 (3×32×32).
+//! Prints one line per model: `step <model> batch=<n> median_ms=<t> min_ms=<t> backend=<name>`.
+//!
+//! `cargo bench -p lottery-train --bench train_step [--features simd,rayon]`
+
+use std::time::Instant;
+
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::prelude::*;
+use lottery_core::backend::{TrainBackend, backend_name, default_device};
+use lottery_models::InputShape;
+use lottery_train::task::loss_and_correct;
+
+fn bench(model: &str, input: InputShape, batch: usize, warmup: usize, reps: usize) {
+    let device = default_device();
+    let mut m = lottery_models::build(model, input, 10, 0, &device).expect("model");
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false }))
+        .init::<TrainBackend, lottery_models::ImageModel<TrainBackend>>();
+    let n = batch * input.numel();
+    let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let y: Vec<i64> = (0..batch).map(|i| (i % 10) as i64).collect();
+    let mut times = vec![];
+    for i in 0..warmup + reps {
+        let xt = Tensor::<TrainBackend, 4>::from_data(TensorData::new(x.clone(), [batch, input.channels, input.height, input.width]), &device);
+        let yt = Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+        let t = Instant::now();
+        let (loss, _) = loss_and_correct(m.forward(xt), yt);
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        m = optim.step(0.01, m, grads);
+        // Force completion of the step.
+        let _ = loss.into_scalar();
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "step {model} batch={batch} median_ms={:.2} min_ms={:.2} backend={}",
+        times[times.len() / 2],
+        times[0],
+        backend_name().replace(' ', "_")
+    );
+}
+
+fn main() {
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    if only.as_deref().is_none_or(|o| o == "lenet") {
+        bench("lenet-300-100", InputShape { channels: 1, height: 28, width: 28 }, 128, 5, 50);
+    }
+    if only.as_deref().is_none_or(|o| o == "vgg") {
+        bench("vgg-16", InputShape { channels: 3, height: 32, width: 32 }, 64, 1, 5);
+    }
+}

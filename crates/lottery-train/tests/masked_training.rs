@@ -1,0 +1,148 @@
+//! Pruned weights stay exactly zero through training steps, whatever the optimiser state; the
+//! seeded data order makes training bit-for-bit repeatable; gradients match finite differences.
+
+use std::sync::Arc;
+
+use lottery_core::backend::default_device;
+use lottery_core::config::{LrSchedule, OptimizerKind, TrainSection};
+use lottery_core::{Density, MaskSet, ParamValues, PruneTarget, Scope};
+use lottery_data::{ImageDataset, ImageShape, synthetic};
+use lottery_models::InputShape;
+use lottery_train::ImageTask;
+
+fn data() -> Arc<ImageDataset> {
+    let mut d = synthetic::generate(1, ImageShape { channels: 1, height: 12, width: 12 }, 4, 480, 64, 0.5);
+    d.normalise();
+    Arc::new(d)
+}
+
+fn task(model: &str, optimizer: OptimizerKind, seed: u64) -> ImageTask {
+    let data = data();
+    let input = InputShape { channels: 1, height: 12, width: 12 };
+    let m = lottery_models::build(model, input, 4, seed, &default_device()).unwrap();
+    let cfg = TrainSection {
+        epochs: 2,
+        optimizer,
+        lr: if optimizer == OptimizerKind::Adam { 0.01 } else { 0.05 },
+        momentum: 0.9,
+        nesterov: optimizer == OptimizerKind::Sgd,
+        weight_decay: 5e-3,
+        lr_schedule: LrSchedule::Cosine,
+        checkpoints: vec![0, 2],
+        ..Default::default()
+    };
+    ImageTask::new(m, data, cfg, 32, false, seed, default_device())
+}
+
+fn random_mask(t: &ImageTask, density: f64) -> MaskSet {
+    let names: Vec<String> = t.params().into_iter().filter(|p| lottery_core::PrunableRule::default().admits(p)).map(|p| p.name).collect();
+    let mut scores: ParamValues = t.values(&names).unwrap();
+    // Deterministic pseudo-random scores.
+    let mut s = 12345u64;
+    for v in scores.values_mut() {
+        for x in v.values.iter_mut() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *x = (s >> 33) as f32;
+        }
+    }
+    lottery_core::topk::top_k_mask(&scores, Density::new(density).unwrap(), Scope::Global, None).unwrap()
+}
+
+fn assert_pruned_zero(t: &ImageTask, mask: &MaskSet) {
+    let names: Vec<String> = mask.iter().map(|(n, _)| n.clone()).collect();
+    let v = t.values(&names).unwrap();
+    let mut pruned = 0;
+    for (name, m) in mask.iter() {
+        for (k, x) in m.keep.iter().zip(&v[name].values) {
+            if !k {
+                assert_eq!(*x, 0.0, "pruned weight of {name} revived");
+                pruned += 1;
+            }
+        }
+    }
+    assert!(pruned > 0);
+    // Survivors did train (not all zero).
+    assert!(mask.iter().any(|(n, m)| m.keep.iter().zip(&v[n].values).any(|(k, x)| *k && *x != 0.0)));
+}
+
+#[test]
+fn masks_survive_sgd_with_nesterov_momentum_and_weight_decay() {
+    for model in ["lenet-300-100", "conv-2"] {
+        let mut t = task(model, OptimizerKind::Sgd, 0);
+        let mask = random_mask(&t, 0.2);
+        t.train(&mask, 2, &mut |_| {}).unwrap();
+        assert!(t.step() > 0);
+        assert_pruned_zero(&t, &mask);
+    }
+}
+
+#[test]
+fn masks_survive_adam() {
+    let mut t = task("lenet-300-100", OptimizerKind::Adam, 0);
+    let mask = random_mask(&t, 0.1);
+    t.train(&mask, 2, &mut |_| {}).unwrap();
+    assert_pruned_zero(&t, &mask);
+}
+
+#[test]
+fn masks_survive_training_with_batch_norm_and_shortcuts() {
+    let mut t = task("resnet-20", OptimizerKind::Sgd, 2);
+    let mask = random_mask(&t, 0.3);
+    t.train(&mask, 1, &mut |_| {}).unwrap();
+    assert_pruned_zero(&t, &mask);
+}
+
+#[test]
+fn training_is_bit_identical_for_a_seed_and_learns() {
+    let run = || {
+        let mut t = task("lenet-300-100", OptimizerKind::Sgd, 7);
+        let mask = random_mask(&t, 0.5);
+        let mut accs = vec![];
+        t.train(&mask, 2, &mut |r| accs.push(r.test_accuracy.unwrap())).unwrap();
+        (t.all_values(), t.metrics().to_vec(), accs)
+    };
+    let (a, ma, accs) = run();
+    let (b, mb, _) = run();
+    assert_eq!(a, b);
+    assert_eq!(ma, mb);
+    assert!(accs[1] > 0.5, "synthetic data is easy: accuracy {accs:?}");
+}
+
+#[test]
+fn checkpoints_hold_theta_0_and_theta_k() {
+    let mut t = task("lenet-300-100", OptimizerKind::Sgd, 3);
+    let theta0 = t.all_values();
+    let mask = MaskSet::new();
+    t.train(&mask, 1, &mut |_| {}).unwrap();
+    let c = t.checkpoints();
+    assert_eq!(c.keys().copied().collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(c[&0], theta0);
+    assert_ne!(c[&2], theta0);
+    assert_ne!(c[&2], t.all_values());
+}
+
+#[test]
+fn loss_gradients_match_finite_differences() {
+    let mut t = task("lenet-300-100", OptimizerKind::Sgd, 4);
+    let mask = MaskSet::new();
+    let name = "fc.weight".to_string();
+    let g = t.loss_gradients(std::slice::from_ref(&name), &mask, 1).unwrap();
+    let base = t.values(std::slice::from_ref(&name)).unwrap();
+    let loss_at = |t: &mut ImageTask, v: &ParamValues| {
+        t.set_values(v).unwrap();
+        // The mean loss of batch 0 is what loss_gradients differentiates; evaluate it through the
+        // gradient call's own forward by a zero-mask-free path: use the training loss directly.
+        let (l, _) = lottery_train::task::batch_loss(t, 1);
+        l
+    };
+    let eps = 1e-2f32;
+    for idx in [0usize, 17, 223, 399] {
+        let mut plus = base.clone();
+        plus.get_mut(&name).unwrap().values[idx] += eps;
+        let mut minus = base.clone();
+        minus.get_mut(&name).unwrap().values[idx] -= eps;
+        let fd = (loss_at(&mut t, &plus) - loss_at(&mut t, &minus)) / (2.0 * eps as f64);
+        let an = g[&name].values[idx] as f64;
+        assert!((fd - an).abs() < 1e-3 + 1e-2 * an.abs(), "index {idx}: finite difference {fd}, autodiff {an}");
+    }
+}
