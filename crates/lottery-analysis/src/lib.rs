@@ -10,4 +10,4 @@ pub mod store;
 pub mod table;
 
 pub use store::{LayerRow, MetricRecord, RunSummary, StoreError};
-pub use table::{TableFormat, TableOptions, study_frame, render_table};
+pub use table::{TableFormat, TableOptions, render_table, study_frame};

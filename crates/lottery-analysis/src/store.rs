@@ -111,11 +111,17 @@ pub struct RunSummary {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn pl(path: &Path) -> impl FnOnce(PolarsError) -> StoreError + '_ {
-    move |source| StoreError::Polars { path: path.to_path_buf(), source }
+    move |source| StoreError::Polars {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), StoreError> {
@@ -165,7 +171,10 @@ pub fn read_layers(path: &Path) -> Result<DataFrame, StoreError> {
 /// Reads `summary.json`.
 pub fn read_summary(path: &Path) -> Result<RunSummary, StoreError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Format { path: path.to_path_buf(), why: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| StoreError::Format {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
 }
 
 /// The finished runs of a study: every `results/<study>/<id>/summary.json`; folders whose name
@@ -175,12 +184,20 @@ pub fn finished_runs(study_dir: &Path) -> Result<Vec<RunSummary>, StoreError> {
     let entries = match std::fs::read_dir(study_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(source) => return Err(StoreError::Io { path: study_dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: study_dir.to_path_buf(),
+                source,
+            });
+        }
     };
     let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     dirs.sort();
     for d in dirs {
-        let hidden = d.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+        let hidden = d
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
         let summary = d.join("summary.json");
         if !hidden && d.is_dir() && summary.exists() {
             out.push(read_summary(&summary)?);
@@ -197,8 +214,20 @@ mod tests {
     fn metrics_and_layers_round_trip() {
         let d = tempfile::tempdir().unwrap();
         let rows = vec![
-            MetricRecord { step: 0, epoch: 0, split: "test".into(), metric: "accuracy".into(), value: 0.1 },
-            MetricRecord { step: 10, epoch: 1, split: "train".into(), metric: "loss".into(), value: 2.0 },
+            MetricRecord {
+                step: 0,
+                epoch: 0,
+                split: "test".into(),
+                metric: "accuracy".into(),
+                value: 0.1,
+            },
+            MetricRecord {
+                step: 10,
+                epoch: 1,
+                split: "train".into(),
+                metric: "loss".into(),
+                value: 2.0,
+            },
         ];
         let p = d.path().join("metrics.parquet");
         write_metrics(&p, &rows).unwrap();
@@ -206,8 +235,20 @@ mod tests {
         assert_eq!(df.height(), 2);
         assert_eq!(df.column("value").unwrap().f64().unwrap().get(1), Some(2.0));
         let p = d.path().join("layers.parquet");
-        write_layers(&p, &[LayerRow { parameter: "fc.weight".into(), shape: vec![10, 100], numel: 1000, kept: 10 }]).unwrap();
+        write_layers(
+            &p,
+            &[LayerRow {
+                parameter: "fc.weight".into(),
+                shape: vec![10, 100],
+                numel: 1000,
+                kept: 10,
+            }],
+        )
+        .unwrap();
         let df = read_layers(&p).unwrap();
-        assert_eq!(df.column("density").unwrap().f64().unwrap().get(0), Some(0.01));
+        assert_eq!(
+            df.column("density").unwrap().f64().unwrap().get(0),
+            Some(0.01)
+        );
     }
 }

@@ -29,7 +29,10 @@ pub struct TableOptions {
 
 impl Default for TableOptions {
     fn default() -> Self {
-        Self { metric: "test_accuracy".into(), scale: 100.0 }
+        Self {
+            metric: "test_accuracy".into(),
+            scale: 100.0,
+        }
     }
 }
 
@@ -50,7 +53,10 @@ fn metric_of(s: &RunSummary, metric: &str) -> Option<f64> {
 pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> PolarsResult<DataFrame> {
     let values: Vec<f64> = runs
         .iter()
-        .map(|r| metric_of(r, &opts.metric).ok_or_else(|| polars_err!(ColumnNotFound: "unknown metric `{}`", opts.metric)))
+        .map(|r| {
+            metric_of(r, &opts.metric)
+                .ok_or_else(|| polars_err!(ColumnNotFound: "unknown metric `{}`", opts.metric))
+        })
         .collect::<PolarsResult<_>>()?;
     let df = df!(
         "model" => runs.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
@@ -93,14 +99,34 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
         let m = method.get(i).unwrap_or("?").to_string();
         densities.insert(key);
         methods.insert(m.clone());
-        setting.insert(format!("{} on {}", models.get(i).unwrap_or("?"), datasets.get(i).unwrap_or("?")));
-        cells.insert((m, key), (mean.get(i).unwrap_or(f64::NAN), std.get(i), n.get(i).unwrap_or(0)));
+        setting.insert(format!(
+            "{} on {}",
+            models.get(i).unwrap_or("?"),
+            datasets.get(i).unwrap_or("?")
+        ));
+        cells.insert(
+            (m, key),
+            (
+                mean.get(i).unwrap_or(f64::NAN),
+                std.get(i),
+                n.get(i).unwrap_or(0),
+            ),
+        );
     }
     let mut cols: Vec<u64> = densities.into_iter().collect();
     cols.sort_by(|a, b| f64::from_bits(*b).total_cmp(&f64::from_bits(*a)));
     let best: BTreeMap<u64, f64> = cols
         .iter()
-        .map(|c| (*c, cells.iter().filter(|((_, d), _)| d == c).map(|(_, v)| v.0).fold(f64::NEG_INFINITY, f64::max)))
+        .map(|c| {
+            (
+                *c,
+                cells
+                    .iter()
+                    .filter(|((_, d), _)| d == c)
+                    .map(|(_, v)| v.0)
+                    .fold(f64::NEG_INFINITY, f64::max),
+            )
+        })
         .collect();
     let fmt_cell = |v: &(f64, Option<f64>, u32)| match v.1 {
         Some(s) => format!("{:.2} ± {:.2} (n={})", v.0, s, v.2),
@@ -113,9 +139,18 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
     let mut out = String::new();
     match format {
         TableFormat::Markdown => {
-            out.push_str(&format!("### {title} ({})\n\n", setting.into_iter().collect::<Vec<_>>().join("; ")));
+            out.push_str(&format!(
+                "### {title} ({})\n\n",
+                setting.into_iter().collect::<Vec<_>>().join("; ")
+            ));
             out.push_str("| method | ");
-            out.push_str(&cols.iter().map(header_density).collect::<Vec<_>>().join(" | "));
+            out.push_str(
+                &cols
+                    .iter()
+                    .map(header_density)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
             out.push_str(" |\n|---|");
             out.push_str(&"---|".repeat(cols.len()));
             out.push('\n');
@@ -123,7 +158,9 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
                 out.push_str(&format!("| {m} |"));
                 for c in &cols {
                     match cells.get(&(m.clone(), *c)) {
-                        Some(v) if methods.len() > 1 && v.0 == best[c] => out.push_str(&format!(" **{}** |", fmt_cell(v))),
+                        Some(v) if methods.len() > 1 && v.0 == best[c] => {
+                            out.push_str(&format!(" **{}** |", fmt_cell(v)))
+                        }
                         Some(v) => out.push_str(&format!(" {} |", fmt_cell(v))),
                         None => out.push_str(" – |"),
                     }
@@ -135,11 +172,20 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
         TableFormat::Csv => {
             out.push_str("method,density,mean,std,n\n");
             for ((m, c), v) in &cells {
-                out.push_str(&format!("{m},{},{},{},{}\n", f64::from_bits(*c), v.0, v.1.map(|s| s.to_string()).unwrap_or_default(), v.2));
+                out.push_str(&format!(
+                    "{m},{},{},{},{}\n",
+                    f64::from_bits(*c),
+                    v.0,
+                    v.1.map(|s| s.to_string()).unwrap_or_default(),
+                    v.2
+                ));
             }
         }
         TableFormat::Latex => {
-            out.push_str(&format!("% {title}\n\\begin{{tabular}}{{l{}}}\n\\hline\nmethod", "r".repeat(cols.len())));
+            out.push_str(&format!(
+                "% {title}\n\\begin{{tabular}}{{l{}}}\n\\hline\nmethod",
+                "r".repeat(cols.len())
+            ));
             for c in &cols {
                 out.push_str(&format!(" & {}\\%", trim(f64::from_bits(*c) * 100.0)));
             }
@@ -207,12 +253,21 @@ mod tests {
 
     #[test]
     fn mean_and_sample_std_match_a_hand_computation() {
-        let runs = vec![run("a", 0.1, 0, 0.80), run("a", 0.1, 1, 0.90), run("a", 0.02, 0, 0.5), run("b", 0.1, 0, 0.7), run("b", 0.1, 1, 0.7)];
+        let runs = vec![
+            run("a", 0.1, 0, 0.80),
+            run("a", 0.1, 1, 0.90),
+            run("a", 0.02, 0, 0.5),
+            run("b", 0.1, 0, 0.7),
+            run("b", 0.1, 1, 0.7),
+        ];
         let f = study_frame(&runs, &TableOptions::default()).unwrap();
         assert_eq!(f.height(), 3);
         // First row: method a, density 0.1 (densities descending within a method).
         assert_eq!(f.column("method").unwrap().str().unwrap().get(0), Some("a"));
-        assert_eq!(f.column("density").unwrap().f64().unwrap().get(0), Some(0.1));
+        assert_eq!(
+            f.column("density").unwrap().f64().unwrap().get(0),
+            Some(0.1)
+        );
         let mean = f.column("mean").unwrap().f64().unwrap().get(0).unwrap();
         let std = f.column("std").unwrap().f64().unwrap().get(0).unwrap();
         assert!((mean - 85.0).abs() < 1e-9);

@@ -57,17 +57,33 @@ pub struct DataCache {
 impl DataCache {
     fn get(&mut self, cfg: &RunConfig, file: Option<&Path>) -> Result<Arc<ImageDataset>, RunError> {
         let d = &cfg.data;
-        let key = (d.name.clone(), d.root.clone(), d.train_subset, d.test_subset);
+        let key = (
+            d.name.clone(),
+            d.root.clone(),
+            d.train_subset,
+            d.test_subset,
+        );
         if let Some(ds) = self.loaded.get(&key) {
             return Ok(ds.clone());
         }
-        let entry = find_dataset(&d.name).map_err(|why| named(ConfigErrorKind::UnknownName, "data.name", &d.name, why, file))?;
+        let entry = find_dataset(&d.name).map_err(|why| {
+            named(
+                ConfigErrorKind::UnknownName,
+                "data.name",
+                &d.name,
+                why,
+                file,
+            )
+        })?;
         let root = entry.root(d.root.as_deref());
         let mut ds = (entry.load)(&root)?;
         ds.train.truncate(d.train_subset, ds.shape);
         ds.test.truncate(d.test_subset, ds.shape);
         if ds.train.is_empty() || ds.test.is_empty() {
-            return Err(RunError::Data(DataError::Format { path: root, why: "a split is empty".into() }));
+            return Err(RunError::Data(DataError::Format {
+                path: root,
+                why: "a split is empty".into(),
+            }));
         }
         ds.normalise();
         let ds = Arc::new(ds);
@@ -76,7 +92,13 @@ impl DataCache {
     }
 }
 
-fn named(kind: ConfigErrorKind, key: &str, value: &str, why: String, file: Option<&Path>) -> ConfigError {
+fn named(
+    kind: ConfigErrorKind,
+    key: &str,
+    value: &str,
+    why: String,
+    file: Option<&Path>,
+) -> ConfigError {
     let e = ConfigError::new(kind, key, value, why);
     match file {
         Some(f) => e.in_file(f),
@@ -103,11 +125,31 @@ pub struct Prepared {
 }
 
 /// Resolves names, checks options, loads data and weights. `file` is the config file, for errors.
-pub fn prepare(resolved: ResolvedConfig, file: Option<&Path>, cache: &mut DataCache) -> Result<Prepared, RunError> {
+pub fn prepare(
+    resolved: ResolvedConfig,
+    file: Option<&Path>,
+    cache: &mut DataCache,
+) -> Result<Prepared, RunError> {
     let cfg = &resolved.config;
-    let method = find_pruner(&cfg.prune.method).map_err(|why| named(ConfigErrorKind::UnknownName, "prune.method", &cfg.prune.method, why, file))?;
+    let method = find_pruner(&cfg.prune.method).map_err(|why| {
+        named(
+            ConfigErrorKind::UnknownName,
+            "prune.method",
+            &cfg.prune.method,
+            why,
+            file,
+        )
+    })?;
     for name in cfg.methods.keys() {
-        find_pruner(name).map_err(|why| named(ConfigErrorKind::UnknownName, &format!("methods.{name}"), name, why, file))?;
+        find_pruner(name).map_err(|why| {
+            named(
+                ConfigErrorKind::UnknownName,
+                &format!("methods.{name}"),
+                name,
+                why,
+                file,
+            )
+        })?;
     }
     let mut options = (method.default_options)();
     for (k, v) in cfg.method_options() {
@@ -115,22 +157,78 @@ pub fn prepare(resolved: ResolvedConfig, file: Option<&Path>, cache: &mut DataCa
     }
     if let Err(why) = (method.build)(&options) {
         let key = format!("methods.{}", method.name);
-        return Err(named(ConfigErrorKind::Invalid, &key, &toml::Value::Table(cfg.method_options()).to_string(), why, file).into());
+        return Err(named(
+            ConfigErrorKind::Invalid,
+            &key,
+            &toml::Value::Table(cfg.method_options()).to_string(),
+            why,
+            file,
+        )
+        .into());
     }
-    let model_entry = find_model(&cfg.model.name).map_err(|why| named(ConfigErrorKind::UnknownName, "model.name", &cfg.model.name, why, file))?;
+    let model_entry = find_model(&cfg.model.name).map_err(|why| {
+        named(
+            ConfigErrorKind::UnknownName,
+            "model.name",
+            &cfg.model.name,
+            why,
+            file,
+        )
+    })?;
     let data = cache.get(cfg, file)?;
-    let input = InputShape { channels: data.shape.channels, height: data.shape.height, width: data.shape.width };
-    let mut model = lottery_models::build(model_entry.name, input, data.classes, cfg.seed, &default_device())
-        .map_err(|why| named(ConfigErrorKind::Invalid, "model.name", &cfg.model.name, why, file))?;
+    let input = InputShape {
+        channels: data.shape.channels,
+        height: data.shape.height,
+        width: data.shape.width,
+    };
+    let mut model = lottery_models::build(
+        model_entry.name,
+        input,
+        data.classes,
+        cfg.seed,
+        &default_device(),
+    )
+    .map_err(|why| {
+        named(
+            ConfigErrorKind::Invalid,
+            "model.name",
+            &cfg.model.name,
+            why,
+            file,
+        )
+    })?;
     if let Some(path) = &cfg.model.init_from {
-        let values = weights::read(path).map_err(|e| named(ConfigErrorKind::Invalid, "model.init_from", &path.display().to_string(), e.to_string(), file))?;
+        let values = weights::read(path).map_err(|e| {
+            named(
+                ConfigErrorKind::Invalid,
+                "model.init_from",
+                &path.display().to_string(),
+                e.to_string(),
+                file,
+            )
+        })?;
         let naming = model.naming();
-        model = view::set_values::<TrainBackend, _>(model, &naming, &values)
-            .map_err(|e| named(ConfigErrorKind::Invalid, "model.init_from", &path.display().to_string(), e.to_string(), file))?;
+        model = view::set_values::<TrainBackend, _>(model, &naming, &values).map_err(|e| {
+            named(
+                ConfigErrorKind::Invalid,
+                "model.init_from",
+                &path.display().to_string(),
+                e.to_string(),
+                file,
+            )
+        })?;
     }
     let canonical = cfg.canonical(options.clone());
     let run_id = canonical.run_id();
-    Ok(Prepared { resolved, canonical, run_id, method, options, data, model })
+    Ok(Prepared {
+        resolved,
+        canonical,
+        run_id,
+        method,
+        options,
+        data,
+        model,
+    })
 }
 
 /// How a run ended.
@@ -150,26 +248,58 @@ pub fn run_dir(results: &Path, cfg: &RunConfig, run_id: &str) -> PathBuf {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Io { path: path.to_path_buf(), source }
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Prunes, trains, evaluates and records the run under `results/`. A finished run with the same id
 /// is skipped unless `force`.
-pub fn execute(p: Prepared, results: &Path, force: bool, bar: ProgressBar) -> Result<RunOutcome, RunError> {
+pub fn execute(
+    p: Prepared,
+    results: &Path,
+    force: bool,
+    bar: ProgressBar,
+) -> Result<RunOutcome, RunError> {
     let cfg = p.canonical.clone();
     let dir = run_dir(results, &cfg, &p.run_id);
     if dir.join("summary.json").exists() && !force {
-        return Ok(RunOutcome { summary: store::read_summary(&dir.join("summary.json"))?, dir, skipped: true });
+        return Ok(RunOutcome {
+            summary: store::read_summary(&dir.join("summary.json"))?,
+            dir,
+            skipped: true,
+        });
     }
     let goal = cfg.goal()?;
-    let mut task = ImageTask::new(p.model, p.data.clone(), cfg.train.clone(), cfg.data.batch_size, cfg.data.augment, cfg.seed, default_device())
-        .with_progress(bar.clone());
+    let mut task = ImageTask::new(
+        p.model,
+        p.data.clone(),
+        cfg.train.clone(),
+        cfg.data.batch_size,
+        cfg.data.augment,
+        cfg.seed,
+        default_device(),
+    )
+    .with_progress(bar.clone());
 
     bar.set_message(format!("{} pruning", p.method.name));
     let t0 = Instant::now();
-    let mut pruner = (p.method.build)(&p.options).map_err(|why| ConfigError::new(ConfigErrorKind::Invalid, format!("methods.{}", p.method.name), "", why))?;
+    let mut pruner = (p.method.build)(&p.options).map_err(|why| {
+        ConfigError::new(
+            ConfigErrorKind::Invalid,
+            format!("methods.{}", p.method.name),
+            "",
+            why,
+        )
+    })?;
     let mask = {
-        let mut ctx = PruneContext { target: &mut task, goal: goal.clone(), seed: cfg.seed, progress: bar.clone() };
+        let mut ctx = PruneContext {
+            target: &mut task,
+            goal: goal.clone(),
+            seed: cfg.seed,
+            progress: bar.clone(),
+        };
         let expected = ctx.dense_mask();
         let mask = pruner.prune(&mut ctx)?;
         check_mask(&mask, &expected, &goal)?;
@@ -182,12 +312,23 @@ pub fn execute(p: Prepared, results: &Path, force: bool, bar: ProgressBar) -> Re
     task.record("test", "loss", init_loss);
     task.record("test", "accuracy", init_acc);
 
-    bar.set_message(format!("{} d={} training", p.method.name, cfg.prune.density));
+    bar.set_message(format!(
+        "{} d={} training",
+        p.method.name, cfg.prune.density
+    ));
     let t1 = Instant::now();
     let mut last = (init_loss, init_acc);
     task.train(&mask, cfg.train.epochs, &mut |r| {
-        last = (r.test_loss.unwrap_or(f64::NAN), r.test_accuracy.unwrap_or(f64::NAN));
-        tracing::info!(epoch = r.epoch, train_loss = format!("{:.4}", r.train_loss), test_accuracy = format!("{:.4}", r.test_accuracy.unwrap_or(f64::NAN)), "epoch");
+        last = (
+            r.test_loss.unwrap_or(f64::NAN),
+            r.test_accuracy.unwrap_or(f64::NAN),
+        );
+        tracing::info!(
+            epoch = r.epoch,
+            train_loss = format!("{:.4}", r.train_loss),
+            test_accuracy = format!("{:.4}", r.test_accuracy.unwrap_or(f64::NAN)),
+            "epoch"
+        );
     })?;
     let train_seconds = t1.elapsed().as_secs_f64();
     check_pruned_are_zero(&task, &mask)?;
@@ -217,21 +358,37 @@ pub fn execute(p: Prepared, results: &Path, force: bool, bar: ProgressBar) -> Re
         lottery_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     write_run(&dir, &p.resolved, &cfg, &summary, &task, &mask)?;
-    Ok(RunOutcome { dir, summary, skipped: false })
+    Ok(RunOutcome {
+        dir,
+        summary,
+        skipped: false,
+    })
 }
 
-fn check_mask(mask: &MaskSet, expected: &MaskSet, goal: &lottery_core::PruneGoal) -> Result<(), PruneError> {
+fn check_mask(
+    mask: &MaskSet,
+    expected: &MaskSet,
+    goal: &lottery_core::PruneGoal,
+) -> Result<(), PruneError> {
     let names: Vec<&String> = mask.iter().map(|(n, _)| n).collect();
     let want: Vec<&String> = expected.iter().map(|(n, _)| n).collect();
     if names != want {
-        return Err(PruneError::Internal(format!("mask covers {names:?}, the prunable parameters are {want:?}")));
+        return Err(PruneError::Internal(format!(
+            "mask covers {names:?}, the prunable parameters are {want:?}"
+        )));
     }
     let want_kept: usize = match goal.scope {
         Scope::Global => goal.density.keep_count(expected.numel()),
-        Scope::Layerwise => expected.iter().map(|(_, m)| goal.density.keep_count(m.numel())).sum(),
+        Scope::Layerwise => expected
+            .iter()
+            .map(|(_, m)| goal.density.keep_count(m.numel()))
+            .sum(),
     };
     if mask.kept() != want_kept {
-        return Err(PruneError::Internal(format!("mask keeps {} weights, the target is exactly {want_kept}", mask.kept())));
+        return Err(PruneError::Internal(format!(
+            "mask keeps {} weights, the target is exactly {want_kept}",
+            mask.kept()
+        )));
     }
     Ok(())
 }
@@ -240,8 +397,15 @@ fn check_pruned_are_zero(task: &ImageTask, mask: &MaskSet) -> Result<(), PruneEr
     let names: Vec<String> = mask.iter().map(|(n, _)| n.clone()).collect();
     let values = task.values(&names)?;
     for (name, m) in mask.iter() {
-        if let Some(i) = m.keep.iter().zip(&values[name].values).position(|(k, v)| !k && *v != 0.0) {
-            return Err(PruneError::Internal(format!("pruned weight {name}[{i}] is non-zero after training")));
+        if let Some(i) = m
+            .keep
+            .iter()
+            .zip(&values[name].values)
+            .position(|(k, v)| !k && *v != 0.0)
+        {
+            return Err(PruneError::Internal(format!(
+                "pruned weight {name}[{i}] is non-zero after training"
+            )));
         }
     }
     Ok(())
@@ -249,13 +413,29 @@ fn check_pruned_are_zero(task: &ImageTask, mask: &MaskSet) -> Result<(), PruneEr
 
 /// Commit and dirty flag of the working tree, when it is a git checkout.
 pub fn git_state() -> (String, bool) {
-    let run = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success());
-    let commit = run(&["rev-parse", "HEAD"]).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_else(|| "unknown".into());
-    let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    let commit = run(&["rev-parse", "HEAD"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|o| !o.stdout.is_empty());
     (commit, dirty)
 }
 
-fn write_run(dir: &Path, resolved: &ResolvedConfig, cfg: &RunConfig, summary: &RunSummary, task: &ImageTask, mask: &MaskSet) -> Result<(), RunError> {
+fn write_run(
+    dir: &Path,
+    resolved: &ResolvedConfig,
+    cfg: &RunConfig,
+    summary: &RunSummary,
+    task: &ImageTask,
+    mask: &MaskSet,
+) -> Result<(), RunError> {
     let parent = dir.parent().expect("run dir has a parent");
     std::fs::create_dir_all(parent).map_err(io(parent))?;
     let name = dir.file_name().and_then(|n| n.to_str()).expect("run id");
@@ -272,28 +452,54 @@ fn write_run(dir: &Path, resolved: &ResolvedConfig, cfg: &RunConfig, summary: &R
     let rows: Vec<MetricRecord> = task
         .metrics()
         .iter()
-        .map(|m| MetricRecord { step: m.step, epoch: m.epoch, split: m.split.clone(), metric: m.metric.clone(), value: m.value })
+        .map(|m| MetricRecord {
+            step: m.step,
+            epoch: m.epoch,
+            split: m.split.clone(),
+            metric: m.metric.clone(),
+            value: m.value,
+        })
         .collect();
     store::write_metrics(&tmp.join("metrics.parquet"), &rows)?;
     let layers: Vec<LayerRow> = mask
         .layers()
         .into_iter()
-        .map(|l| LayerRow { parameter: l.name, shape: l.shape, numel: l.numel as u64, kept: l.kept as u64 })
+        .map(|l| LayerRow {
+            parameter: l.name,
+            shape: l.shape,
+            numel: l.numel as u64,
+            kept: l.kept as u64,
+        })
         .collect();
     store::write_layers(&tmp.join("layers.parquet"), &layers)?;
     let meta = BTreeMap::from([
         ("method".to_string(), summary.method.clone()),
         ("density".to_string(), summary.density_requested.to_string()),
-        ("density_achieved".to_string(), summary.density_achieved.to_string()),
+        (
+            "density_achieved".to_string(),
+            summary.density_achieved.to_string(),
+        ),
         ("run_id".to_string(), summary.run_id.clone()),
         ("layout".to_string(), "pytorch".to_string()),
     ]);
-    mask.save(&tmp.join("masks.safetensors"), &meta, "").map_err(|e| RunError::Io { path: tmp.join("masks.safetensors"), source: std::io::Error::other(e.to_string()) })?;
+    mask.save(&tmp.join("masks.safetensors"), &meta, "")
+        .map_err(|e| RunError::Io {
+            path: tmp.join("masks.safetensors"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     for (step, values) in task.checkpoints() {
-        write_weights(&tmp.join(format!("checkpoint-step{step}.safetensors")), values, &summary.run_id)?;
+        write_weights(
+            &tmp.join(format!("checkpoint-step{step}.safetensors")),
+            values,
+            &summary.run_id,
+        )?;
     }
     // The summary marks the run finished: written last, then the directory moves into place.
-    std::fs::write(tmp.join("summary.json"), serde_json::to_string_pretty(summary).expect("json")).map_err(io(&tmp))?;
+    std::fs::write(
+        tmp.join("summary.json"),
+        serde_json::to_string_pretty(summary).expect("json"),
+    )
+    .map_err(io(&tmp))?;
     if dir.exists() {
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         std::fs::rename(dir, &old).map_err(io(dir))?;
@@ -307,6 +513,10 @@ fn write_run(dir: &Path, resolved: &ResolvedConfig, cfg: &RunConfig, summary: &R
 
 /// Writes weights as f32 safetensors with PyTorch names.
 pub fn write_weights(path: &Path, values: &ParamValues, run_id: &str) -> Result<(), RunError> {
-    let meta = BTreeMap::from([("format".to_string(), "lottery-weights/1".to_string()), ("run_id".to_string(), run_id.to_string()), ("layout".to_string(), "pytorch".to_string())]);
+    let meta = BTreeMap::from([
+        ("format".to_string(), "lottery-weights/1".to_string()),
+        ("run_id".to_string(), run_id.to_string()),
+        ("layout".to_string(), "pytorch".to_string()),
+    ]);
     lottery_core::fsutil::write_atomic(path, &weights::to_bytes(values, &meta)).map_err(io(path))
 }

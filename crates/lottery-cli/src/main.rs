@@ -13,7 +13,11 @@ use lottery_core::{ConfigError, MaskSet};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "lottery", version, about = "Find sparse trainable subnetworks and compare the methods that find them")]
+#[command(
+    name = "lottery",
+    version,
+    about = "Find sparse trainable subnetworks and compare the methods that find them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,7 +96,9 @@ enum Format {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("LOTTERY_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("LOTTERY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -103,9 +109,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let config_error = e.downcast_ref::<ConfigError>().is_some()
-                || e.downcast_ref::<RunError>().is_some_and(|r| matches!(r, RunError::Config(_) | RunError::Data(_)));
+                || e.downcast_ref::<RunError>()
+                    .is_some_and(|r| matches!(r, RunError::Config(_) | RunError::Data(_)));
             eprintln!("error: {e:#}");
-            if config_error { ExitCode::from(2) } else { ExitCode::FAILURE }
+            if config_error {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -113,9 +124,19 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::List => list(),
-        Command::Run { config, mut sets, init_from, results, force, no_table } => {
+        Command::Run {
+            config,
+            mut sets,
+            init_from,
+            results,
+            force,
+            no_table,
+        } => {
             if let Some(f) = init_from {
-                sets.push(Override { key: "model.init_from".into(), value: toml::Value::String(f.display().to_string()) });
+                sets.push(Override {
+                    key: "model.init_from".into(),
+                    value: toml::Value::String(f.display().to_string()),
+                });
             }
             run(&config, &sets, &results, force, !no_table)
         }
@@ -130,7 +151,12 @@ fn dispatch(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Table { study, results, format, metric } => {
+        Command::Table {
+            study,
+            results,
+            format,
+            metric,
+        } => {
             let text = table(&results, &study, format, &metric)?;
             print!("{text}");
             Ok(())
@@ -156,7 +182,13 @@ fn list() -> Result<()> {
     Ok(())
 }
 
-fn run(config_path: &Path, sets: &[Override], results: &Path, force: bool, print_table: bool) -> Result<()> {
+fn run(
+    config_path: &Path,
+    sets: &[Override],
+    results: &Path,
+    force: bool,
+    print_table: bool,
+) -> Result<()> {
     let resolved = config::load(Some(config_path), sets)?;
     // Validate every run of the grid before any work starts.
     let mut cache = DataCache::default();
@@ -171,13 +203,24 @@ fn run(config_path: &Path, sets: &[Override], results: &Path, force: bool, print
     };
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(prepared.len() as u64));
-    overall.set_style(ProgressStyle::with_template("runs {bar:30} {pos}/{len} {elapsed_precise} {msg}").expect("template"));
+    overall.set_style(
+        ProgressStyle::with_template("runs {bar:30} {pos}/{len} {elapsed_precise} {msg}")
+            .expect("template"),
+    );
     let total = prepared.len();
     let t0 = std::time::Instant::now();
     for (i, p) in prepared.into_iter().enumerate() {
         let bar = multi.add(ProgressBar::new(0));
-        bar.set_style(ProgressStyle::with_template("  {msg:32} {bar:30} {pos}/{len} steps {per_sec} eta {eta}").expect("template"));
-        let label = format!("{} d={} seed={}", p.method.name, p.canonical.prune.density, p.canonical.seed);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "  {msg:32} {bar:30} {pos}/{len} steps {per_sec} eta {eta}",
+            )
+            .expect("template"),
+        );
+        let label = format!(
+            "{} d={} seed={}",
+            p.method.name, p.canonical.prune.density, p.canonical.seed
+        );
         overall.set_message(label.clone());
         let outcome = execute(p, results, force, bar.clone())?;
         bar.finish_and_clear();
@@ -185,7 +228,11 @@ fn run(config_path: &Path, sets: &[Override], results: &Path, force: bool, print
         overall.inc(1);
         let s = &outcome.summary;
         if outcome.skipped {
-            tracing::info!("run {}/{total} {label}: already finished ({}), skipped", i + 1, outcome.dir.display());
+            tracing::info!(
+                "run {}/{total} {label}: already finished ({}), skipped",
+                i + 1,
+                outcome.dir.display()
+            );
         } else {
             tracing::info!(
                 "run {}/{total} {label}: density {:.4}, test accuracy {:.2}% (at init {:.2}%), prune {:.1}s, train {:.1}s -> {}",
@@ -206,7 +253,10 @@ fn run(config_path: &Path, sets: &[Override], results: &Path, force: bool, print
     tracing::info!("{total} runs in {:.1}s", t0.elapsed().as_secs_f64());
     if print_table {
         for study in studies {
-            print!("{}", table(results, &study, Format::Markdown, "test_accuracy")?);
+            print!(
+                "{}",
+                table(results, &study, Format::Markdown, "test_accuracy")?
+            );
         }
     }
     Ok(())
@@ -217,7 +267,14 @@ fn table(results: &Path, study: &str, format: Format, metric: &str) -> Result<St
     if runs.is_empty() {
         bail!("no finished runs under {}", results.join(study).display());
     }
-    let opts = TableOptions { metric: metric.to_string(), scale: if metric.contains("accuracy") { 100.0 } else { 1.0 } };
+    let opts = TableOptions {
+        metric: metric.to_string(),
+        scale: if metric.contains("accuracy") {
+            100.0
+        } else {
+            1.0
+        },
+    };
     let frame = study_frame(&runs, &opts)?;
     let (fmt, ext) = match format {
         Format::Markdown => (TableFormat::Markdown, "md"),
@@ -225,20 +282,44 @@ fn table(results: &Path, study: &str, format: Format, metric: &str) -> Result<St
         Format::Latex => (TableFormat::Latex, "tex"),
     };
     let text = render_table(&frame, fmt, &format!("{study}: {metric}"))?;
-    let out = results.join("tables").join(format!("{study}.{metric}.{ext}"));
-    lottery_core::fsutil::write_atomic(&out, text.as_bytes()).with_context(|| out.display().to_string())?;
+    let out = results
+        .join("tables")
+        .join(format!("{study}.{metric}.{ext}"));
+    lottery_core::fsutil::write_atomic(&out, text.as_bytes())
+        .with_context(|| out.display().to_string())?;
     Ok(text)
 }
 
 fn inspect(run: &Path) -> Result<()> {
-    let path = if run.is_dir() { run.join("masks.safetensors") } else { run.to_path_buf() };
+    let path = if run.is_dir() {
+        run.join("masks.safetensors")
+    } else {
+        run.to_path_buf()
+    };
     let masks = MaskSet::load(&path)?;
-    println!("{:<40} {:>18} {:>10} {:>10} {:>9}", "parameter", "shape", "numel", "kept", "density");
+    println!(
+        "{:<40} {:>18} {:>10} {:>10} {:>9}",
+        "parameter", "shape", "numel", "kept", "density"
+    );
     for l in masks.layers() {
         let flag = if l.kept == 0 { "  COLLAPSED" } else { "" };
-        println!("{:<40} {:>18} {:>10} {:>10} {:>8.4}%{flag}", l.name, format!("{:?}", l.shape), l.numel, l.kept, 100.0 * l.kept as f64 / l.numel.max(1) as f64);
+        println!(
+            "{:<40} {:>18} {:>10} {:>10} {:>8.4}%{flag}",
+            l.name,
+            format!("{:?}", l.shape),
+            l.numel,
+            l.kept,
+            100.0 * l.kept as f64 / l.numel.max(1) as f64
+        );
     }
-    println!("{:<40} {:>18} {:>10} {:>10} {:>8.4}%", "total", "", masks.numel(), masks.kept(), 100.0 * masks.density());
+    println!(
+        "{:<40} {:>18} {:>10} {:>10} {:>8.4}%",
+        "total",
+        "",
+        masks.numel(),
+        masks.kept(),
+        100.0 * masks.density()
+    );
     let collapsed = masks.collapsed();
     if collapsed.is_empty() {
         println!("no layer collapsed");
@@ -250,13 +331,28 @@ fn inspect(run: &Path) -> Result<()> {
 
 fn export_weights(config_path: &Path, sets: &[Override], out: &Path) -> Result<()> {
     let resolved = config::load(Some(config_path), sets)?;
-    let first = resolved.into_iter().next().context("the config resolves to no run")?;
+    let first = resolved
+        .into_iter()
+        .next()
+        .context("the config resolves to no run")?;
     let mut cache = DataCache::default();
     let p = prepare(first, Some(config_path), &mut cache)?;
     let naming = p.model.naming();
-    let names: Vec<String> = lottery_models::view::entries::<lottery_core::backend::TrainBackend, _>(&p.model, &naming).into_iter().map(|e| e.info.name).collect();
-    let values = lottery_models::view::values::<lottery_core::backend::TrainBackend, _>(&p.model, &naming, &names);
+    let names: Vec<String> =
+        lottery_models::view::entries::<lottery_core::backend::TrainBackend, _>(&p.model, &naming)
+            .into_iter()
+            .map(|e| e.info.name)
+            .collect();
+    let values = lottery_models::view::values::<lottery_core::backend::TrainBackend, _>(
+        &p.model, &naming, &names,
+    );
     write_weights(out, &values, &p.run_id)?;
-    println!("wrote {} tensors of {} (seed {}) to {}", values.len(), p.canonical.model.name, p.canonical.seed, out.display());
+    println!(
+        "wrote {} tensors of {} (seed {}) to {}",
+        values.len(),
+        p.canonical.model.name,
+        p.canonical.seed,
+        out.display()
+    );
     Ok(())
 }

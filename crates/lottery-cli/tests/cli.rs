@@ -25,7 +25,9 @@ fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
 
 fn results_entries(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir.join("results")) {
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => vec![],
     }
 }
@@ -40,7 +42,15 @@ fn list_shows_both_plugins_models_and_datasets() {
     let o = lottery(d.path(), &["list"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for name in ["random", "magnitude", "lenet-300-100", "vgg-16", "resnet-20", "fashion-mnist", "synthetic"] {
+    for name in [
+        "random",
+        "magnitude",
+        "lenet-300-100",
+        "vgg-16",
+        "resnet-20",
+        "fashion-mnist",
+        "synthetic",
+    ] {
         assert!(out.contains(name), "{name} missing from:\n{out}");
     }
 }
@@ -48,21 +58,43 @@ fn list_shows_both_plugins_models_and_datasets() {
 #[test]
 fn grid_runs_rerun_bit_identical_and_skip_when_done() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = write_config(d.path(), "c.toml", "[grid]\n\"prune.method\" = [\"random\", \"magnitude\"]\n");
+    let cfg = write_config(
+        d.path(),
+        "c.toml",
+        "[grid]\n\"prune.method\" = [\"random\", \"magnitude\"]\n",
+    );
     let o = lottery(d.path(), &["run", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("| random |") && table.contains("| magnitude |"), "{table}");
+    assert!(
+        table.contains("| random |") && table.contains("| magnitude |"),
+        "{table}"
+    );
     let study = d.path().join("results/t");
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(&study).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(&study)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     runs.sort();
     assert_eq!(runs.len(), 2);
     for r in &runs {
-        for f in ["config.toml", "sources.json", "metrics.parquet", "layers.parquet", "masks.safetensors", "summary.json"] {
+        for f in [
+            "config.toml",
+            "sources.json",
+            "metrics.parquet",
+            "layers.parquet",
+            "masks.safetensors",
+            "summary.json",
+        ] {
             assert!(r.join(f).exists(), "{} lacks {f}", r.display());
         }
     }
-    let snapshot = |r: &Path| (std::fs::read(r.join("masks.safetensors")).unwrap(), std::fs::read(r.join("metrics.parquet")).unwrap());
+    let snapshot = |r: &Path| {
+        (
+            std::fs::read(r.join("masks.safetensors")).unwrap(),
+            std::fs::read(r.join("metrics.parquet")).unwrap(),
+        )
+    };
     let before: Vec<_> = runs.iter().map(|r| snapshot(r)).collect();
 
     // Same config: skipped, files untouched.
@@ -71,10 +103,16 @@ fn grid_runs_rerun_bit_identical_and_skip_when_done() {
     assert!(stderr(&o).contains("skipped"), "{}", stderr(&o));
 
     // Forced rerun: bit-identical masks and metrics.
-    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--force", "--no-table"]);
+    let o = lottery(
+        d.path(),
+        &["run", cfg.to_str().unwrap(), "--force", "--no-table"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let after: Vec<_> = runs.iter().map(|r| snapshot(r)).collect();
-    assert!(before == after, "a rerun with the same seed changed masks or metrics");
+    assert!(
+        before == after,
+        "a rerun with the same seed changed masks or metrics"
+    );
 
     // Inspect reads the masks.
     let o = lottery(d.path(), &["inspect", runs[0].to_str().unwrap()]);
@@ -92,17 +130,50 @@ fn grid_runs_rerun_bit_identical_and_skip_when_done() {
 fn export_weights_then_init_from_reproduces_the_seeded_run() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path(), "c.toml", "");
-    let o = lottery(d.path(), &["export-weights", cfg.to_str().unwrap(), "--out", "w.safetensors"]);
+    let o = lottery(
+        d.path(),
+        &[
+            "export-weights",
+            cfg.to_str().unwrap(),
+            "--out",
+            "w.safetensors",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let a = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table", "--results", "r1"]);
+    let a = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--no-table",
+            "--results",
+            "r1",
+        ],
+    );
     assert!(a.status.success(), "{}", stderr(&a));
     // Different seed for the model init, but weights loaded from the export of seed 0: the masks
     // (magnitude at init) must equal those of the seed-0 run.
-    let b = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table", "--results", "r2", "--init-from", "w.safetensors"]);
+    let b = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--no-table",
+            "--results",
+            "r2",
+            "--init-from",
+            "w.safetensors",
+        ],
+    );
     assert!(b.status.success(), "{}", stderr(&b));
     let mask = |root: &str| {
         let study = d.path().join(root).join("t");
-        let run = std::fs::read_dir(study).unwrap().next().unwrap().unwrap().path();
+        let run = std::fs::read_dir(study)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         lottery_core::MaskSet::load(&run.join("masks.safetensors")).unwrap()
     };
     assert_eq!(mask("r1"), mask("r2"));
@@ -114,10 +185,26 @@ fn bad_input_stops_early_with_a_named_error_and_writes_nothing() {
     let cases: Vec<(&str, String, &[&str])> = vec![
         ("typo", "lrr = 0.1\n".into(), &["train.lrr"]),
         ("density", "".into(), &["prune.density", "1.5"]),
-        ("method", "".into(), &["prune.method", "no-such-method", "magnitude"]),
-        ("model", "".into(), &["model.name", "no-such-model", "lenet-300-100"]),
-        ("dataset-missing", "".into(), &["train-images-idx3-ubyte", "missing"]),
-        ("option", "[methods.magnitude]\nbogus = 1\n".into(), &["methods.magnitude", "bogus"]),
+        (
+            "method",
+            "".into(),
+            &["prune.method", "no-such-method", "magnitude"],
+        ),
+        (
+            "model",
+            "".into(),
+            &["model.name", "no-such-model", "lenet-300-100"],
+        ),
+        (
+            "dataset-missing",
+            "".into(),
+            &["train-images-idx3-ubyte", "missing"],
+        ),
+        (
+            "option",
+            "[methods.magnitude]\nbogus = 1\n".into(),
+            &["methods.magnitude", "bogus"],
+        ),
         ("grid", "[grid]\nseed = 3\n".into(), &["grid.seed", "list"]),
     ];
     for (name, extra, needles) in cases {
@@ -127,7 +214,12 @@ fn bad_input_stops_early_with_a_named_error_and_writes_nothing() {
             "density" => args.extend(["--set".into(), "prune.density=1.5".into()]),
             "method" => args.extend(["--set".into(), "prune.method=no-such-method".into()]),
             "model" => args.extend(["--set".into(), "model.name=no-such-model".into()]),
-            "dataset-missing" => args.extend(["--set".into(), "data.name=fashion-mnist".into(), "--set".into(), format!("data.root={}", d.path().join("nowhere").display())]),
+            "dataset-missing" => args.extend([
+                "--set".into(),
+                "data.name=fashion-mnist".into(),
+                "--set".into(),
+                format!("data.root={}", d.path().join("nowhere").display()),
+            ]),
             _ => {}
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -138,8 +230,15 @@ fn bad_input_stops_early_with_a_named_error_and_writes_nothing() {
             assert!(err.contains(n), "{name}: `{n}` not in: {err}");
         }
         if !matches!(name, "dataset-missing" | "method" | "model" | "density") {
-            assert!(err.contains(&format!("{name}.toml")), "{name}: file not named in: {err}");
+            assert!(
+                err.contains(&format!("{name}.toml")),
+                "{name}: file not named in: {err}"
+            );
         }
-        assert!(results_entries(d.path()).is_empty(), "{name} left {:?} in results/", results_entries(d.path()));
+        assert!(
+            results_entries(d.path()).is_empty(),
+            "{name} left {:?} in results/",
+            results_entries(d.path())
+        );
     }
 }

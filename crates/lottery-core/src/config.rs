@@ -62,7 +62,10 @@ pub struct ModelSection {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { name: "lenet-300-100".into(), init_from: None }
+        Self {
+            name: "lenet-300-100".into(),
+            init_from: None,
+        }
     }
 }
 
@@ -87,7 +90,14 @@ pub struct DataSection {
 
 impl Default for DataSection {
     fn default() -> Self {
-        Self { name: "fashion-mnist".into(), root: None, batch_size: 128, train_subset: 0, test_subset: 0, augment: false }
+        Self {
+            name: "fashion-mnist".into(),
+            root: None,
+            batch_size: 128,
+            train_subset: 0,
+            test_subset: 0,
+            augment: false,
+        }
     }
 }
 
@@ -220,7 +230,12 @@ impl RunConfig {
     /// Checks the values that need no registry: ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, value: String, expected: &str| {
-            Err(ConfigError::new(ConfigErrorKind::Invalid, key, value, expected))
+            Err(ConfigError::new(
+                ConfigErrorKind::Invalid,
+                key,
+                value,
+                expected,
+            ))
         };
         Density::from_config(self.prune.density, "prune.density")?;
         if self.prune.iterations == 0 {
@@ -230,29 +245,57 @@ impl RunConfig {
             return bad("data.batch_size", "0".into(), "a positive batch size");
         }
         if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
-            return bad("train.lr", self.train.lr.to_string(), "a positive learning rate");
+            return bad(
+                "train.lr",
+                self.train.lr.to_string(),
+                "a positive learning rate",
+            );
         }
         if !(0.0..1.0).contains(&self.train.momentum) {
-            return bad("train.momentum", self.train.momentum.to_string(), "momentum in [0, 1)");
+            return bad(
+                "train.momentum",
+                self.train.momentum.to_string(),
+                "momentum in [0, 1)",
+            );
         }
         if self.train.weight_decay < 0.0 || !self.train.weight_decay.is_finite() {
-            return bad("train.weight_decay", self.train.weight_decay.to_string(), "a non-negative weight decay");
+            return bad(
+                "train.weight_decay",
+                self.train.weight_decay.to_string(),
+                "a non-negative weight decay",
+            );
         }
         if self.train.nesterov && self.train.momentum == 0.0 {
-            return bad("train.nesterov", "true".into(), "Nesterov needs train.momentum > 0");
+            return bad(
+                "train.nesterov",
+                "true".into(),
+                "Nesterov needs train.momentum > 0",
+            );
         }
         if self.train.lr_schedule == LrSchedule::Step && self.train.step_epochs == 0 {
-            return bad("train.step_epochs", "0".into(), "a positive period for the step schedule");
+            return bad(
+                "train.step_epochs",
+                "0".into(),
+                "a positive period for the step schedule",
+            );
         }
-        if self.study.is_empty() || self.study.contains(['/', '\\']) || self.study.starts_with('.') {
-            return bad("study", self.study.clone(), "a plain folder name (no slashes, not starting with '.')");
+        if self.study.is_empty() || self.study.contains(['/', '\\']) || self.study.starts_with('.')
+        {
+            return bad(
+                "study",
+                self.study.clone(),
+                "a plain folder name (no slashes, not starting with '.')",
+            );
         }
         Ok(())
     }
 
     /// The options table of the chosen method (empty when the config has none).
     pub fn method_options(&self) -> toml::Table {
-        self.methods.get(&self.prune.method).cloned().unwrap_or_default()
+        self.methods
+            .get(&self.prune.method)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The canonical form that identifies the run: this config with only the chosen method's
@@ -281,11 +324,20 @@ pub fn canonical_json(v: &serde_json::Value) -> String {
             keys.sort();
             let inner: Vec<String> = keys
                 .into_iter()
-                .map(|k| format!("{}:{}", serde_json::Value::String(k.clone()), canonical_json(&m[k])))
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String(k.clone()),
+                        canonical_json(&m[k])
+                    )
+                })
                 .collect();
             format!("{{{}}}", inner.join(","))
         }
-        serde_json::Value::Array(a) => format!("[{}]", a.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        serde_json::Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -312,9 +364,17 @@ pub struct Override {
 impl std::str::FromStr for Override {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (key, raw) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected key=value"))?;
+        let (key, raw) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected key=value"))?;
         let key = key.trim().to_string();
-        if key.is_empty() || !key.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
+        if key.is_empty()
+            || !key.split('.').all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        {
             return Err(format!("`{s}`: `{key}` is not a dotted key"));
         }
         let raw = raw.trim();
@@ -345,24 +405,56 @@ pub type Grid = BTreeMap<String, Vec<toml::Value>>;
 /// A config file may hold a `[grid]` table beside the run keys; this splits it off.
 fn read_file(path: &Path) -> Result<(String, Grid), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(ConfigErrorKind::Parse, "(file)", path.display().to_string(), format!("a readable TOML file ({e})"))
-            .in_file(path)
+        ConfigError::new(
+            ConfigErrorKind::Parse,
+            "(file)",
+            path.display().to_string(),
+            format!("a readable TOML file ({e})"),
+        )
+        .in_file(path)
     })?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-        let key = e.span().map(|s| line_of(&text, s.start)).unwrap_or_default();
-        ConfigError::new(ConfigErrorKind::Parse, key, "(syntax)", format!("valid TOML: {}", e.message())).in_file(path)
+        let key = e
+            .span()
+            .map(|s| line_of(&text, s.start))
+            .unwrap_or_default();
+        ConfigError::new(
+            ConfigErrorKind::Parse,
+            key,
+            "(syntax)",
+            format!("valid TOML: {}", e.message()),
+        )
+        .in_file(path)
     })?;
     let mut grid = Grid::new();
     if let Some(g) = table.remove("grid") {
         let toml::Value::Table(g) = g else {
-            return Err(ConfigError::new(ConfigErrorKind::Invalid, "grid", g.to_string(), "a table of key = [values]").in_file(path));
+            return Err(ConfigError::new(
+                ConfigErrorKind::Invalid,
+                "grid",
+                g.to_string(),
+                "a table of key = [values]",
+            )
+            .in_file(path));
         };
         for (k, v) in flatten_grid(&g, "") {
             let toml::Value::Array(values) = v else {
-                return Err(ConfigError::new(ConfigErrorKind::Invalid, format!("grid.{k}"), v.to_string(), "a list of values").in_file(path));
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Invalid,
+                    format!("grid.{k}"),
+                    v.to_string(),
+                    "a list of values",
+                )
+                .in_file(path));
             };
             if values.is_empty() {
-                return Err(ConfigError::new(ConfigErrorKind::Invalid, format!("grid.{k}"), "[]", "at least one value").in_file(path));
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Invalid,
+                    format!("grid.{k}"),
+                    "[]",
+                    "at least one value",
+                )
+                .in_file(path));
             }
             grid.insert(k, values);
         }
@@ -373,7 +465,11 @@ fn read_file(path: &Path) -> Result<(String, Grid), ConfigError> {
 fn flatten_grid(t: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
     let mut out = vec![];
     for (k, v) in t {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             toml::Value::Table(inner) => out.extend(flatten_grid(inner, &key)),
             other => out.push((key, other.clone())),
@@ -383,7 +479,10 @@ fn flatten_grid(t: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
 }
 
 fn line_of(text: &str, offset: usize) -> String {
-    format!("line {}", text[..offset.min(text.len())].matches('\n').count() + 1)
+    format!(
+        "line {}",
+        text[..offset.min(text.len())].matches('\n').count() + 1
+    )
 }
 
 /// Every point of a grid, as lists of overrides (one empty point for an empty grid).
@@ -394,7 +493,10 @@ pub fn expand_grid(grid: &Grid) -> Vec<Vec<Override>> {
         for p in &points {
             for v in values {
                 let mut q = p.clone();
-                q.push(Override { key: key.clone(), value: v.clone() });
+                q.push(Override {
+                    key: key.clone(),
+                    value: v.clone(),
+                });
                 next.push(q);
             }
         }
@@ -422,7 +524,11 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
             let _ = text;
             fig = fig.merge(FileToml(p.to_path_buf()));
         }
-        fig = fig.merge(Env::prefixed("LOTTERY_").split("__").map(|k| k.as_str().to_ascii_lowercase().into()));
+        fig = fig.merge(
+            Env::prefixed("LOTTERY_")
+                .split("__")
+                .map(|k| k.as_str().to_ascii_lowercase().into()),
+        );
         for s in sets {
             fig = fig.merge(NamedLayer("--set", nest(&s.key, s.value.clone())));
         }
@@ -494,7 +600,11 @@ fn leaf_keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(m) if !m.is_empty() => {
             for (k, inner) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 leaf_keys(inner, &key, out);
             }
         }
@@ -508,16 +618,38 @@ fn from_figment(e: figment::Error, path: Option<&Path>) -> ConfigError {
         Some(figment::Source::File(p)) => Some(p.clone()),
         _ => None,
     });
-    let source_name = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+    let source_name = e
+        .metadata
+        .as_ref()
+        .map(|m| m.name.to_string())
+        .unwrap_or_default();
     let mut key = e.path.join(".");
     let (kind, value, expected) = match &e.kind {
         Kind::UnknownField(field, known) => {
-            key = if key.is_empty() { field.clone() } else if key.ends_with(field.as_str()) { key } else { format!("{key}.{field}") };
-            (ConfigErrorKind::UnknownKey, field.clone(), format!("one of the known keys: {}", known.join(", ")))
+            key = if key.is_empty() {
+                field.clone()
+            } else if key.ends_with(field.as_str()) {
+                key
+            } else {
+                format!("{key}.{field}")
+            };
+            (
+                ConfigErrorKind::UnknownKey,
+                field.clone(),
+                format!("one of the known keys: {}", known.join(", ")),
+            )
         }
-        Kind::UnknownVariant(v, known) => (ConfigErrorKind::Invalid, format!("\"{v}\""), format!("one of: {}", known.join(", "))),
-        Kind::InvalidType(actual, exp) => (ConfigErrorKind::Invalid, actual.to_string(), exp.clone()),
-        Kind::InvalidValue(actual, exp) => (ConfigErrorKind::Invalid, actual.to_string(), exp.clone()),
+        Kind::UnknownVariant(v, known) => (
+            ConfigErrorKind::Invalid,
+            format!("\"{v}\""),
+            format!("one of: {}", known.join(", ")),
+        ),
+        Kind::InvalidType(actual, exp) => {
+            (ConfigErrorKind::Invalid, actual.to_string(), exp.clone())
+        }
+        Kind::InvalidValue(actual, exp) => {
+            (ConfigErrorKind::Invalid, actual.to_string(), exp.clone())
+        }
         other => (ConfigErrorKind::Invalid, "?".into(), other.to_string()),
     };
     let mut err = ConfigError::new(kind, key, value, expected);
@@ -525,7 +657,13 @@ fn from_figment(e: figment::Error, path: Option<&Path>) -> ConfigError {
         err.expected = format!("{} (from {source_name})", err.expected);
     }
     match file.or_else(|| path.map(Path::to_path_buf)) {
-        Some(f) if e.metadata.as_ref().is_none_or(|m| matches!(m.source, Some(figment::Source::File(_)))) => err.in_file(f),
+        Some(f)
+            if e.metadata
+                .as_ref()
+                .is_none_or(|m| matches!(m.source, Some(figment::Source::File(_)))) =>
+        {
+            err.in_file(f)
+        }
         _ => err,
     }
 }
@@ -544,14 +682,20 @@ mod tests {
     #[test]
     fn layers_file_then_set() {
         let f = write("study = \"s\"\n[prune]\ndensity = 0.05\n[train]\nlr = 0.2\n");
-        let sets = vec!["train.lr=0.3".parse().unwrap(), "prune.method=random".parse().unwrap()];
+        let sets = vec![
+            "train.lr=0.3".parse().unwrap(),
+            "prune.method=random".parse().unwrap(),
+        ];
         let r = load(Some(f.path()), &sets).unwrap();
         assert_eq!(r.len(), 1);
         let c = &r[0].config;
         assert_eq!(c.prune.density, 0.05);
         assert_eq!(c.train.lr, 0.3);
         assert_eq!(c.prune.method, "random");
-        assert_eq!(r[0].sources["prune.density"], f.path().display().to_string());
+        assert_eq!(
+            r[0].sources["prune.density"],
+            f.path().display().to_string()
+        );
         assert_eq!(r[0].sources["train.lr"], "--set");
         assert_eq!(r[0].sources["train.epochs"], "default");
     }
@@ -564,7 +708,10 @@ mod tests {
         assert_eq!(e.key, "train.lrr");
         assert_eq!(e.file.as_deref(), Some(f.path()));
         let msg = e.to_string();
-        assert!(msg.contains("train.lrr") && msg.contains(&f.path().display().to_string()), "{msg}");
+        assert!(
+            msg.contains("train.lrr") && msg.contains(&f.path().display().to_string()),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -598,10 +745,15 @@ mod tests {
 
     #[test]
     fn grid_expands_to_the_cartesian_product() {
-        let f = write("[grid]\nseed = [0, 1]\n\"prune.density\" = [0.1, 0.02]\nprune.method = [\"random\", \"magnitude\"]\n");
+        let f = write(
+            "[grid]\nseed = [0, 1]\n\"prune.density\" = [0.1, 0.02]\nprune.method = [\"random\", \"magnitude\"]\n",
+        );
         let r = load(Some(f.path()), &[]).unwrap();
         assert_eq!(r.len(), 8);
-        let mut ids: Vec<String> = r.iter().map(|c| c.config.canonical(toml::Table::new()).run_id()).collect();
+        let mut ids: Vec<String> = r
+            .iter()
+            .map(|c| c.config.canonical(toml::Table::new()).run_id())
+            .collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 8);

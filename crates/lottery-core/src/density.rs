@@ -57,7 +57,8 @@ impl Density {
 
     /// Checks a density coming from configuration, naming the key on failure.
     pub fn from_config(value: f64, key: &str) -> Result<Self, ConfigError> {
-        Self::new(value).map_err(|why| ConfigError::new(ConfigErrorKind::Invalid, key, value.to_string(), why))
+        Self::new(value)
+            .map_err(|why| ConfigError::new(ConfigErrorKind::Invalid, key, value.to_string(), why))
     }
 }
 
@@ -77,7 +78,10 @@ impl From<Density> for f64 {
 /// The density after step `step` (1-based) of `steps` of an exponential schedule towards `target`:
 /// `target^(step/steps)`, as in SynFlow's iterative pruning.
 pub fn exponential_schedule(target: Density, step: usize, steps: usize) -> Density {
-    assert!(steps > 0 && step >= 1 && step <= steps, "step {step} of {steps}");
+    assert!(
+        steps > 0 && step >= 1 && step <= steps,
+        "step {step} of {steps}"
+    );
     if step == steps {
         return target;
     }
@@ -86,7 +90,10 @@ pub fn exponential_schedule(target: Density, step: usize, steps: usize) -> Densi
 
 /// The density after step `step` of `steps` of a linear schedule from 1 to `target`.
 pub fn linear_schedule(target: Density, step: usize, steps: usize) -> Density {
-    assert!(steps > 0 && step >= 1 && step <= steps, "step {step} of {steps}");
+    assert!(
+        steps > 0 && step >= 1 && step <= steps,
+        "step {step} of {steps}"
+    );
     if step == steps {
         return target;
     }

@@ -33,8 +33,19 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// A new error without a file; see [`ConfigError::in_file`].
-    pub fn new(kind: ConfigErrorKind, key: impl Into<String>, value: impl Into<String>, expected: impl Into<String>) -> Self {
-        Self { kind, file: None, key: key.into(), value: value.into(), expected: expected.into() }
+    pub fn new(
+        kind: ConfigErrorKind,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            file: None,
+            key: key.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }
     }
 
     /// Attaches the file the value came from.

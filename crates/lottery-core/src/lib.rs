@@ -20,7 +20,9 @@ pub use density::Density;
 pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};
 pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
-pub use plugin::{PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions, Scorer};
+pub use plugin::{
+    PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions, Scorer,
+};
 pub use topk::Scope;
 
 pub use inventory;

@@ -30,7 +30,10 @@ impl Mask {
     /// A mask that keeps everything.
     pub fn ones(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        Self { shape, keep: vec![true; n] }
+        Self {
+            shape,
+            keep: vec![true; n],
+        }
     }
 
     /// Number of entries.
@@ -45,12 +48,19 @@ impl Mask {
 
     /// Fraction kept.
     pub fn density(&self) -> f64 {
-        if self.keep.is_empty() { 1.0 } else { self.kept() as f64 / self.numel() as f64 }
+        if self.keep.is_empty() {
+            1.0
+        } else {
+            self.kept() as f64 / self.numel() as f64
+        }
     }
 
     /// Entries as 0/1 floats, for multiplying into weights.
     pub fn as_f32(&self) -> Vec<f32> {
-        self.keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect()
+        self.keep
+            .iter()
+            .map(|&k| if k { 1.0 } else { 0.0 })
+            .collect()
     }
 
     /// Fraction of entries where two masks of the same shape differ (normalised Hamming distance).
@@ -59,7 +69,12 @@ impl Mask {
         if self.keep.is_empty() {
             return 0.0;
         }
-        let diff = self.keep.iter().zip(&other.keep).filter(|(a, b)| a != b).count();
+        let diff = self
+            .keep
+            .iter()
+            .zip(&other.keep)
+            .filter(|(a, b)| a != b)
+            .count();
         diff as f64 / self.numel() as f64
     }
 }
@@ -91,7 +106,12 @@ impl MaskSet {
 
     /// All-ones masks for the given parameters.
     pub fn dense<'a>(params: impl IntoIterator<Item = (&'a str, &'a [usize])>) -> Self {
-        Self { masks: params.into_iter().map(|(n, s)| (n.to_string(), Mask::ones(s.to_vec()))).collect() }
+        Self {
+            masks: params
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), Mask::ones(s.to_vec())))
+                .collect(),
+        }
     }
 
     /// Inserts or replaces the mask of `name`.
@@ -132,20 +152,33 @@ impl MaskSet {
     /// Fraction kept over all masked parameters.
     pub fn density(&self) -> f64 {
         let n = self.numel();
-        if n == 0 { 1.0 } else { self.kept() as f64 / n as f64 }
+        if n == 0 {
+            1.0
+        } else {
+            self.kept() as f64 / n as f64
+        }
     }
 
     /// Per-parameter counts, in name order.
     pub fn layers(&self) -> Vec<LayerDensity> {
         self.masks
             .iter()
-            .map(|(name, m)| LayerDensity { name: name.clone(), shape: m.shape.clone(), numel: m.numel(), kept: m.kept() })
+            .map(|(name, m)| LayerDensity {
+                name: name.clone(),
+                shape: m.shape.clone(),
+                numel: m.numel(),
+                kept: m.kept(),
+            })
             .collect()
     }
 
     /// Names of parameters whose every entry is pruned (layer collapse).
     pub fn collapsed(&self) -> Vec<String> {
-        self.masks.iter().filter(|(_, m)| m.numel() > 0 && m.kept() == 0).map(|(n, _)| n.clone()).collect()
+        self.masks
+            .iter()
+            .filter(|(_, m)| m.numel() > 0 && m.kept() == 0)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Element-wise AND with another set over the same names.
@@ -182,7 +215,11 @@ impl MaskSet {
             .masks
             .iter()
             .map(|(n, m)| {
-                let t = RawTensor { dtype: "U8", shape: m.shape.clone(), bytes: m.keep.iter().map(|&k| k as u8).collect() };
+                let t = RawTensor {
+                    dtype: "U8",
+                    shape: m.shape.clone(),
+                    bytes: m.keep.iter().map(|&k| k as u8).collect(),
+                };
                 (format!("{n}{key_suffix}"), t)
             })
             .collect();
@@ -195,38 +232,66 @@ impl MaskSet {
     /// (`torch.nn.utils.prune`) and `<module>.parametrizations.<param>.0.mask` keys (`torch.ao`);
     /// u8, bool and float tensors (non-zero keeps).
     pub fn from_safetensors(bytes: &[u8], path: &Path) -> Result<Self, MaskError> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| MaskError::Format { path: path.to_path_buf(), why: e.to_string() })?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| MaskError::Format {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
         let mut masks = BTreeMap::new();
         for (key, view) in st.tensors() {
             let name = canonical_mask_key(&key);
             let data = view.data();
             let keep: Vec<bool> = match view.dtype() {
                 Dtype::U8 | Dtype::BOOL | Dtype::I8 => data.iter().map(|&b| b != 0).collect(),
-                Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) != 0.0).collect(),
-                Dtype::I64 => data.chunks_exact(8).map(|c| c.iter().any(|&b| b != 0)).collect(),
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) != 0.0)
+                    .collect(),
+                Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| c.iter().any(|&b| b != 0))
+                    .collect(),
                 other => {
                     return Err(MaskError::Tensor {
                         path: path.to_path_buf(),
                         key,
-                        why: format!("dtype {other:?} is not a mask dtype (u8, bool, i8, i64, f32)"),
+                        why: format!(
+                            "dtype {other:?} is not a mask dtype (u8, bool, i8, i64, f32)"
+                        ),
                     });
                 }
             };
-            masks.insert(name, Mask { shape: view.shape().to_vec(), keep });
+            masks.insert(
+                name,
+                Mask {
+                    shape: view.shape().to_vec(),
+                    keep,
+                },
+            );
         }
         Ok(Self { masks })
     }
 
     /// Writes the set to a safetensors file atomically.
-    pub fn save(&self, path: &Path, metadata: &BTreeMap<String, String>, key_suffix: &str) -> Result<(), MaskError> {
-        crate::fsutil::write_atomic(path, &self.to_safetensors(metadata, key_suffix))
-            .map_err(|source| MaskError::Io { path: path.to_path_buf(), source })
+    pub fn save(
+        &self,
+        path: &Path,
+        metadata: &BTreeMap<String, String>,
+        key_suffix: &str,
+    ) -> Result<(), MaskError> {
+        crate::fsutil::write_atomic(path, &self.to_safetensors(metadata, key_suffix)).map_err(
+            |source| MaskError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
     }
 
     /// Reads a safetensors mask file.
     pub fn load(path: &Path) -> Result<Self, MaskError> {
-        let bytes = std::fs::read(path).map_err(|source| MaskError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| MaskError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_safetensors(&bytes, path)
     }
 }
@@ -250,8 +315,20 @@ mod tests {
 
     fn sample() -> MaskSet {
         let mut s = MaskSet::new();
-        s.insert("a.weight", Mask { shape: vec![2, 3], keep: vec![true, false, true, false, false, true] });
-        s.insert("b.weight", Mask { shape: vec![2], keep: vec![false, false] });
+        s.insert(
+            "a.weight",
+            Mask {
+                shape: vec![2, 3],
+                keep: vec![true, false, true, false, false, true],
+            },
+        );
+        s.insert(
+            "b.weight",
+            Mask {
+                shape: vec![2],
+                keep: vec![false, false],
+            },
+        );
         s
     }
 
@@ -276,13 +353,22 @@ mod tests {
             assert_eq!(m["format"], MASK_FORMAT);
             assert_eq!(m["method"], "test");
         }
-        assert_eq!(canonical_mask_key("fc.parametrizations.weight.0.mask"), "fc.weight");
+        assert_eq!(
+            canonical_mask_key("fc.parametrizations.weight.0.mask"),
+            "fc.weight"
+        );
     }
 
     #[test]
     fn distance_of_identical_and_complementary() {
-        let a = Mask { shape: vec![4], keep: vec![true, false, true, true] };
-        let b = Mask { shape: vec![4], keep: a.keep.iter().map(|k| !k).collect() };
+        let a = Mask {
+            shape: vec![4],
+            keep: vec![true, false, true, true],
+        };
+        let b = Mask {
+            shape: vec![4],
+            keep: a.keep.iter().map(|k| !k).collect(),
+        };
         assert_eq!(a.distance(&a), 0.0);
         assert_eq!(a.distance(&b), 1.0);
     }

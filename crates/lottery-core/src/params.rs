@@ -64,7 +64,11 @@ pub struct PrunableRule {
 
 impl Default for PrunableRule {
     fn default() -> Self {
-        Self { prune_bias: false, prune_batchnorm: false, prune_residual: false }
+        Self {
+            prune_bias: false,
+            prune_batchnorm: false,
+            prune_residual: false,
+        }
     }
 }
 
@@ -95,7 +99,12 @@ pub struct FlatTensor {
 impl FlatTensor {
     /// A tensor of the given shape and values; panics if they disagree.
     pub fn new(shape: Vec<usize>, values: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "shape {shape:?} vs {} values", values.len());
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "shape {shape:?} vs {} values",
+            values.len()
+        );
         Self { shape, values }
     }
 }

@@ -66,10 +66,20 @@ pub trait PruneTarget {
     fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError>;
     /// Gradient of the mean training loss over the first `batches` training batches (in the run's
     /// data order), with `mask` applied, for the named parameters.
-    fn loss_gradients(&mut self, names: &[String], mask: &MaskSet, batches: usize) -> Result<ParamValues, PruneError>;
+    fn loss_gradients(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        batches: usize,
+    ) -> Result<ParamValues, PruneError>;
     /// Trains the masked network for `epochs` epochs with the run's optimiser and schedule; pruned
     /// weights stay exactly zero. Calls `on_epoch` after each epoch.
-    fn train(&mut self, mask: &MaskSet, epochs: usize, on_epoch: &mut dyn FnMut(&EpochReport)) -> Result<(), PruneError>;
+    fn train(
+        &mut self,
+        mask: &MaskSet,
+        epochs: usize,
+        on_epoch: &mut dyn FnMut(&EpochReport),
+    ) -> Result<(), PruneError>;
 }
 
 /// How the density moves from 1 to the target over the iterations of [`iterative_prune`].
@@ -113,7 +123,12 @@ pub struct PruneContext<'a> {
 impl PruneContext<'_> {
     /// Names of the prunable parameters, in name order.
     pub fn prunable(&self) -> Vec<ParamInfo> {
-        let mut p: Vec<ParamInfo> = self.target.params().into_iter().filter(|p| self.goal.rule.admits(p)).collect();
+        let mut p: Vec<ParamInfo> = self
+            .target
+            .params()
+            .into_iter()
+            .filter(|p| self.goal.rule.admits(p))
+            .collect();
         p.sort_by(|a, b| a.name.cmp(&b.name));
         p
     }
@@ -135,12 +150,20 @@ pub trait Pruner {
 /// A method that scores weights, for the shared score-then-mask loop.
 pub trait Scorer {
     /// Scores of the prunable parameters given the current mask (higher is kept).
-    fn score(&mut self, ctx: &mut PruneContext<'_>, current: &MaskSet, round: usize) -> Result<ParamValues, PruneError>;
+    fn score(
+        &mut self,
+        ctx: &mut PruneContext<'_>,
+        current: &MaskSet,
+        round: usize,
+    ) -> Result<ParamValues, PruneError>;
 }
 
 /// Runs `iterations` rounds of score → keep top-k at the scheduled density. Shared by every
 /// score-based method, so a one-shot method becomes iterative by configuration alone.
-pub fn iterative_prune(scorer: &mut dyn Scorer, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
+pub fn iterative_prune(
+    scorer: &mut dyn Scorer,
+    ctx: &mut PruneContext<'_>,
+) -> Result<MaskSet, PruneError> {
     let n = ctx.goal.iterations.max(1);
     let mut mask = ctx.dense_mask();
     ctx.progress.set_length(n as u64);
@@ -151,12 +174,20 @@ pub fn iterative_prune(scorer: &mut dyn Scorer, ctx: &mut PruneContext<'_>) -> R
         };
         let scores = scorer.score(ctx, &mask, round)?;
         for (name, m) in mask.iter() {
-            let s = scores.get(name).ok_or_else(|| PruneError::Internal(format!("no score for {name}")))?;
+            let s = scores
+                .get(name)
+                .ok_or_else(|| PruneError::Internal(format!("no score for {name}")))?;
             if s.shape != m.shape {
-                return Err(PruneError::Internal(format!("score of {name} has shape {:?}, parameter {:?}", s.shape, m.shape)));
+                return Err(PruneError::Internal(format!(
+                    "score of {name} has shape {:?}, parameter {:?}",
+                    s.shape, m.shape
+                )));
             }
         }
-        let scores: ParamValues = scores.into_iter().filter(|(k, _)| mask.get(k).is_some()).collect();
+        let scores: ParamValues = scores
+            .into_iter()
+            .filter(|(k, _)| mask.get(k).is_some())
+            .collect();
         mask = top_k_mask(&scores, d, ctx.goal.scope, Some(&mask))?;
         ctx.progress.inc(1);
     }
@@ -185,13 +216,21 @@ pub struct PrunerEntry {
 impl PrunerEntry {
     /// An entry for a method whose options are `O`.
     pub const fn new<O: PrunerOptions>(name: &'static str, summary: &'static str) -> Self {
-        Self { name, summary, default_options: default_options::<O>, build: build_from_table::<O> }
+        Self {
+            name,
+            summary,
+            default_options: default_options::<O>,
+            build: build_from_table::<O>,
+        }
     }
 }
 
 impl fmt::Debug for PrunerEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PrunerEntry").field("name", &self.name).field("summary", &self.summary).finish()
+        f.debug_struct("PrunerEntry")
+            .field("name", &self.name)
+            .field("summary", &self.summary)
+            .finish()
     }
 }
 
@@ -200,7 +239,9 @@ fn default_options<O: PrunerOptions>() -> toml::Table {
 }
 
 fn build_from_table<O: PrunerOptions>(table: &toml::Table) -> Result<Box<dyn Pruner>, String> {
-    let opts: O = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
+    let opts: O = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())?;
     Ok(opts.build())
 }
 
@@ -208,7 +249,11 @@ inventory::collect!(PrunerEntry);
 
 /// Registered methods sorted by name. Fails if two plugins registered the same name.
 pub fn pruners() -> Result<Vec<&'static PrunerEntry>, String> {
-    crate::registry::sorted_unique(inventory::iter::<PrunerEntry>.into_iter().collect(), |e| e.name, "method")
+    crate::registry::sorted_unique(
+        inventory::iter::<PrunerEntry>.into_iter().collect(),
+        |e| e.name,
+        "method",
+    )
 }
 
 /// The registered method called `name`.

@@ -16,10 +16,16 @@ pub struct RawTensor {
 }
 
 /// Serialises `tensors` (written in name order) with `metadata`.
-pub fn serialize(tensors: &BTreeMap<String, RawTensor>, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn serialize(
+    tensors: &BTreeMap<String, RawTensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        let m: serde_json::Map<String, serde_json::Value> = metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let m: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
         header.insert("__metadata__".into(), serde_json::Value::Object(m));
     }
     let mut offset = 0usize;
@@ -53,10 +59,27 @@ mod tests {
     #[test]
     fn output_is_readable_and_byte_stable() {
         let tensors = BTreeMap::from([
-            ("b".to_string(), RawTensor { dtype: "U8", shape: vec![3], bytes: vec![1, 0, 1] }),
-            ("a".to_string(), RawTensor { dtype: "F32", shape: vec![1], bytes: 2.5f32.to_le_bytes().to_vec() }),
+            (
+                "b".to_string(),
+                RawTensor {
+                    dtype: "U8",
+                    shape: vec![3],
+                    bytes: vec![1, 0, 1],
+                },
+            ),
+            (
+                "a".to_string(),
+                RawTensor {
+                    dtype: "F32",
+                    shape: vec![1],
+                    bytes: 2.5f32.to_le_bytes().to_vec(),
+                },
+            ),
         ]);
-        let meta = BTreeMap::from([("z".to_string(), "1".to_string()), ("format".to_string(), "x".to_string())]);
+        let meta = BTreeMap::from([
+            ("z".to_string(), "1".to_string()),
+            ("format".to_string(), "x".to_string()),
+        ]);
         let bytes = serialize(&tensors, &meta);
         assert_eq!(bytes, serialize(&tensors, &meta));
         let st = SafeTensors::deserialize(&bytes).unwrap();

@@ -46,20 +46,37 @@ pub fn top_k_mask(
                 let alive_flags: Vec<bool> = (0..t.values.len()).map(|i| alive(name, i)).collect();
                 let k = density.keep_count(t.values.len());
                 let keep = select_top(&[(&t.values, &alive_flags)], k);
-                out.insert(name.clone(), Mask { shape: t.shape.clone(), keep: keep.into_iter().next().unwrap() });
+                out.insert(
+                    name.clone(),
+                    Mask {
+                        shape: t.shape.clone(),
+                        keep: keep.into_iter().next().unwrap(),
+                    },
+                );
             }
             Ok(out)
         }
         Scope::Global => {
-            let alive_flags: Vec<Vec<bool>> =
-                scores.iter().map(|(name, t)| (0..t.values.len()).map(|i| alive(name, i)).collect()).collect();
-            let parts: Vec<(&Vec<f32>, &Vec<bool>)> =
-                scores.values().map(|t| &t.values).zip(alive_flags.iter()).collect();
+            let alive_flags: Vec<Vec<bool>> = scores
+                .iter()
+                .map(|(name, t)| (0..t.values.len()).map(|i| alive(name, i)).collect())
+                .collect();
+            let parts: Vec<(&Vec<f32>, &Vec<bool>)> = scores
+                .values()
+                .map(|t| &t.values)
+                .zip(alive_flags.iter())
+                .collect();
             let total: usize = scores.values().map(|t| t.values.len()).sum();
             let keeps = select_top(&parts, density.keep_count(total));
             let mut out = MaskSet::new();
             for ((name, t), keep) in scores.iter().zip(keeps) {
-                out.insert(name.clone(), Mask { shape: t.shape.clone(), keep });
+                out.insert(
+                    name.clone(),
+                    Mask {
+                        shape: t.shape.clone(),
+                        keep,
+                    },
+                );
             }
             Ok(out)
         }
@@ -109,7 +126,10 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     fn scores(layers: &[(&str, Vec<f32>)]) -> ParamValues {
-        layers.iter().map(|(n, v)| (n.to_string(), FlatTensor::new(vec![v.len()], v.clone()))).collect()
+        layers
+            .iter()
+            .map(|(n, v)| (n.to_string(), FlatTensor::new(vec![v.len()], v.clone())))
+            .collect()
     }
 
     #[test]
@@ -126,10 +146,19 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for trial in 0..20 {
             let layers: Vec<(String, Vec<f32>)> = (0..4)
-                .map(|l| (format!("l{l}"), (0..(50 + 37 * l + trial)).map(|_| (rng.random_range(0..5)) as f32).collect()))
+                .map(|l| {
+                    (
+                        format!("l{l}"),
+                        (0..(50 + 37 * l + trial))
+                            .map(|_| (rng.random_range(0..5)) as f32)
+                            .collect(),
+                    )
+                })
                 .collect();
-            let s: ParamValues =
-                layers.iter().map(|(n, v)| (n.clone(), FlatTensor::new(vec![v.len()], v.clone()))).collect();
+            let s: ParamValues = layers
+                .iter()
+                .map(|(n, v)| (n.clone(), FlatTensor::new(vec![v.len()], v.clone())))
+                .collect();
             let total: usize = s.values().map(|t| t.values.len()).sum();
             for d in [0.1, 0.01, 0.001, 0.5] {
                 let density = Density::new(d).unwrap();
@@ -137,11 +166,32 @@ mod tests {
                 assert_eq!(g.kept(), density.keep_count(total));
                 let l = top_k_mask(&s, density, Scope::Layerwise, None).unwrap();
                 for (name, t) in &s {
-                    assert_eq!(l.get(name).unwrap().kept(), density.keep_count(t.values.len()));
+                    assert_eq!(
+                        l.get(name).unwrap().kept(),
+                        density.keep_count(t.values.len())
+                    );
                 }
                 // Every kept score is >= every pruned score (globally).
-                let min_kept = g.iter().flat_map(|(n, m)| m.keep.iter().zip(&s[n].values).filter(|(k, _)| **k).map(|(_, v)| *v)).fold(f32::INFINITY, f32::min);
-                let max_pruned = g.iter().flat_map(|(n, m)| m.keep.iter().zip(&s[n].values).filter(|(k, _)| !**k).map(|(_, v)| *v)).fold(f32::NEG_INFINITY, f32::max);
+                let min_kept = g
+                    .iter()
+                    .flat_map(|(n, m)| {
+                        m.keep
+                            .iter()
+                            .zip(&s[n].values)
+                            .filter(|(k, _)| **k)
+                            .map(|(_, v)| *v)
+                    })
+                    .fold(f32::INFINITY, f32::min);
+                let max_pruned = g
+                    .iter()
+                    .flat_map(|(n, m)| {
+                        m.keep
+                            .iter()
+                            .zip(&s[n].values)
+                            .filter(|(k, _)| !**k)
+                            .map(|(_, v)| *v)
+                    })
+                    .fold(f32::NEG_INFINITY, f32::max);
                 assert!(g.kept() == 0 || min_kept >= max_pruned);
             }
         }
@@ -151,7 +201,13 @@ mod tests {
     fn pruned_entries_are_never_revived() {
         let s = scores(&[("a", vec![9.0, 8.0, 1.0, 0.5])]);
         let mut cur = MaskSet::new();
-        cur.insert("a", Mask { shape: vec![4], keep: vec![false, true, true, true] });
+        cur.insert(
+            "a",
+            Mask {
+                shape: vec![4],
+                keep: vec![false, true, true, true],
+            },
+        );
         let m = top_k_mask(&s, Density::new(0.5).unwrap(), Scope::Global, Some(&cur)).unwrap();
         assert_eq!(m.get("a").unwrap().keep, vec![false, true, true, false]);
     }

@@ -19,9 +19,17 @@ pub struct Batch {
 /// The batches of one epoch. `shuffle_seed` `None` keeps file order (evaluation); otherwise the
 /// order is a permutation drawn from `(seed, epoch)`, the same on every run. The last batch may be
 /// smaller.
-pub fn batches(split: &ImageSplit, shape: ImageShape, batch_size: usize, shuffle_seed: Option<(u64, u64)>, augment: bool) -> Vec<Batch> {
+pub fn batches(
+    split: &ImageSplit,
+    shape: ImageShape,
+    batch_size: usize,
+    shuffle_seed: Option<(u64, u64)>,
+    augment: bool,
+) -> Vec<Batch> {
     let mut order: Vec<usize> = (0..split.len()).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(shuffle_seed.map_or(0, |(s, e)| s.wrapping_mul(1_000_003).wrapping_add(e)));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        shuffle_seed.map_or(0, |(s, e)| s.wrapping_mul(1_000_003).wrapping_add(e)),
+    );
     if shuffle_seed.is_some() {
         order.shuffle(&mut rng);
     }
@@ -41,7 +49,11 @@ pub fn batches(split: &ImageSplit, shape: ImageShape, batch_size: usize, shuffle
                     images.extend_from_slice(ex);
                 }
             }
-            Batch { images, labels: idx.iter().map(|&i| split.labels[i] as i64).collect(), len: idx.len() }
+            Batch {
+                images,
+                labels: idx.iter().map(|&i| split.labels[i] as i64).collect(),
+                len: idx.len(),
+            }
         })
         .collect()
 }
@@ -75,8 +87,18 @@ mod tests {
     use super::*;
 
     fn split(n: usize) -> (ImageSplit, ImageShape) {
-        let shape = ImageShape { channels: 1, height: 2, width: 3 };
-        (ImageSplit { images: (0..n * 6).map(|v| v as f32).collect(), labels: (0..n).map(|i| i as u8).collect() }, shape)
+        let shape = ImageShape {
+            channels: 1,
+            height: 2,
+            width: 3,
+        };
+        (
+            ImageSplit {
+                images: (0..n * 6).map(|v| v as f32).collect(),
+                labels: (0..n).map(|i| i as u8).collect(),
+            },
+            shape,
+        )
     }
 
     #[test]
@@ -101,10 +123,23 @@ mod tests {
 
     #[test]
     fn crop_and_flip_move_pixels_as_expected() {
-        let shape = ImageShape { channels: 1, height: 2, width: 3 };
+        let shape = ImageShape {
+            channels: 1,
+            height: 2,
+            width: 3,
+        };
         let ex = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        assert_eq!(crop_flip(&ex, shape, 0, 0, true), vec![3.0, 2.0, 1.0, 6.0, 5.0, 4.0]);
-        assert_eq!(crop_flip(&ex, shape, 0, 1, false), vec![2.0, 3.0, 0.0, 5.0, 6.0, 0.0]);
-        assert_eq!(crop_flip(&ex, shape, 1, 0, false), vec![4.0, 5.0, 6.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            crop_flip(&ex, shape, 0, 0, true),
+            vec![3.0, 2.0, 1.0, 6.0, 5.0, 4.0]
+        );
+        assert_eq!(
+            crop_flip(&ex, shape, 0, 1, false),
+            vec![2.0, 3.0, 0.0, 5.0, 6.0, 0.0]
+        );
+        assert_eq!(
+            crop_flip(&ex, shape, 1, 0, false),
+            vec![4.0, 5.0, 6.0, 0.0, 0.0, 0.0]
+        );
     }
 }

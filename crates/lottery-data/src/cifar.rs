@@ -8,7 +8,8 @@ use crate::error::DataError;
 use crate::{ImageDataset, ImageShape, ImageSplit};
 
 const PIXELS: usize = 3 * 32 * 32;
-const HINT: &str = "no package ships CIFAR here: set data.root to the extracted binary version's folder";
+const HINT: &str =
+    "no package ships CIFAR here: set data.root to the extracted binary version's folder";
 
 /// Which CIFAR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,23 +41,37 @@ pub fn decode(bytes: &[u8], variant: Variant, path: &Path) -> Result<ImageSplit,
     if bytes.is_empty() || bytes.len() % rec != 0 {
         return Err(DataError::Format {
             path: path.to_path_buf(),
-            why: format!("{} bytes is not a whole number of {rec}-byte records (truncated or wrong variant?)", bytes.len()),
+            why: format!(
+                "{} bytes is not a whole number of {rec}-byte records (truncated or wrong variant?)",
+                bytes.len()
+            ),
         });
     }
-    let mut split = ImageSplit { images: Vec::with_capacity(bytes.len() / rec * PIXELS), labels: vec![] };
+    let mut split = ImageSplit {
+        images: Vec::with_capacity(bytes.len() / rec * PIXELS),
+        labels: vec![],
+    };
     for (i, r) in bytes.chunks_exact(rec).enumerate() {
         let label = r[variant.label_bytes() - 1];
         if label as usize >= variant.classes() {
-            return Err(DataError::Format { path: path.to_path_buf(), why: format!("record {i}: label {label} ≥ {} classes", variant.classes()) });
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                why: format!("record {i}: label {label} ≥ {} classes", variant.classes()),
+            });
         }
         split.labels.push(label);
-        split.images.extend(r[variant.label_bytes()..].iter().map(|&v| v as f32 / 255.0));
+        split
+            .images
+            .extend(r[variant.label_bytes()..].iter().map(|&v| v as f32 / 255.0));
     }
     Ok(split)
 }
 
 fn read_files(root: &Path, files: &[&str], variant: Variant) -> Result<ImageSplit, DataError> {
-    let mut all = ImageSplit { images: vec![], labels: vec![] };
+    let mut all = ImageSplit {
+        images: vec![],
+        labels: vec![],
+    };
     for f in files {
         let p = root.join(f);
         let s = decode(&DataError::read(&p, HINT)?, variant, &p)?;
@@ -70,7 +85,13 @@ fn read_files(root: &Path, files: &[&str], variant: Variant) -> Result<ImageSpli
 pub fn load(root: &Path, variant: Variant) -> Result<ImageDataset, DataError> {
     let (train_files, test_files, name): (&[&str], &[&str], &str) = match variant {
         Variant::Cifar10 => (
-            &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"],
+            &[
+                "data_batch_1.bin",
+                "data_batch_2.bin",
+                "data_batch_3.bin",
+                "data_batch_4.bin",
+                "data_batch_5.bin",
+            ],
             &["test_batch.bin"],
             "cifar-10",
         ),
@@ -78,7 +99,11 @@ pub fn load(root: &Path, variant: Variant) -> Result<ImageDataset, DataError> {
     };
     Ok(ImageDataset {
         name: name.into(),
-        shape: ImageShape { channels: 3, height: 32, width: 32 },
+        shape: ImageShape {
+            channels: 3,
+            height: 32,
+            width: 32,
+        },
         classes: variant.classes(),
         train: read_files(root, train_files, variant)?,
         test: read_files(root, test_files, variant)?,
@@ -104,7 +129,14 @@ mod tests {
     #[test]
     fn reads_generated_cifar10_and_cifar100() {
         let d = tempfile::tempdir().unwrap();
-        for f in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+        for f in [
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+            "test_batch.bin",
+        ] {
             std::fs::write(d.path().join(f), records(3, Variant::Cifar10)).unwrap();
         }
         let ds = load(d.path(), Variant::Cifar10).unwrap();
@@ -126,6 +158,9 @@ mod tests {
         r.pop();
         std::fs::write(d.path().join("train.bin"), r).unwrap();
         let e = load(d.path(), Variant::Cifar100).unwrap_err();
-        assert!(e.to_string().contains("train.bin") && e.to_string().contains("records"), "{e}");
+        assert!(
+            e.to_string().contains("train.bin") && e.to_string().contains("records"),
+            "{e}"
+        );
     }
 }

@@ -46,9 +46,15 @@ impl DataError {
     pub fn read(path: &std::path::Path, hint: &str) -> Result<Vec<u8>, DataError> {
         std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                DataError::Missing { path: path.to_path_buf(), hint: hint.to_string() }
+                DataError::Missing {
+                    path: path.to_path_buf(),
+                    hint: hint.to_string(),
+                }
             } else {
-                DataError::Io { path: path.to_path_buf(), source }
+                DataError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
             }
         })
     }

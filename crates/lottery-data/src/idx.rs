@@ -8,7 +8,8 @@ use crate::{ImageDataset, ImageShape, ImageSplit};
 
 /// Where Debian's `dataset-fashion-mnist` puts the files.
 pub const FASHION_MNIST_ROOT: &str = "/usr/share/datasets/fashion-mnist";
-const HINT: &str = "install the Debian package dataset-fashion-mnist (just setup), or set data.root";
+const HINT: &str =
+    "install the Debian package dataset-fashion-mnist (just setup), or set data.root";
 
 /// A decoded idx array: dimensions and u8 data.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,31 +27,55 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(bytes)
             .read_to_end(&mut out)
-            .map_err(|e| DataError::Format { path: path.to_path_buf(), why: format!("bad gzip stream: {e}") })?;
+            .map_err(|e| DataError::Format {
+                path: path.to_path_buf(),
+                why: format!("bad gzip stream: {e}"),
+            })?;
         raw = out;
         &raw[..]
     } else {
         bytes
     };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err(DataError::Format { path: path.to_path_buf(), why: "not an idx file (bad magic number)".into() });
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            why: "not an idx file (bad magic number)".into(),
+        });
     }
     if bytes[2] != 0x08 {
-        return Err(DataError::Format { path: path.to_path_buf(), why: format!("idx element type 0x{:02x}, only unsigned bytes (0x08) are supported", bytes[2]) });
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            why: format!(
+                "idx element type 0x{:02x}, only unsigned bytes (0x08) are supported",
+                bytes[2]
+            ),
+        });
     }
     let ndim = bytes[3] as usize;
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        return Err(DataError::Truncated { path: path.to_path_buf(), expected: header, found: bytes.len() });
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            expected: header,
+            found: bytes.len(),
+        });
     }
-    let dims: Vec<usize> =
-        (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
     let n: usize = dims.iter().product();
     let found = bytes.len() - header;
     if found < n {
-        return Err(DataError::Truncated { path: path.to_path_buf(), expected: n, found });
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            expected: n,
+            found,
+        });
     }
-    Ok(IdxArray { dims, data: bytes[header..header + n].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..header + n].to_vec(),
+    })
 }
 
 /// Reads an idx file.
@@ -64,22 +89,48 @@ fn find(root: &Path, stem: &str) -> PathBuf {
 }
 
 /// Reads one split: images `[N, 28, 28]` and labels `[N]`, scaled to [0, 1].
-pub fn read_split(root: &Path, images: &str, labels: &str) -> Result<(ImageShape, ImageSplit), DataError> {
+pub fn read_split(
+    root: &Path,
+    images: &str,
+    labels: &str,
+) -> Result<(ImageShape, ImageSplit), DataError> {
     let ip = find(root, images);
     let lp = find(root, labels);
     let img = read(&ip)?;
     let lab = read(&lp)?;
     if img.dims.len() != 3 {
-        return Err(DataError::Format { path: ip, why: format!("expected 3 dimensions [N, H, W], found {:?}", img.dims) });
+        return Err(DataError::Format {
+            path: ip,
+            why: format!("expected 3 dimensions [N, H, W], found {:?}", img.dims),
+        });
     }
     if lab.dims.len() != 1 || lab.dims[0] != img.dims[0] {
-        return Err(DataError::Format { path: lp, why: format!("expected {} labels, header says {:?}", img.dims[0], lab.dims) });
+        return Err(DataError::Format {
+            path: lp,
+            why: format!(
+                "expected {} labels, header says {:?}",
+                img.dims[0], lab.dims
+            ),
+        });
     }
     if let Some(bad) = lab.data.iter().find(|&&l| l > 9) {
-        return Err(DataError::Format { path: lp, why: format!("label {bad} outside 0..=9") });
+        return Err(DataError::Format {
+            path: lp,
+            why: format!("label {bad} outside 0..=9"),
+        });
     }
-    let shape = ImageShape { channels: 1, height: img.dims[1], width: img.dims[2] };
-    Ok((shape, ImageSplit { images: img.data.iter().map(|&v| v as f32 / 255.0).collect(), labels: lab.data }))
+    let shape = ImageShape {
+        channels: 1,
+        height: img.dims[1],
+        width: img.dims[2],
+    };
+    Ok((
+        shape,
+        ImageSplit {
+            images: img.data.iter().map(|&v| v as f32 / 255.0).collect(),
+            labels: lab.data,
+        },
+    ))
 }
 
 /// Loads (Fashion-)MNIST from a folder with the four standard idx files.
@@ -87,9 +138,18 @@ pub fn load_mnist_like(name: &str, root: &Path) -> Result<ImageDataset, DataErro
     let (shape, train) = read_split(root, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
     let (test_shape, test) = read_split(root, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
     if shape != test_shape {
-        return Err(DataError::Format { path: root.to_path_buf(), why: format!("train images are {shape:?}, test images {test_shape:?}") });
+        return Err(DataError::Format {
+            path: root.to_path_buf(),
+            why: format!("train images are {shape:?}, test images {test_shape:?}"),
+        });
     }
-    Ok(ImageDataset { name: name.into(), shape, classes: 10, train, test })
+    Ok(ImageDataset {
+        name: name.into(),
+        shape,
+        classes: 10,
+        train,
+        test,
+    })
 }
 
 /// Encodes an idx u8 array (used by tests and fixtures).
@@ -148,7 +208,17 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
         let e = load_mnist_like("x", d.path()).unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, DataError::Truncated { expected: 3920, found: 3820, .. }), "{msg}");
+        assert!(
+            matches!(
+                e,
+                DataError::Truncated {
+                    expected: 3920,
+                    found: 3820,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
         assert!(msg.contains("train-images-idx3-ubyte"), "{msg}");
     }
 
@@ -168,7 +238,11 @@ mod tests {
     fn wrong_shape_is_rejected() {
         let d = tempfile::tempdir().unwrap();
         write_set(d.path(), 3, false);
-        std::fs::write(d.path().join("train-labels-idx1-ubyte"), encode(&[4], &[0, 1, 2, 3])).unwrap();
+        std::fs::write(
+            d.path().join("train-labels-idx1-ubyte"),
+            encode(&[4], &[0, 1, 2, 3]),
+        )
+        .unwrap();
         let e = load_mnist_like("x", d.path()).unwrap_err();
         assert!(e.to_string().contains("expected 3 labels"), "{e}");
     }

@@ -21,7 +21,11 @@ inventory::collect!(DatasetEntry);
 
 /// Registered datasets sorted by name; fails on a duplicate name.
 pub fn datasets() -> Result<Vec<&'static DatasetEntry>, String> {
-    lottery_core::registry::sorted_unique(inventory::iter::<DatasetEntry>.into_iter().collect(), |e| e.name, "dataset")
+    lottery_core::registry::sorted_unique(
+        inventory::iter::<DatasetEntry>.into_iter().collect(),
+        |e| e.name,
+        "dataset",
+    )
 }
 
 /// The dataset called `name`.
@@ -32,7 +36,8 @@ pub fn find_dataset(name: &str) -> Result<&'static DatasetEntry, String> {
 impl DatasetEntry {
     /// The folder to read: `root` when given, else the default.
     pub fn root(&self, root: Option<&Path>) -> PathBuf {
-        root.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(self.default_root))
+        root.map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(self.default_root))
     }
 }
 

@@ -7,12 +7,24 @@ use rand::{RngExt, SeedableRng};
 use crate::{ImageDataset, ImageShape, ImageSplit};
 
 /// Generates `train` + `test` examples of `shape` over `classes` classes from `seed`.
-pub fn generate(seed: u64, shape: ImageShape, classes: usize, train: usize, test: usize, noise: f32) -> ImageDataset {
+pub fn generate(
+    seed: u64,
+    shape: ImageShape,
+    classes: usize,
+    train: usize,
+    test: usize,
+    noise: f32,
+) -> ImageDataset {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n = shape.numel();
-    let protos: Vec<Vec<f32>> = (0..classes).map(|_| (0..n).map(|_| rng.random::<f32>()).collect()).collect();
+    let protos: Vec<Vec<f32>> = (0..classes)
+        .map(|_| (0..n).map(|_| rng.random::<f32>()).collect())
+        .collect();
     let mut make = |count: usize| {
-        let mut split = ImageSplit { images: Vec::with_capacity(count * n), labels: Vec::with_capacity(count) };
+        let mut split = ImageSplit {
+            images: Vec::with_capacity(count * n),
+            labels: Vec::with_capacity(count),
+        };
         for i in 0..count {
             let c = i % classes;
             split.labels.push(c as u8);
@@ -26,7 +38,13 @@ pub fn generate(seed: u64, shape: ImageShape, classes: usize, train: usize, test
     };
     let train = make(train);
     let test = make(test);
-    ImageDataset { name: "synthetic".into(), shape, classes, train, test }
+    ImageDataset {
+        name: "synthetic".into(),
+        shape,
+        classes,
+        train,
+        test,
+    }
 }
 
 #[cfg(test)]
@@ -35,7 +53,11 @@ mod tests {
 
     #[test]
     fn same_seed_same_data() {
-        let s = ImageShape { channels: 1, height: 8, width: 8 };
+        let s = ImageShape {
+            channels: 1,
+            height: 8,
+            width: 8,
+        };
         assert_eq!(generate(3, s, 4, 20, 8, 0.3), generate(3, s, 4, 20, 8, 0.3));
         assert_ne!(generate(3, s, 4, 20, 8, 0.3), generate(4, s, 4, 20, 8, 0.3));
     }

@@ -45,7 +45,10 @@ impl<B: Backend> Mlp<B> {
             fc_layers.push(linear(d, h, device));
             d = h;
         }
-        Self { fc_layers, fc: linear(d, classes, device) }
+        Self {
+            fc_layers,
+            fc: linear(d, classes, device),
+        }
     }
 
     /// Logits.
@@ -77,7 +80,11 @@ pub struct LeNet5<B: Backend> {
 impl<B: Backend> LeNet5<B> {
     /// LeNet-5 for the given input.
     pub fn new(input: InputShape, classes: usize, device: &B::Device) -> Self {
-        let pad = if input.height < 32 { (32 - input.height).div_ceil(2) } else { 0 };
+        let pad = if input.height < 32 {
+            (32 - input.height).div_ceil(2)
+        } else {
+            0
+        };
         let h = ((input.height + 2 * pad - 4) / 2 - 4) / 2;
         let w = ((input.width + 2 * pad - 4) / 2 - 4) / 2;
         Self {
@@ -133,7 +140,15 @@ pub struct ConvNet<B: Backend> {
 
 impl<B: Backend> ConvNet<B> {
     /// Builds the network of `plan` followed by fully connected `hidden` widths.
-    pub fn new(input: InputShape, plan: &[Plan], hidden: &[usize], batch_norm: bool, global_pool: bool, classes: usize, device: &B::Device) -> Self {
+    pub fn new(
+        input: InputShape,
+        plan: &[Plan],
+        hidden: &[usize],
+        batch_norm: bool,
+        global_pool: bool,
+        classes: usize,
+        device: &B::Device,
+    ) -> Self {
         let mut layers = vec![];
         let mut pools_after = vec![];
         let mut torch_index = vec![];
@@ -161,7 +176,14 @@ impl<B: Backend> ConvNet<B> {
             fc_layers.push(linear(d, n, device));
             d = n;
         }
-        Self { layers, fc_layers, fc: linear(d, classes, device), pools_after, global_pool, torch_index }
+        Self {
+            layers,
+            fc_layers,
+            fc: linear(d, classes, device),
+            pools_after,
+            global_pool,
+            torch_index,
+        }
     }
 
     /// Logits.
@@ -172,7 +194,11 @@ impl<B: Backend> ConvNet<B> {
                 x = max_pool2(x);
             }
         }
-        let mut x: Tensor<B, 2> = if self.global_pool { global_avg_pool(x) } else { x.flatten(1, 3) };
+        let mut x: Tensor<B, 2> = if self.global_pool {
+            global_avg_pool(x)
+        } else {
+            x.flatten(1, 3)
+        };
         for l in &self.fc_layers {
             x = relu(l.forward(x));
         }
@@ -252,7 +278,10 @@ pub struct CifarResNet<B: Backend> {
 impl<B: Backend> CifarResNet<B> {
     /// ResNet of the given depth (6n + 2).
     pub fn new(input: InputShape, depth: usize, classes: usize, device: &B::Device) -> Self {
-        assert!(depth >= 8 && (depth - 2) % 6 == 0, "CIFAR ResNet depth must be 6n+2, got {depth}");
+        assert!(
+            depth >= 8 && (depth - 2) % 6 == 0,
+            "CIFAR ResNet depth must be 6n+2, got {depth}"
+        );
         let n = (depth - 2) / 6;
         let mut blocks = vec![];
         let mut c = 16;
@@ -310,12 +339,76 @@ impl<B: Backend> ImageModel<B> {
 pub fn vgg_plan(depth: usize) -> Option<Vec<Plan>> {
     use Plan::{Conv as C, Pool as P};
     Some(match depth {
-        11 => vec![C(64), P, C(128), P, C(256), C(256), P, C(512), C(512), P, C(512), C(512)],
-        13 => vec![C(64), C(64), P, C(128), C(128), P, C(256), C(256), P, C(512), C(512), P, C(512), C(512)],
-        16 => vec![C(64), C(64), P, C(128), C(128), P, C(256), C(256), C(256), P, C(512), C(512), C(512), P, C(512), C(512), C(512)],
+        11 => vec![
+            C(64),
+            P,
+            C(128),
+            P,
+            C(256),
+            C(256),
+            P,
+            C(512),
+            C(512),
+            P,
+            C(512),
+            C(512),
+        ],
+        13 => vec![
+            C(64),
+            C(64),
+            P,
+            C(128),
+            C(128),
+            P,
+            C(256),
+            C(256),
+            P,
+            C(512),
+            C(512),
+            P,
+            C(512),
+            C(512),
+        ],
+        16 => vec![
+            C(64),
+            C(64),
+            P,
+            C(128),
+            C(128),
+            P,
+            C(256),
+            C(256),
+            C(256),
+            P,
+            C(512),
+            C(512),
+            C(512),
+            P,
+            C(512),
+            C(512),
+            C(512),
+        ],
         19 => vec![
-            C(64), C(64), P, C(128), C(128), P, C(256), C(256), C(256), C(256), P, C(512), C(512), C(512), C(512), P,
-            C(512), C(512), C(512), C(512),
+            C(64),
+            C(64),
+            P,
+            C(128),
+            C(128),
+            P,
+            C(256),
+            C(256),
+            C(256),
+            C(256),
+            P,
+            C(512),
+            C(512),
+            C(512),
+            C(512),
+            P,
+            C(512),
+            C(512),
+            C(512),
+            C(512),
         ],
         _ => return None,
     })

@@ -42,10 +42,19 @@ pub fn initial_value(seed: u64, name: &str, kind: ParamKind, shape: &[usize]) ->
 }
 
 /// Initialises every parameter of `module` from `seed`.
-pub fn seeded_init<B: Backend, M: Module<B>>(module: M, naming: &dyn TorchNaming, seed: u64) -> Result<M, ViewError> {
+pub fn seeded_init<B: Backend, M: Module<B>>(
+    module: M,
+    naming: &dyn TorchNaming,
+    seed: u64,
+) -> Result<M, ViewError> {
     let values: ParamValues = view::entries::<B, M>(&module, naming)
         .into_iter()
-        .map(|e| (e.info.name.clone(), initial_value(seed, &e.info.name, e.info.kind, &e.info.shape)))
+        .map(|e| {
+            (
+                e.info.name.clone(),
+                initial_value(seed, &e.info.name, e.info.kind, &e.info.shape),
+            )
+        })
         .collect();
     view::set_values::<B, M>(module, naming, &values)
 }

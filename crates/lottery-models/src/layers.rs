@@ -16,7 +16,14 @@ pub struct ConvModule<B: Backend> {
 
 impl<B: Backend> ConvModule<B> {
     /// Same-padded k×k convolution `c_in → c_out`.
-    pub fn new(c_in: usize, c_out: usize, kernel: usize, batch_norm: bool, bias: bool, device: &B::Device) -> Self {
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        batch_norm: bool,
+        bias: bool,
+        device: &B::Device,
+    ) -> Self {
         Self {
             conv: conv(c_in, c_out, kernel, 1, kernel / 2, bias, device),
             bn: batch_norm.then(|| BatchNormConfig::new(c_out).init(device)),
@@ -35,10 +42,20 @@ impl<B: Backend> ConvModule<B> {
 }
 
 /// A convolution layer.
-pub fn conv<B: Backend>(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, bias: bool, device: &B::Device) -> Conv2d<B> {
+pub fn conv<B: Backend>(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Conv2d<B> {
     Conv2dConfig::new([c_in, c_out], [kernel, kernel])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
         .with_bias(bias)
         .init(device)
 }

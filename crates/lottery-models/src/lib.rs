@@ -35,14 +35,23 @@ impl<B: Backend> ImageModel<B> {
     pub fn naming(&self) -> Naming {
         let mut seq = BTreeMap::new();
         if let ImageModel::ConvNet(n) = self {
-            seq.insert("layers".to_string(), (0..n.layers.len()).map(|i| n.torch_index(i)).collect());
+            seq.insert(
+                "layers".to_string(),
+                (0..n.layers.len()).map(|i| n.torch_index(i)).collect(),
+            );
         }
         Naming { seq }
     }
 }
 
 /// Builds a registered model and initialises it from `seed`.
-pub fn build(name: &str, input: InputShape, classes: usize, seed: u64, device: &TrainDevice) -> Result<ImageModel<TrainBackend>, String> {
+pub fn build(
+    name: &str,
+    input: InputShape,
+    classes: usize,
+    seed: u64,
+    device: &TrainDevice,
+) -> Result<ImageModel<TrainBackend>, String> {
     let entry = find_model(name)?;
     let model = (entry.build)(input, classes, device);
     let naming = model.naming();

@@ -44,7 +44,11 @@ impl PathStack {
         Site {
             burn_path: self.names.join("."),
             // A field is entered with the type of the struct that holds it.
-            container: if n >= 1 { self.containers[n - 1].clone() } else { String::new() },
+            container: if n >= 1 {
+                self.containers[n - 1].clone()
+            } else {
+                String::new()
+            },
             field: self.names.last().cloned().unwrap_or_default(),
         }
     }
@@ -54,7 +58,10 @@ impl PathStack {
 pub fn torch_name(burn_path: &str, seq_index: &dyn Fn(&str, usize) -> Option<usize>) -> String {
     let mut parts: Vec<String> = burn_path.split('.').map(str::to_string).collect();
     // Drop the ImageModel variant.
-    if parts.first().is_some_and(|p| p.chars().next().is_some_and(char::is_uppercase)) {
+    if parts
+        .first()
+        .is_some_and(|p| p.chars().next().is_some_and(char::is_uppercase))
+    {
         parts.remove(0);
     }
     for i in 0..parts.len() {
@@ -66,7 +73,9 @@ pub fn torch_name(burn_path: &str, seq_index: &dyn Fn(&str, usize) -> Option<usi
         }
     }
     let joined = parts.join(".");
-    let joined = joined.replace("shortcut.conv.", "shortcut.0.").replace("shortcut.bn.", "shortcut.1.");
+    let joined = joined
+        .replace("shortcut.conv.", "shortcut.0.")
+        .replace("shortcut.bn.", "shortcut.1.");
     if let Some(base) = joined.strip_suffix(".gamma") {
         return format!("{base}.weight");
     }
@@ -131,17 +140,34 @@ impl<B: Backend> ModuleVisitor<B> for Collect<'_, B> {
         let tensor = param.val();
         let dims = tensor.dims().to_vec();
         let transposed = kind == ParamKind::LinearWeight && D == 2;
-        let shape = if transposed { vec![dims[1], dims[0]] } else { dims.clone() };
+        let shape = if transposed {
+            vec![dims[1], dims[0]]
+        } else {
+            dims.clone()
+        };
         let shortcut = site.burn_path.contains("shortcut");
         if let Some((wanted, out)) = &mut self.values
             && wanted.iter().any(|w| *w == name)
         {
-            let data: Vec<f32> = tensor.into_data().convert::<f32>().to_vec().expect("f32 data");
-            let values = if transposed { transpose(&data, dims[0], dims[1]) } else { data };
+            let data: Vec<f32> = tensor
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("f32 data");
+            let values = if transposed {
+                transpose(&data, dims[0], dims[1])
+            } else {
+                data
+            };
             out.insert(name.clone(), FlatTensor::new(shape.clone(), values));
         }
         self.entries.push(ViewEntry {
-            info: ParamInfo { name, shape, kind, shortcut },
+            info: ParamInfo {
+                name,
+                shape,
+                kind,
+                shortcut,
+            },
             burn_path: site.burn_path,
             id: param.id,
             transposed,
@@ -161,13 +187,23 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// All parameters of `module`, in visiting order.
 pub fn entries<B: Backend, M: Module<B>>(module: &M, naming: &dyn TorchNaming) -> Vec<ViewEntry> {
-    let mut v = Collect::<B> { stack: PathStack::default(), naming, entries: vec![], values: None, _b: Default::default() };
+    let mut v = Collect::<B> {
+        stack: PathStack::default(),
+        naming,
+        entries: vec![],
+        values: None,
+        _b: Default::default(),
+    };
     module.visit(&mut v);
     v.entries
 }
 
 /// Values of the named parameters in PyTorch layout.
-pub fn values<B: Backend, M: Module<B>>(module: &M, naming: &dyn TorchNaming, names: &[String]) -> ParamValues {
+pub fn values<B: Backend, M: Module<B>>(
+    module: &M,
+    naming: &dyn TorchNaming,
+    names: &[String],
+) -> ParamValues {
     let mut v = Collect::<B> {
         stack: PathStack::default(),
         naming,
@@ -216,17 +252,31 @@ impl<B: Backend> ModuleMapper<B> for Assign<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let site = self.stack.site();
         let name = torch_name(&site.burn_path, &|f, i| self.naming.seq_index(f, i));
-        let Some(v) = self.values.get(&name) else { return param };
+        let Some(v) = self.values.get(&name) else {
+            return param;
+        };
         self.used.push(name.clone());
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims().to_vec();
         let transposed = kind_of(&site) == ParamKind::LinearWeight && D == 2;
-        let expected = if transposed { vec![dims[1], dims[0]] } else { dims.clone() };
+        let expected = if transposed {
+            vec![dims[1], dims[0]]
+        } else {
+            dims.clone()
+        };
         if v.shape != expected {
-            self.error.get_or_insert(ViewError::Shape { name, given: v.shape.clone(), expected });
+            self.error.get_or_insert(ViewError::Shape {
+                name,
+                given: v.shape.clone(),
+                expected,
+            });
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        let data = if transposed { transpose(&v.values, expected[0], expected[1]) } else { v.values.clone() };
+        let data = if transposed {
+            transpose(&v.values, expected[0], expected[1])
+        } else {
+            v.values.clone()
+        };
         let require_grad = tensor.is_require_grad();
         let mut new = Tensor::<B, D>::from_data(TensorData::new(data, dims), &tensor.device());
         if require_grad {
@@ -238,13 +288,31 @@ impl<B: Backend> ModuleMapper<B> for Assign<'_, B> {
 
 /// Overwrites the named parameters with `values` (PyTorch layout). Unknown names and shape
 /// mismatches are errors; nothing is changed then.
-pub fn set_values<B: Backend, M: Module<B>>(module: M, naming: &dyn TorchNaming, values: &ParamValues) -> Result<M, ViewError> {
-    let known: Vec<String> = entries::<B, M>(&module, naming).into_iter().map(|e| e.info.name).collect();
-    let unknown: Vec<String> = values.keys().filter(|k| !known.contains(k)).cloned().collect();
+pub fn set_values<B: Backend, M: Module<B>>(
+    module: M,
+    naming: &dyn TorchNaming,
+    values: &ParamValues,
+) -> Result<M, ViewError> {
+    let known: Vec<String> = entries::<B, M>(&module, naming)
+        .into_iter()
+        .map(|e| e.info.name)
+        .collect();
+    let unknown: Vec<String> = values
+        .keys()
+        .filter(|k| !known.contains(k))
+        .cloned()
+        .collect();
     if !unknown.is_empty() {
         return Err(ViewError::Unknown(unknown));
     }
-    let mut a = Assign::<B> { stack: PathStack::default(), naming, values, used: vec![], error: None, _b: Default::default() };
+    let mut a = Assign::<B> {
+        stack: PathStack::default(),
+        naming,
+        values,
+        used: vec![],
+        error: None,
+        _b: Default::default(),
+    };
     let out = module.map(&mut a);
     match a.error {
         Some(e) => Err(e),
@@ -260,7 +328,12 @@ pub struct DeviceMasks<B: Backend> {
 
 impl<B: Backend> DeviceMasks<B> {
     /// Uploads `set` for `module`'s parameters.
-    pub fn new<M: Module<B>>(module: &M, naming: &dyn TorchNaming, set: &MaskSet, device: &B::Device) -> Self {
+    pub fn new<M: Module<B>>(
+        module: &M,
+        naming: &dyn TorchNaming,
+        set: &MaskSet,
+        device: &B::Device,
+    ) -> Self {
         Self::from_entries(&entries::<B, M>(module, naming), set, device)
     }
 
@@ -272,7 +345,10 @@ impl<B: Backend> DeviceMasks<B> {
             if let Some(m) = set.get(&e.info.name) {
                 let data = m.as_f32();
                 let (data, shape) = if e.transposed {
-                    (transpose(&data, e.info.shape[0], e.info.shape[1]), vec![e.info.shape[1], e.info.shape[0]])
+                    (
+                        transpose(&data, e.info.shape[0], e.info.shape[1]),
+                        vec![e.info.shape[1], e.info.shape[0]],
+                    )
                 } else {
                     (data, e.info.shape.clone())
                 };
@@ -290,7 +366,9 @@ impl<B: Backend> DeviceMasks<B> {
 
     /// The mask of parameter `id`, as a tensor of rank `D`.
     pub fn get<const D: usize>(&self, id: &ParamId) -> Option<Tensor<B, D>> {
-        self.masks.get(id).map(|p| Tensor::from_primitive(TensorPrimitive::Float(p.clone())))
+        self.masks
+            .get(id)
+            .map(|p| Tensor::from_primitive(TensorPrimitive::Float(p.clone())))
     }
 
     /// Multiplies every masked parameter of `module` by its mask (pruned weights become exactly 0).
@@ -323,7 +401,9 @@ struct ApplyMaskAutodiff<'a, AB: burn::tensor::backend::AutodiffBackend> {
 
 impl<AB: burn::tensor::backend::AutodiffBackend> ModuleMapper<AB> for ApplyMaskAutodiff<'_, AB> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
-        let Some(mask) = self.masks.get::<D>(&param.id) else { return param };
+        let Some(mask) = self.masks.get::<D>(&param.id) else {
+            return param;
+        };
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let mut masked = Tensor::<AB, D>::from_inner(tensor.inner().mul(mask));
@@ -340,7 +420,9 @@ struct ApplyMask<'a, B: Backend> {
 
 impl<B: Backend> ModuleMapper<B> for ApplyMask<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let Some(mask) = self.masks.get::<D>(&param.id) else { return param };
+        let Some(mask) = self.masks.get::<D>(&param.id) else {
+            return param;
+        };
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let mut masked = tensor.detach().mul(mask);
@@ -379,7 +461,11 @@ impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollect
             Some(g) => g.into_data().convert::<f32>().to_vec().expect("f32 data"),
             None => vec![0.0; dims.iter().product()],
         };
-        let (data, shape) = if transposed { (transpose(&data, dims[0], dims[1]), vec![dims[1], dims[0]]) } else { (data, dims) };
+        let (data, shape) = if transposed {
+            (transpose(&data, dims[0], dims[1]), vec![dims[1], dims[0]])
+        } else {
+            (data, dims)
+        };
         self.out.insert(name, FlatTensor::new(shape, data));
     }
 }
@@ -391,7 +477,14 @@ pub fn gradients<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(
     grads: &burn::optim::GradientsParams,
     names: &[String],
 ) -> ParamValues {
-    let mut v = GradCollect::<B> { stack: PathStack::default(), naming, grads, names, out: BTreeMap::new(), _b: Default::default() };
+    let mut v = GradCollect::<B> {
+        stack: PathStack::default(),
+        naming,
+        grads,
+        names,
+        out: BTreeMap::new(),
+        _b: Default::default(),
+    };
     module.visit(&mut v);
     v.out
 }

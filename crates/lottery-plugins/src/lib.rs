@@ -19,16 +19,26 @@ mod tests {
     fn every_plugin_crate_is_registered() {
         super::link();
         let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
-        let registered: Vec<&str> = lottery_core::plugin::pruners().unwrap().iter().map(|e| e.name).collect();
+        let registered: Vec<&str> = lottery_core::plugin::pruners()
+            .unwrap()
+            .iter()
+            .map(|e| e.name)
+            .collect();
         let mut found = 0;
         for dir in std::fs::read_dir(&plugins).unwrap() {
             let dir = dir.unwrap().path();
             let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
             let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
             // The name a plugin registers is the first string literal of its PrunerEntry::new call.
-            let at = lib.find("PrunerEntry::new").unwrap_or_else(|| panic!("{} registers no PrunerEntry", dir.display()));
+            let at = lib
+                .find("PrunerEntry::new")
+                .unwrap_or_else(|| panic!("{} registers no PrunerEntry", dir.display()));
             let name = lib[at..].split('"').nth(1).unwrap();
-            assert!(registered.contains(&name), "plugin {} ({name}) is not linked: add it to lottery-plugins", dir.display());
+            assert!(
+                registered.contains(&name),
+                "plugin {} ({name}) is not linked: add it to lottery-plugins",
+                dir.display()
+            );
             let crate_name = manifest.lines().find(|l| l.starts_with("name")).unwrap();
             assert!(crate_name.contains("lottery-"), "{crate_name}");
             found += 1;

@@ -17,15 +17,28 @@ fn bench(model: &str, input: InputShape, batch: usize, warmup: usize, reps: usiz
     let device = default_device();
     let mut m = lottery_models::build(model, input, 10, 0, &device).expect("model");
     let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false }))
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
         .init::<TrainBackend, lottery_models::ImageModel<TrainBackend>>();
     let n = batch * input.numel();
-    let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let y: Vec<i64> = (0..batch).map(|i| (i % 10) as i64).collect();
     let mut times = vec![];
     for i in 0..warmup + reps {
-        let xt = Tensor::<TrainBackend, 4>::from_data(TensorData::new(x.clone(), [batch, input.channels, input.height, input.width]), &device);
-        let yt = Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+        let xt = Tensor::<TrainBackend, 4>::from_data(
+            TensorData::new(
+                x.clone(),
+                [batch, input.channels, input.height, input.width],
+            ),
+            &device,
+        );
+        let yt =
+            Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
         let t = Instant::now();
         let (loss, _) = loss_and_correct(m.forward(xt), yt);
         let grads = GradientsParams::from_grads(loss.backward(), &m);
@@ -48,9 +61,29 @@ fn bench(model: &str, input: InputShape, batch: usize, warmup: usize, reps: usiz
 fn main() {
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     if only.as_deref().is_none_or(|o| o == "lenet") {
-        bench("lenet-300-100", InputShape { channels: 1, height: 28, width: 28 }, 128, 5, 50);
+        bench(
+            "lenet-300-100",
+            InputShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            128,
+            5,
+            50,
+        );
     }
     if only.as_deref().is_none_or(|o| o == "vgg") {
-        bench("vgg-16", InputShape { channels: 3, height: 32, width: 32 }, 64, 1, 5);
+        bench(
+            "vgg-16",
+            InputShape {
+                channels: 3,
+                height: 32,
+                width: 32,
+            },
+            64,
+            1,
+            5,
+        );
     }
 }

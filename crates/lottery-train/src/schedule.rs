@@ -13,7 +13,12 @@ pub fn lr_at(cfg: &TrainSection, step: usize, steps_per_epoch: usize) -> f64 {
     match cfg.lr_schedule {
         LrSchedule::Constant => cfg.lr,
         LrSchedule::Step => cfg.lr * cfg.gamma.powi((epoch / cfg.step_epochs.max(1)) as i32),
-        LrSchedule::Multistep => cfg.lr * cfg.gamma.powi(cfg.milestones.iter().filter(|&&m| epoch >= m).count() as i32),
+        LrSchedule::Multistep => {
+            cfg.lr
+                * cfg
+                    .gamma
+                    .powi(cfg.milestones.iter().filter(|&&m| epoch >= m).count() as i32)
+        }
         LrSchedule::Cosine => {
             let total = (cfg.epochs * spe).saturating_sub(warmup).max(1);
             let t = (step - warmup).min(total) as f64 / total as f64;
@@ -27,7 +32,15 @@ mod tests {
     use super::*;
 
     fn cfg(s: LrSchedule) -> TrainSection {
-        TrainSection { lr: 1.0, epochs: 10, lr_schedule: s, milestones: vec![3, 6], gamma: 0.1, step_epochs: 4, ..Default::default() }
+        TrainSection {
+            lr: 1.0,
+            epochs: 10,
+            lr_schedule: s,
+            milestones: vec![3, 6],
+            gamma: 0.1,
+            step_epochs: 4,
+            ..Default::default()
+        }
     }
 
     #[test]

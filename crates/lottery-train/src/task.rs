@@ -148,9 +148,21 @@ impl ImageTask {
         let mut loss_sum = 0.0;
         let mut correct = 0usize;
         let mut n = 0usize;
-        for b in batches(&self.data.test, shape, self.batch_size.max(256), None, false) {
-            let x = Tensor::<InnerBackend, 4>::from_data(TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]), &self.device);
-            let y = Tensor::<InnerBackend, 1, Int>::from_data(TensorData::new(b.labels, [b.len]), &self.device);
+        for b in batches(
+            &self.data.test,
+            shape,
+            self.batch_size.max(256),
+            None,
+            false,
+        ) {
+            let x = Tensor::<InnerBackend, 4>::from_data(
+                TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
+                &self.device,
+            );
+            let y = Tensor::<InnerBackend, 1, Int>::from_data(
+                TensorData::new(b.labels, [b.len]),
+                &self.device,
+            );
             let logits = inner.forward(x);
             let (l, c) = loss_and_correct(logits, y);
             loss_sum += l.into_scalar().elem::<f64>() * b.len as f64;
@@ -162,7 +174,11 @@ impl ImageTask {
 
     /// Masks on the inner backend, keyed by the autodiff model's parameter ids.
     fn train_masks(&self, mask: &MaskSet) -> DeviceMasks<InnerBackend> {
-        DeviceMasks::from_entries(&view::entries::<TrainBackend, _>(&self.model, &self.naming), mask, &self.device)
+        DeviceMasks::from_entries(
+            &view::entries::<TrainBackend, _>(&self.model, &self.naming),
+            mask,
+            &self.device,
+        )
     }
 
     fn train_with<O: Optimizer<ImageModel<TrainBackend>, TrainBackend>>(
@@ -188,17 +204,33 @@ impl ImageTask {
             let mut correct = 0usize;
             let mut seen = 0usize;
             let mut lr = 0.0;
-            for b in batches(&self.data.train, shape, self.batch_size, Some((self.seed, epoch as u64)), self.augment) {
+            for b in batches(
+                &self.data.train,
+                shape,
+                self.batch_size,
+                Some((self.seed, epoch as u64)),
+                self.augment,
+            ) {
                 lr = lr_at(&self.train_cfg, self.step, steps_per_epoch);
-                let x = Tensor::<TrainBackend, 4>::from_data(TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]), &self.device);
-                let y = Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(b.labels, [b.len]), &self.device);
+                let x = Tensor::<TrainBackend, 4>::from_data(
+                    TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
+                    &self.device,
+                );
+                let y = Tensor::<TrainBackend, 1, Int>::from_data(
+                    TensorData::new(b.labels, [b.len]),
+                    &self.device,
+                );
                 let logits = self.model.forward(x);
                 let (loss, c) = loss_and_correct(logits, y);
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
                 loss_sum += loss.into_scalar().elem::<f64>() * b.len as f64;
                 correct += c.into_scalar().elem::<i64>() as usize;
                 seen += b.len;
-                self.model = masks.apply_autodiff::<TrainBackend, _>(optim.step(lr, self.model.clone(), grads));
+                self.model = masks.apply_autodiff::<TrainBackend, _>(optim.step(
+                    lr,
+                    self.model.clone(),
+                    grads,
+                ));
                 self.step += 1;
                 self.progress.inc(1);
                 if self.train_cfg.checkpoints.contains(&self.step) {
@@ -222,14 +254,22 @@ impl ImageTask {
             self.record("train", "lr", lr);
             self.record("test", "loss", test_loss);
             self.record("test", "accuracy", test_acc);
-            tracing::debug!(epoch = report.epoch, train_loss = report.train_loss, test_accuracy = test_acc, "epoch done");
+            tracing::debug!(
+                epoch = report.epoch,
+                train_loss = report.train_loss,
+                test_accuracy = test_acc,
+                "epoch done"
+            );
             on_epoch(&report);
         }
     }
 }
 
 /// Mean cross-entropy of `logits` against `y`, and the number of correct argmax predictions.
-pub fn loss_and_correct<B: Backend>(logits: Tensor<B, 2>, y: Tensor<B, 1, Int>) -> (Tensor<B, 1>, Tensor<B, 1, Int>) {
+pub fn loss_and_correct<B: Backend>(
+    logits: Tensor<B, 2>,
+    y: Tensor<B, 1, Int>,
+) -> (Tensor<B, 1>, Tensor<B, 1, Int>) {
     let pred = logits.clone().argmax(1).squeeze_dim::<1>(1);
     let correct = pred.equal(y.clone()).int().sum();
     let logp = log_softmax(logits, 1);
@@ -239,29 +279,54 @@ pub fn loss_and_correct<B: Backend>(logits: Tensor<B, 2>, y: Tensor<B, 1, Int>) 
 
 impl PruneTarget for ImageTask {
     fn params(&self) -> Vec<ParamInfo> {
-        view::entries::<TrainBackend, _>(&self.model, &self.naming).into_iter().map(|e| e.info).collect()
+        view::entries::<TrainBackend, _>(&self.model, &self.naming)
+            .into_iter()
+            .map(|e| e.info)
+            .collect()
     }
 
     fn values(&self, names: &[String]) -> Result<ParamValues, PruneError> {
-        Ok(view::values::<TrainBackend, _>(&self.model, &self.naming, names))
+        Ok(view::values::<TrainBackend, _>(
+            &self.model,
+            &self.naming,
+            names,
+        ))
     }
 
     fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError> {
-        self.model = view::set_values::<TrainBackend, _>(self.model.clone(), &self.naming, values).map_err(|e| PruneError::Target(e.to_string()))?;
+        self.model = view::set_values::<TrainBackend, _>(self.model.clone(), &self.naming, values)
+            .map_err(|e| PruneError::Target(e.to_string()))?;
         Ok(())
     }
 
-    fn loss_gradients(&mut self, names: &[String], mask: &MaskSet, n_batches: usize) -> Result<ParamValues, PruneError> {
+    fn loss_gradients(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        n_batches: usize,
+    ) -> Result<ParamValues, PruneError> {
         let masks = self.train_masks(mask);
         let model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
         let shape = self.data.shape;
-        let all = batches(&self.data.train, shape, self.batch_size, Some((self.seed, 0)), false);
+        let all = batches(
+            &self.data.train,
+            shape,
+            self.batch_size,
+            Some((self.seed, 0)),
+            false,
+        );
         let used: Vec<_> = all.into_iter().take(n_batches.max(1)).collect();
         let k = used.len() as f64;
         let mut total: Option<Tensor<TrainBackend, 1>> = None;
         for b in used {
-            let x = Tensor::<TrainBackend, 4>::from_data(TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]), &self.device);
-            let y = Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(b.labels, [b.len]), &self.device);
+            let x = Tensor::<TrainBackend, 4>::from_data(
+                TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
+                &self.device,
+            );
+            let y = Tensor::<TrainBackend, 1, Int>::from_data(
+                TensorData::new(b.labels, [b.len]),
+                &self.device,
+            );
             let (loss, _) = loss_and_correct(model.forward(x), y);
             let loss = loss.div_scalar(k);
             total = Some(match total {
@@ -271,20 +336,40 @@ impl PruneTarget for ImageTask {
         }
         let total = total.ok_or_else(|| PruneError::Target("no training batches".into()))?;
         let grads = GradientsParams::from_grads(total.backward(), &model);
-        Ok(view::gradients::<TrainBackend, _>(&model, &self.naming, &grads, names))
+        Ok(view::gradients::<TrainBackend, _>(
+            &model,
+            &self.naming,
+            &grads,
+            names,
+        ))
     }
 
-    fn train(&mut self, mask: &MaskSet, epochs: usize, on_epoch: &mut dyn FnMut(&EpochReport)) -> Result<(), PruneError> {
+    fn train(
+        &mut self,
+        mask: &MaskSet,
+        epochs: usize,
+        on_epoch: &mut dyn FnMut(&EpochReport),
+    ) -> Result<(), PruneError> {
         let c = &self.train_cfg;
         let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
         match c.optimizer {
             OptimizerKind::Sgd => {
-                let momentum = (c.momentum > 0.0).then(|| MomentumConfig { momentum: c.momentum, dampening: 0.0, nesterov: c.nesterov });
-                let optim = SgdConfig::new().with_momentum(momentum).with_weight_decay(wd).init();
+                let momentum = (c.momentum > 0.0).then(|| MomentumConfig {
+                    momentum: c.momentum,
+                    dampening: 0.0,
+                    nesterov: c.nesterov,
+                });
+                let optim = SgdConfig::new()
+                    .with_momentum(momentum)
+                    .with_weight_decay(wd)
+                    .init();
                 self.train_with(optim, mask, epochs, on_epoch);
             }
             OptimizerKind::Adam => {
-                let optim = AdamConfig::new().with_epsilon(1e-8).with_weight_decay(wd).init();
+                let optim = AdamConfig::new()
+                    .with_epsilon(1e-8)
+                    .with_weight_decay(wd)
+                    .init();
                 self.train_with(optim, mask, epochs, on_epoch);
             }
         }
@@ -297,13 +382,28 @@ impl PruneTarget for ImageTask {
 /// differentiates. Returns the loss and the number of examples.
 pub fn batch_loss(task: &ImageTask, n_batches: usize) -> (f64, usize) {
     let shape = task.data.shape;
-    let used: Vec<_> = batches(&task.data.train, shape, task.batch_size, Some((task.seed, 0)), false).into_iter().take(n_batches.max(1)).collect();
+    let used: Vec<_> = batches(
+        &task.data.train,
+        shape,
+        task.batch_size,
+        Some((task.seed, 0)),
+        false,
+    )
+    .into_iter()
+    .take(n_batches.max(1))
+    .collect();
     let k = used.len() as f64;
     let mut total = 0.0;
     let mut n = 0;
     for b in used {
-        let x = Tensor::<TrainBackend, 4>::from_data(TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]), &task.device);
-        let y = Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(b.labels, [b.len]), &task.device);
+        let x = Tensor::<TrainBackend, 4>::from_data(
+            TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
+            &task.device,
+        );
+        let y = Tensor::<TrainBackend, 1, Int>::from_data(
+            TensorData::new(b.labels, [b.len]),
+            &task.device,
+        );
         let (loss, _) = loss_and_correct(task.model.forward(x), y);
         total += loss.into_scalar().elem::<f64>() / k;
         n += b.len;

@@ -11,19 +11,38 @@ use lottery_models::InputShape;
 use lottery_train::ImageTask;
 
 fn data() -> Arc<ImageDataset> {
-    let mut d = synthetic::generate(1, ImageShape { channels: 1, height: 12, width: 12 }, 4, 480, 64, 0.5);
+    let mut d = synthetic::generate(
+        1,
+        ImageShape {
+            channels: 1,
+            height: 12,
+            width: 12,
+        },
+        4,
+        480,
+        64,
+        0.5,
+    );
     d.normalise();
     Arc::new(d)
 }
 
 fn task(model: &str, optimizer: OptimizerKind, seed: u64) -> ImageTask {
     let data = data();
-    let input = InputShape { channels: 1, height: 12, width: 12 };
+    let input = InputShape {
+        channels: 1,
+        height: 12,
+        width: 12,
+    };
     let m = lottery_models::build(model, input, 4, seed, &default_device()).unwrap();
     let cfg = TrainSection {
         epochs: 2,
         optimizer,
-        lr: if optimizer == OptimizerKind::Adam { 0.01 } else { 0.05 },
+        lr: if optimizer == OptimizerKind::Adam {
+            0.01
+        } else {
+            0.05
+        },
         momentum: 0.9,
         nesterov: optimizer == OptimizerKind::Sgd,
         weight_decay: 5e-3,
@@ -35,17 +54,25 @@ fn task(model: &str, optimizer: OptimizerKind, seed: u64) -> ImageTask {
 }
 
 fn random_mask(t: &ImageTask, density: f64) -> MaskSet {
-    let names: Vec<String> = t.params().into_iter().filter(|p| lottery_core::PrunableRule::default().admits(p)).map(|p| p.name).collect();
+    let names: Vec<String> = t
+        .params()
+        .into_iter()
+        .filter(|p| lottery_core::PrunableRule::default().admits(p))
+        .map(|p| p.name)
+        .collect();
     let mut scores: ParamValues = t.values(&names).unwrap();
     // Deterministic pseudo-random scores.
     let mut s = 12345u64;
     for v in scores.values_mut() {
         for x in v.values.iter_mut() {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *x = (s >> 33) as f32;
         }
     }
-    lottery_core::topk::top_k_mask(&scores, Density::new(density).unwrap(), Scope::Global, None).unwrap()
+    lottery_core::topk::top_k_mask(&scores, Density::new(density).unwrap(), Scope::Global, None)
+        .unwrap()
 }
 
 fn assert_pruned_zero(t: &ImageTask, mask: &MaskSet) {
@@ -62,7 +89,12 @@ fn assert_pruned_zero(t: &ImageTask, mask: &MaskSet) {
     }
     assert!(pruned > 0);
     // Survivors did train (not all zero).
-    assert!(mask.iter().any(|(n, m)| m.keep.iter().zip(&v[n].values).any(|(k, x)| *k && *x != 0.0)));
+    assert!(mask.iter().any(|(n, m)| {
+        m.keep
+            .iter()
+            .zip(&v[n].values)
+            .any(|(k, x)| *k && *x != 0.0)
+    }));
 }
 
 #[test]
@@ -98,7 +130,8 @@ fn training_is_bit_identical_for_a_seed_and_learns() {
         let mut t = task("lenet-300-100", OptimizerKind::Sgd, 7);
         let mask = random_mask(&t, 0.5);
         let mut accs = vec![];
-        t.train(&mask, 2, &mut |r| accs.push(r.test_accuracy.unwrap())).unwrap();
+        t.train(&mask, 2, &mut |r| accs.push(r.test_accuracy.unwrap()))
+            .unwrap();
         (t.all_values(), t.metrics().to_vec(), accs)
     };
     let (a, ma, accs) = run();
@@ -126,7 +159,9 @@ fn loss_gradients_match_finite_differences() {
     let mut t = task("lenet-300-100", OptimizerKind::Sgd, 4);
     let mask = MaskSet::new();
     let name = "fc.weight".to_string();
-    let g = t.loss_gradients(std::slice::from_ref(&name), &mask, 1).unwrap();
+    let g = t
+        .loss_gradients(std::slice::from_ref(&name), &mask, 1)
+        .unwrap();
     let base = t.values(std::slice::from_ref(&name)).unwrap();
     let loss_at = |t: &mut ImageTask, v: &ParamValues| {
         t.set_values(v).unwrap();
@@ -143,6 +178,9 @@ fn loss_gradients_match_finite_differences() {
         minus.get_mut(&name).unwrap().values[idx] -= eps;
         let fd = (loss_at(&mut t, &plus) - loss_at(&mut t, &minus)) / (2.0 * eps as f64);
         let an = g[&name].values[idx] as f64;
-        assert!((fd - an).abs() < 1e-3 + 1e-2 * an.abs(), "index {idx}: finite difference {fd}, autodiff {an}");
+        assert!(
+            (fd - an).abs() < 1e-3 + 1e-2 * an.abs(),
+            "index {idx}: finite difference {fd}, autodiff {an}"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! between it is the pruning step of IMP.
 
 use lottery_core::plugin::{Scorer, iterative_prune};
-use lottery_core::{MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions};
+use lottery_core::{
+    MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
+};
 use serde::{Deserialize, Serialize};
 
 /// Options of `magnitude` (none yet).
@@ -24,7 +26,12 @@ inventory::submit! { PrunerEntry::new::<MagnitudeOptions>("magnitude", "|θ|: ke
 pub struct MagnitudePruner;
 
 impl Scorer for MagnitudePruner {
-    fn score(&mut self, ctx: &mut PruneContext<'_>, current: &MaskSet, _round: usize) -> Result<ParamValues, PruneError> {
+    fn score(
+        &mut self,
+        ctx: &mut PruneContext<'_>,
+        current: &MaskSet,
+        _round: usize,
+    ) -> Result<ParamValues, PruneError> {
         let names: Vec<String> = current.iter().map(|(n, _)| n.clone()).collect();
         let mut v = ctx.target.values(&names)?;
         for t in v.values_mut() {
@@ -47,7 +54,10 @@ mod tests {
     #[test]
     fn default_options_round_trip_through_toml() {
         let text = toml::to_string(&MagnitudeOptions::default()).unwrap();
-        assert_eq!(toml::from_str::<MagnitudeOptions>(&text).unwrap(), MagnitudeOptions::default());
+        assert_eq!(
+            toml::from_str::<MagnitudeOptions>(&text).unwrap(),
+            MagnitudeOptions::default()
+        );
         assert!(toml::from_str::<MagnitudeOptions>("scope = 1").is_err());
     }
 }

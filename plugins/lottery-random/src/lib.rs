@@ -3,7 +3,9 @@
 //! a global random mask has (in expectation) the same density in every layer.
 
 use lottery_core::plugin::{Scorer, iterative_prune};
-use lottery_core::{FlatTensor, MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions};
+use lottery_core::{
+    FlatTensor, MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
+};
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -25,13 +27,25 @@ inventory::submit! { PrunerEntry::new::<RandomOptions>("random", "random scores:
 pub struct RandomPruner;
 
 impl Scorer for RandomPruner {
-    fn score(&mut self, ctx: &mut PruneContext<'_>, current: &MaskSet, round: usize) -> Result<ParamValues, PruneError> {
+    fn score(
+        &mut self,
+        ctx: &mut PruneContext<'_>,
+        current: &MaskSet,
+        round: usize,
+    ) -> Result<ParamValues, PruneError> {
         Ok(current
             .iter()
             .map(|(name, m)| {
-                let stream = ctx.seed ^ hash(name) ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let stream =
+                    ctx.seed ^ hash(name) ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream);
-                (name.clone(), FlatTensor::new(m.shape.clone(), (0..m.numel()).map(|_| rng.random::<f32>()).collect()))
+                (
+                    name.clone(),
+                    FlatTensor::new(
+                        m.shape.clone(),
+                        (0..m.numel()).map(|_| rng.random::<f32>()).collect(),
+                    ),
+                )
             })
             .collect())
     }
@@ -44,7 +58,9 @@ impl Pruner for RandomPruner {
 }
 
 fn hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+    })
 }
 
 #[cfg(test)]
@@ -54,7 +70,13 @@ mod tests {
     #[test]
     fn default_options_round_trip_through_toml() {
         let text = toml::to_string(&RandomOptions::default()).unwrap();
-        assert_eq!(toml::from_str::<RandomOptions>(&text).unwrap(), RandomOptions::default());
-        assert!(toml::from_str::<RandomOptions>("seed = 3").is_err(), "unknown keys are rejected");
+        assert_eq!(
+            toml::from_str::<RandomOptions>(&text).unwrap(),
+            RandomOptions::default()
+        );
+        assert!(
+            toml::from_str::<RandomOptions>("seed = 3").is_err(),
+            "unknown keys are rejected"
+        );
     }
 }
