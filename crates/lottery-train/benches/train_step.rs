@@ -29,6 +29,7 @@ fn bench(model: &str, input: InputShape, batch: usize, warmup: usize, reps: usiz
         .collect();
     let y: Vec<i64> = (0..batch).map(|i| (i % 10) as i64).collect();
     let mut times = vec![];
+    let mut phases = vec![];
     for i in 0..warmup + reps {
         let xt = Tensor::<TrainBackend, 4>::from_data(
             TensorData::new(
@@ -41,19 +42,32 @@ fn bench(model: &str, input: InputShape, batch: usize, warmup: usize, reps: usiz
             Tensor::<TrainBackend, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
         let t = Instant::now();
         let (loss, _) = loss_and_correct(m.forward(xt), yt);
+        // burn-flex runs eagerly; reading the loss makes sure the forward is done.
+        let _ = loss.clone().into_scalar();
+        let t_fwd = t.elapsed();
         let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let t_bwd = t.elapsed();
         m = optim.step(0.01, m, grads);
-        // Force completion of the step.
-        let _ = loss.into_scalar();
+        let total = t.elapsed();
         if i >= warmup {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            times.push(total.as_secs_f64() * 1e3);
+            phases.push((
+                t_fwd.as_secs_f64() * 1e3,
+                (t_bwd - t_fwd).as_secs_f64() * 1e3,
+                (total - t_bwd).as_secs_f64() * 1e3,
+            ));
         }
     }
-    times.sort_by(f64::total_cmp);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let k = phases.len() as f64;
+    let (f, b, o) = phases.iter().fold((0.0, 0.0, 0.0), |a, p| {
+        (a.0 + p.0 / k, a.1 + p.1 / k, a.2 + p.2 / k)
+    });
     println!(
-        "step {model} batch={batch} median_ms={:.2} min_ms={:.2} backend={}",
-        times[times.len() / 2],
-        times[0],
+        "step {model} batch={batch} median_ms={:.2} min_ms={:.2} mean_forward_ms={f:.2} mean_backward_ms={b:.2} mean_optimizer_ms={o:.2} backend={}",
+        sorted[sorted.len() / 2],
+        sorted[0],
         backend_name().replace(' ', "_")
     );
 }

@@ -14,7 +14,7 @@ use lottery_core::backend::{Backend as InnerBackend, TrainBackend};
 use lottery_core::config::{OptimizerKind, TrainSection};
 use lottery_core::plugin::EpochReport;
 use lottery_core::{MaskSet, ParamInfo, ParamValues, PruneError, PruneTarget};
-use lottery_data::{ImageDataset, batches};
+use lottery_data::{Batch, ImageDataset, ImageShape, batches};
 use lottery_models::{DeviceMasks, ImageModel, Naming, TrainDevice, view};
 
 use crate::schedule::lr_at;
@@ -155,14 +155,7 @@ impl ImageTask {
             None,
             false,
         ) {
-            let x = Tensor::<InnerBackend, 4>::from_data(
-                TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
-                &self.device,
-            );
-            let y = Tensor::<InnerBackend, 1, Int>::from_data(
-                TensorData::new(b.labels, [b.len]),
-                &self.device,
-            );
+            let (x, y) = batch_tensors::<InnerBackend>(b, shape, &self.device);
             let logits = inner.forward(x);
             let (l, c) = loss_and_correct(logits, y);
             loss_sum += l.into_scalar().elem::<f64>() * b.len as f64;
@@ -212,14 +205,7 @@ impl ImageTask {
                 self.augment,
             ) {
                 lr = lr_at(&self.train_cfg, self.step, steps_per_epoch);
-                let x = Tensor::<TrainBackend, 4>::from_data(
-                    TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
-                    &self.device,
-                );
-                let y = Tensor::<TrainBackend, 1, Int>::from_data(
-                    TensorData::new(b.labels, [b.len]),
-                    &self.device,
-                );
+                let (x, y) = batch_tensors::<TrainBackend>(b, shape, &self.device);
                 let logits = self.model.forward(x);
                 let (loss, c) = loss_and_correct(logits, y);
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
@@ -263,6 +249,20 @@ impl ImageTask {
             on_epoch(&report);
         }
     }
+}
+
+/// A host batch as backend tensors: images `[n, C, H, W]` and labels `[n]`.
+pub fn batch_tensors<B: Backend>(
+    b: Batch,
+    shape: ImageShape,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+    let x = Tensor::from_data(
+        TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
+        device,
+    );
+    let y = Tensor::from_data(TensorData::new(b.labels, [b.len]), device);
+    (x, y)
 }
 
 /// Mean cross-entropy of `logits` against `y`, and the number of correct argmax predictions.
@@ -319,14 +319,7 @@ impl PruneTarget for ImageTask {
         let k = used.len() as f64;
         let mut total: Option<Tensor<TrainBackend, 1>> = None;
         for b in used {
-            let x = Tensor::<TrainBackend, 4>::from_data(
-                TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
-                &self.device,
-            );
-            let y = Tensor::<TrainBackend, 1, Int>::from_data(
-                TensorData::new(b.labels, [b.len]),
-                &self.device,
-            );
+            let (x, y) = batch_tensors::<TrainBackend>(b, shape, &self.device);
             let (loss, _) = loss_and_correct(model.forward(x), y);
             let loss = loss.div_scalar(k);
             total = Some(match total {
@@ -396,14 +389,7 @@ pub fn batch_loss(task: &ImageTask, n_batches: usize) -> (f64, usize) {
     let mut total = 0.0;
     let mut n = 0;
     for b in used {
-        let x = Tensor::<TrainBackend, 4>::from_data(
-            TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
-            &task.device,
-        );
-        let y = Tensor::<TrainBackend, 1, Int>::from_data(
-            TensorData::new(b.labels, [b.len]),
-            &task.device,
-        );
+        let (x, y) = batch_tensors::<TrainBackend>(b, shape, &task.device);
         let (loss, _) = loss_and_correct(task.model.forward(x), y);
         total += loss.into_scalar().elem::<f64>() / k;
         n += b.len;
