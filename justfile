@@ -11,7 +11,7 @@ setup:
     bash scripts/setup.sh
 
 # The test suite, and a check that the CUDA build still compiles.
-test:
+test: setup
     cargo test --workspace
     cargo check -p lottery-train -p lottery-plugins --features lottery-core/cuda
 

@@ -242,3 +242,27 @@ fn bad_input_stops_early_with_a_named_error_and_writes_nothing() {
         );
     }
 }
+
+#[test]
+fn env_vars_layer_between_the_file_and_set() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let o = Command::new(env!("CARGO_BIN_EXE_lottery"))
+        .args(["config", cfg.to_str().unwrap(), "--set", "train.lr=0.3"])
+        .current_dir(d.path())
+        .env("LOTTERY_TRAIN__EPOCHS", "7")
+        .env("LOTTERY_TRAIN__LR", "0.2")
+        .env("LOTTERY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("epochs = 7"), "{out}");
+    assert!(out.contains("lr = 0.3"), "{out}");
+    assert!(out.contains("# train.epochs: env"), "{out}");
+    assert!(out.contains("# train.lr: --set"), "{out}");
+    assert!(
+        out.contains(&format!("# prune.density: {}", cfg.display())),
+        "{out}"
+    );
+}

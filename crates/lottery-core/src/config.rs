@@ -402,8 +402,8 @@ fn nest(key: &str, value: toml::Value) -> toml::Table {
 /// The grid of a sweep: dotted key → values, expanded as a cartesian product in key order.
 pub type Grid = BTreeMap<String, Vec<toml::Value>>;
 
-/// A config file may hold a `[grid]` table beside the run keys; this splits it off.
-fn read_file(path: &Path) -> Result<(String, Grid), ConfigError> {
+/// A config file may hold a `[grid]` table beside the run keys; this reads it.
+fn read_grid(path: &Path) -> Result<Grid, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(
             ConfigErrorKind::Parse,
@@ -459,7 +459,7 @@ fn read_file(path: &Path) -> Result<(String, Grid), ConfigError> {
             grid.insert(k, values);
         }
     }
-    Ok((toml::to_string(&table).expect("re-serialise table"), grid))
+    Ok(grid)
 }
 
 fn flatten_grid(t: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
@@ -508,24 +508,22 @@ pub fn expand_grid(grid: &Grid) -> Vec<Vec<Override>> {
 /// Loads a config file (or the defaults when `path` is `None`) with env vars and `--set` overrides,
 /// expanding its `[grid]` into one resolved config per point.
 pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig>, ConfigError> {
-    let (file_text, grid) = match path {
-        Some(p) => {
-            let (t, g) = read_file(p)?;
-            (Some(t), g)
-        }
-        None => (None, Grid::new()),
+    // The file is parsed here for its [grid] and for syntax errors with line numbers; its run keys
+    // reach figment through `FileToml`, which names the file in every error.
+    let grid = match path {
+        Some(p) => read_grid(p)?,
+        None => Grid::new(),
     };
     let mut out = vec![];
     for point in expand_grid(&grid) {
         let defaults = toml::Table::try_from(RunConfig::default()).expect("defaults serialise");
         let mut fig = Figment::from(NamedLayer("default", defaults));
-        if let (Some(text), Some(p)) = (&file_text, path) {
-            // Keep the path as the source so errors name the file.
-            let _ = text;
+        if let Some(p) = path {
             fig = fig.merge(FileToml(p.to_path_buf()));
         }
         fig = fig.merge(
             Env::prefixed("LOTTERY_")
+                .ignore(&["log"])
                 .split("__")
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         );

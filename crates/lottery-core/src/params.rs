@@ -51,7 +51,7 @@ impl ParamInfo {
 
 /// Which parameters a pruner may touch. The defaults follow Synaptic-Flow: weights of
 /// convolutions and linear layers only; biases, batch norm and residual shortcuts stay dense.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrunableRule {
     /// Prune biases too.
@@ -60,16 +60,6 @@ pub struct PrunableRule {
     pub prune_batchnorm: bool,
     /// Prune residual shortcut projections too.
     pub prune_residual: bool,
-}
-
-impl Default for PrunableRule {
-    fn default() -> Self {
-        Self {
-            prune_bias: false,
-            prune_batchnorm: false,
-            prune_residual: false,
-        }
-    }
 }
 
 impl PrunableRule {

@@ -39,7 +39,7 @@ pub fn serialize(
     }
     // Keys sorted whatever serde_json's map type is.
     let mut text = crate::config::canonical_json(&serde_json::Value::Object(header)).into_bytes();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + offset);

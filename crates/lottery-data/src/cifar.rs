@@ -38,7 +38,7 @@ impl Variant {
 /// Decodes the records of one binary file.
 pub fn decode(bytes: &[u8], variant: Variant, path: &Path) -> Result<ImageSplit, DataError> {
     let rec = variant.label_bytes() + PIXELS;
-    if bytes.is_empty() || bytes.len() % rec != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(rec) {
         return Err(DataError::Format {
             path: path.to_path_buf(),
             why: format!(

@@ -39,7 +39,7 @@ pub fn load(root: &Path) -> Result<ImageDataset, DataError> {
             path: path.clone(),
             why: format!("expected {{\"data\": [numbers]}}: {e}"),
         })?;
-        if file.data.is_empty() || file.data.len() % 784 != 0 {
+        if file.data.is_empty() || !file.data.len().is_multiple_of(784) {
             return Err(DataError::Format {
                 path,
                 why: format!(

@@ -279,7 +279,7 @@ impl<B: Backend> CifarResNet<B> {
     /// ResNet of the given depth (6n + 2).
     pub fn new(input: InputShape, depth: usize, classes: usize, device: &B::Device) -> Self {
         assert!(
-            depth >= 8 && (depth - 2) % 6 == 0,
+            depth >= 8 && (depth - 2).is_multiple_of(6),
             "CIFAR ResNet depth must be 6n+2, got {depth}"
         );
         let n = (depth - 2) / 6;
@@ -311,6 +311,8 @@ impl<B: Backend> CifarResNet<B> {
 }
 
 /// Every image classifier, as one module type so that training code is written once.
+// One model exists per run, so the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum ImageModel<B: Backend> {
     /// Multilayer perceptron.

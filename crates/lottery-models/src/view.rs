@@ -147,7 +147,7 @@ impl<B: Backend> ModuleVisitor<B> for Collect<'_, B> {
         };
         let shortcut = site.burn_path.contains("shortcut");
         if let Some((wanted, out)) = &mut self.values
-            && wanted.iter().any(|w| *w == name)
+            && wanted.contains(&name)
         {
             let data: Vec<f32> = tensor
                 .into_data()

@@ -155,7 +155,7 @@ impl ImageTask {
             None,
             false,
         ) {
-            let (x, y) = batch_tensors::<InnerBackend>(b, shape, &self.device);
+            let (x, y) = batch_tensors::<InnerBackend>(&b, shape, &self.device);
             let logits = inner.forward(x);
             let (l, c) = loss_and_correct(logits, y);
             loss_sum += l.into_scalar().elem::<f64>() * b.len as f64;
@@ -205,7 +205,7 @@ impl ImageTask {
                 self.augment,
             ) {
                 lr = lr_at(&self.train_cfg, self.step, steps_per_epoch);
-                let (x, y) = batch_tensors::<TrainBackend>(b, shape, &self.device);
+                let (x, y) = batch_tensors::<TrainBackend>(&b, shape, &self.device);
                 let logits = self.model.forward(x);
                 let (loss, c) = loss_and_correct(logits, y);
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
@@ -253,15 +253,18 @@ impl ImageTask {
 
 /// A host batch as backend tensors: images `[n, C, H, W]` and labels `[n]`.
 pub fn batch_tensors<B: Backend>(
-    b: Batch,
+    b: &Batch,
     shape: ImageShape,
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
     let x = Tensor::from_data(
-        TensorData::new(b.images, [b.len, shape.channels, shape.height, shape.width]),
+        TensorData::new(
+            b.images.clone(),
+            [b.len, shape.channels, shape.height, shape.width],
+        ),
         device,
     );
-    let y = Tensor::from_data(TensorData::new(b.labels, [b.len]), device);
+    let y = Tensor::from_data(TensorData::new(b.labels.clone(), [b.len]), device);
     (x, y)
 }
 
@@ -319,7 +322,7 @@ impl PruneTarget for ImageTask {
         let k = used.len() as f64;
         let mut total: Option<Tensor<TrainBackend, 1>> = None;
         for b in used {
-            let (x, y) = batch_tensors::<TrainBackend>(b, shape, &self.device);
+            let (x, y) = batch_tensors::<TrainBackend>(&b, shape, &self.device);
             let (loss, _) = loss_and_correct(model.forward(x), y);
             let loss = loss.div_scalar(k);
             total = Some(match total {
@@ -347,7 +350,7 @@ impl PruneTarget for ImageTask {
         let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
         match c.optimizer {
             OptimizerKind::Sgd => {
-                let momentum = (c.momentum > 0.0).then(|| MomentumConfig {
+                let momentum = (c.momentum > 0.0).then_some(MomentumConfig {
                     momentum: c.momentum,
                     dampening: 0.0,
                     nesterov: c.nesterov,
@@ -389,7 +392,7 @@ pub fn batch_loss(task: &ImageTask, n_batches: usize) -> (f64, usize) {
     let mut total = 0.0;
     let mut n = 0;
     for b in used {
-        let (x, y) = batch_tensors::<TrainBackend>(b, shape, &task.device);
+        let (x, y) = batch_tensors::<TrainBackend>(&b, shape, &task.device);
         let (loss, _) = loss_and_correct(task.model.forward(x), y);
         total += loss.into_scalar().elem::<f64>() / k;
         n += b.len;
