@@ -198,25 +198,19 @@ pub fn prepare(
         )
     })?;
     if let Some(path) = &cfg.model.init_from {
-        let values = weights::read(path).map_err(|e| {
+        let bad = |why: String| {
             named(
                 ConfigErrorKind::Invalid,
                 "model.init_from",
                 &path.display().to_string(),
-                e.to_string(),
+                why,
                 file,
             )
-        })?;
+        };
+        let values = weights::read(path).map_err(|e| bad(e.to_string()))?;
         let naming = model.naming();
-        model = view::set_values::<TrainBackend, _>(model, &naming, &values).map_err(|e| {
-            named(
-                ConfigErrorKind::Invalid,
-                "model.init_from",
-                &path.display().to_string(),
-                e.to_string(),
-                file,
-            )
-        })?;
+        model = view::set_values::<TrainBackend, _>(model, &naming, &values)
+            .map_err(|e| bad(e.to_string()))?;
     }
     let canonical = cfg.canonical(options.clone());
     let run_id = canonical.run_id();
