@@ -212,7 +212,7 @@ pub fn prepare(
         model = view::set_values::<TrainBackend, _>(model, &naming, &values)
             .map_err(|e| bad(e.to_string()))?;
     }
-    let canonical = cfg.canonical(options.clone());
+    let canonical = cfg.canonical(options.clone(), method.default_iterations);
     let run_id = canonical.run_id();
     Ok(Prepared {
         resolved,

@@ -111,8 +111,10 @@ pub struct PruneSection {
     pub density: f64,
     /// `global` or `layerwise`.
     pub scope: Scope,
-    /// Score-then-mask rounds (1: one-shot).
-    pub iterations: usize,
+    /// Score-then-mask rounds (1: one-shot). Unset: the method's default (1; SynFlow 100),
+    /// filled in by [`RunConfig::canonical`] so that the run id records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<usize>,
     /// `exponential` or `linear` density schedule over the rounds.
     pub schedule: DensitySchedule,
     /// Prune biases too.
@@ -129,7 +131,7 @@ impl Default for PruneSection {
             method: "magnitude".into(),
             density: 0.1,
             scope: Scope::Global,
-            iterations: 1,
+            iterations: None,
             schedule: DensitySchedule::Exponential,
             prune_bias: false,
             prune_batchnorm: false,
@@ -222,7 +224,7 @@ impl RunConfig {
                 prune_batchnorm: self.prune.prune_batchnorm,
                 prune_residual: self.prune.prune_residual,
             },
-            iterations: self.prune.iterations,
+            iterations: self.prune.iterations.unwrap_or(1),
             schedule: self.prune.schedule,
         })
     }
@@ -238,7 +240,7 @@ impl RunConfig {
             ))
         };
         Density::from_config(self.prune.density, "prune.density")?;
-        if self.prune.iterations == 0 {
+        if self.prune.iterations == Some(0) {
             return bad("prune.iterations", "0".into(), "at least 1 round");
         }
         if self.data.batch_size == 0 {
@@ -299,9 +301,11 @@ impl RunConfig {
     }
 
     /// The canonical form that identifies the run: this config with only the chosen method's
-    /// options, given in full (`resolved_options`: defaults filled in).
-    pub fn canonical(&self, resolved_options: toml::Table) -> RunConfig {
+    /// options, given in full (`resolved_options`: defaults filled in), and the number of rounds
+    /// (`default_iterations`, the method's, when the config leaves it unset).
+    pub fn canonical(&self, resolved_options: toml::Table, default_iterations: usize) -> RunConfig {
         let mut c = self.clone();
+        c.prune.iterations.get_or_insert(default_iterations);
         c.methods = BTreeMap::from([(self.prune.method.clone(), resolved_options)]);
         c
     }
@@ -750,7 +754,7 @@ mod tests {
         assert_eq!(r.len(), 8);
         let mut ids: Vec<String> = r
             .iter()
-            .map(|c| c.config.canonical(toml::Table::new()).run_id())
+            .map(|c| c.config.canonical(toml::Table::new(), 1).run_id())
             .collect();
         ids.sort();
         ids.dedup();
@@ -761,12 +765,15 @@ mod tests {
     #[test]
     fn run_ids_are_pinned() {
         // A rename or a new default changes these: that is a breaking change to the results store.
-        let c = RunConfig::default().canonical(toml::Table::new());
+        let c = RunConfig::default().canonical(toml::Table::new(), 1);
         assert_eq!(c.run_id(), "fd0ee7b01d1e300d");
         let mut d = RunConfig::default();
         d.prune.density = 0.02;
         d.seed = 1;
-        assert_eq!(d.canonical(toml::Table::new()).run_id(), "b3533eebf709ed6c");
+        assert_eq!(
+            d.canonical(toml::Table::new(), 1).run_id(),
+            "b3533eebf709ed6c"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod mask;
 pub mod params;
 pub mod plugin;
 pub mod registry;
+pub mod scores;
 pub mod tensorfile;
 pub mod topk;
 
@@ -21,7 +22,8 @@ pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};
 pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
 pub use plugin::{
-    PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions, Scorer,
+    BnMode, LossSpec, PathFlow, Precision, PruneContext, PruneGoal, PruneTarget, Pruner,
+    PrunerEntry, PrunerOptions, Scorer,
 };
 pub use topk::Scope;
 

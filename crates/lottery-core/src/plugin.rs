@@ -11,9 +11,9 @@
 //! How each family of method plugs in:
 //! - **Data-free and gradient scores** (random, magnitude, SNIP, SynFlow, GraSP) implement [`Scorer`] and
 //!   let [`iterative_prune`] run the score-then-mask loop (schedule, global or layer-wise top-k). They
-//!   read weights through [`PruneTarget::values`] and gradients through [`PruneTarget::loss_gradients`];
-//!   SynFlow's |θ|-network gradient and GraSP's Hessian-gradient product are further target queries of
-//!   the same shape (named values in, named values out), added to this trait beside them.
+//!   read weights through [`PruneTarget::values`], gradients through [`PruneTarget::loss_gradients`],
+//!   GraSP's Hessian-gradient product through [`PruneTarget::loss_hessian_vector`] and SynFlow's
+//!   |θ|-network gradient through [`PruneTarget::path_flow`]: named values in, named values out.
 //! - **Training in the loop** (IMP, Early-Bird) call [`PruneTarget::train`] between prunes and
 //!   [`PruneTarget::set_values`] to rewind survivors to θ₀ or θ_k; Early-Bird reads BN scales (kind
 //!   [`ParamKind::Norm`](crate::params::ParamKind)) after each epoch through the `on_epoch` hook and
@@ -55,8 +55,71 @@ pub struct EpochReport {
     pub lr: f64,
 }
 
+/// Which statistics batch norm uses while a method scores, as PyTorch's `model.train()` and
+/// `model.eval()` choose them. The pruning-at-initialisation reference scores in `eval` mode
+/// (running statistics: mean 0, variance 1 at initialisation) unless asked otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnMode {
+    /// Running statistics; nothing is updated.
+    #[default]
+    Eval,
+    /// Statistics of the batch (the model's running statistics are left untouched).
+    Train,
+}
+
+/// Floating-point precision of a scoring computation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// 32-bit floats, as the reference implementations compute.
+    #[default]
+    F32,
+    /// 64-bit floats: no overflow on deep networks, finite differences accurate to ~1e-10.
+    F64,
+}
+
+/// The loss a gradient query differentiates: mean cross-entropy of `logits / temperature` over
+/// the first `batches` training batches of the run's data order (no augmentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossSpec {
+    /// Number of training batches (of the run's batch size).
+    pub batches: usize,
+    /// Batch-norm statistics used in the forward pass.
+    pub bn_mode: BnMode,
+    /// Logits are divided by this before the softmax (GraSP's temperature; 1 otherwise).
+    pub temperature: f64,
+    /// Precision of the computation.
+    pub precision: Precision,
+}
+
+impl LossSpec {
+    /// The plain training loss over `batches` batches, batch norm in `bn_mode`, in f32.
+    pub fn new(batches: usize, bn_mode: BnMode) -> Self {
+        Self {
+            batches,
+            bn_mode,
+            temperature: 1.0,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// The synaptic flow of a network (Tanaka et al. 2020): with every parameter and buffer replaced by
+/// its absolute value, the mask applied and batch norm in eval mode, `R` is the sum of the output
+/// for an all-ones input of the data's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathFlow {
+    /// R (may exceed the f32 range on deep networks).
+    pub flow: f64,
+    /// ∂R/∂θ divided by R (the gradient of ln R), for the named parameters; multiply by `flow`
+    /// for ∂R/∂θ. Keeping it divided keeps it inside the f32 range.
+    pub log_gradients: ParamValues,
+}
+
 /// What a pruner may ask of the network being pruned. Values are keyed by PyTorch names and laid
-/// out as PyTorch lays them out; `mask` arguments are applied to the weights before computing.
+/// out as PyTorch lays them out; `mask` arguments are applied to the weights before computing,
+/// and gradients are taken with respect to the masked weights.
 pub trait PruneTarget {
     /// All named parameters of the model.
     fn params(&self) -> Vec<ParamInfo>;
@@ -64,14 +127,29 @@ pub trait PruneTarget {
     fn values(&self, names: &[String]) -> Result<ParamValues, PruneError>;
     /// Overwrites the named parameters (rewinding).
     fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError>;
-    /// Gradient of the mean training loss over the first `batches` training batches (in the run's
-    /// data order), with `mask` applied, for the named parameters.
+    /// Gradient of the loss of `spec` for the named parameters.
     fn loss_gradients(
         &mut self,
         names: &[String],
         mask: &MaskSet,
-        batches: usize,
+        spec: &LossSpec,
     ) -> Result<ParamValues, PruneError>;
+    /// `H v`: the Hessian of the loss of `spec` with respect to the named parameters (the block
+    /// of those parameters), times `vector` (which gives a value for each named parameter).
+    fn loss_hessian_vector(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        spec: &LossSpec,
+        vector: &ParamValues,
+    ) -> Result<ParamValues, PruneError>;
+    /// The synaptic flow and its gradient for the named parameters (see [`PathFlow`]).
+    fn path_flow(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        precision: Precision,
+    ) -> Result<PathFlow, PruneError>;
     /// Trains the masked network for `epochs` epochs with the run's optimiser and schedule; pruned
     /// weights stay exactly zero. Calls `on_epoch` after each epoch.
     fn train(
@@ -145,6 +223,12 @@ pub trait Pruner {
     /// Finds the mask. The returned set covers exactly the prunable parameters and keeps the
     /// requested count.
     fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError>;
+
+    /// The method's scorer, for methods that rank weights by a score (`lottery score` writes
+    /// its raw scores). None for methods whose mask is not a top-k of one score.
+    fn scorer(&mut self) -> Option<&mut dyn Scorer> {
+        None
+    }
 }
 
 /// A method that scores weights, for the shared score-then-mask loop.
@@ -156,6 +240,33 @@ pub trait Scorer {
         current: &MaskSet,
         round: usize,
     ) -> Result<ParamValues, PruneError>;
+}
+
+/// Every scorer is a pruner through the shared loop, and offers its scores to `lottery score`.
+impl<T: Scorer> Pruner for T {
+    fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
+        iterative_prune(self, ctx)
+    }
+
+    fn scorer(&mut self) -> Option<&mut dyn Scorer> {
+        Some(self)
+    }
+}
+
+/// Checks the contract of a method's options: the default round-trips through TOML, and the
+/// `rejected` TOML snippet (an unknown key or a bad value) is refused. For plugin tests.
+pub fn assert_options_contract<O: PrunerOptions + PartialEq + fmt::Debug>(rejected: &str) {
+    let text = toml::to_string(&O::default()).expect("options serialise");
+    let back: O = toml::from_str(&text).expect("default options parse back");
+    assert_eq!(
+        back,
+        O::default(),
+        "default options round-trip through TOML"
+    );
+    assert!(
+        toml::from_str::<O>(rejected).is_err(),
+        "options accept {rejected:?}"
+    );
 }
 
 /// Runs `iterations` rounds of score → keep top-k at the scheduled density. Shared by every
@@ -211,6 +322,8 @@ pub struct PrunerEntry {
     pub default_options: fn() -> toml::Table,
     /// Parses options (rejecting unknown keys) and builds the pruner.
     pub build: fn(&toml::Table) -> Result<Box<dyn Pruner>, String>,
+    /// Score-then-mask rounds when the config does not set `prune.iterations`.
+    pub default_iterations: usize,
 }
 
 impl PrunerEntry {
@@ -221,7 +334,14 @@ impl PrunerEntry {
             summary,
             default_options: default_options::<O>,
             build: build_from_table::<O>,
+            default_iterations: 1,
         }
+    }
+
+    /// The same entry with another default number of rounds (SynFlow's is 100).
+    pub const fn with_default_iterations(mut self, rounds: usize) -> Self {
+        self.default_iterations = rounds;
+        self
     }
 }
 
@@ -230,6 +350,7 @@ impl fmt::Debug for PrunerEntry {
         f.debug_struct("PrunerEntry")
             .field("name", &self.name)
             .field("summary", &self.summary)
+            .field("default_iterations", &self.default_iterations)
             .finish()
     }
 }

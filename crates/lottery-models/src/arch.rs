@@ -6,8 +6,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use lottery_core::BnMode;
 
-use crate::layers::{ConvModule, conv, global_avg_pool, linear, max_pool2};
+use crate::layers::{ConvModule, batch_norm, conv, global_avg_pool, linear, max_pool2};
 
 /// Shape of one input example: channels, height, width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,10 +187,10 @@ impl<B: Backend> ConvNet<B> {
         }
     }
 
-    /// Logits.
-    pub fn forward(&self, mut x: Tensor<B, 4>) -> Tensor<B, 2> {
+    /// Logits, batch norm in `mode`.
+    pub fn forward(&self, mut x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 2> {
         for (layer, &pool) in self.layers.iter().zip(&self.pools_after) {
-            x = layer.forward(x);
+            x = layer.forward(x, mode);
             if pool {
                 x = max_pool2(x);
             }
@@ -250,11 +251,11 @@ impl<B: Backend> BasicBlock<B> {
         }
     }
 
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+    fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
+        let out = relu(batch_norm(&self.bn1, self.conv1.forward(x.clone()), mode));
+        let out = batch_norm(&self.bn2, self.conv2.forward(out), mode);
         let skip = match &self.shortcut {
-            Some(s) => s.bn.forward(s.conv.forward(x)),
+            Some(s) => batch_norm(&s.bn, s.conv.forward(x), mode),
             None => x,
         };
         relu(out + skip)
@@ -300,11 +301,11 @@ impl<B: Backend> CifarResNet<B> {
         }
     }
 
-    /// Logits.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = relu(self.bn.forward(self.conv.forward(x)));
+    /// Logits, batch norm in `mode`.
+    pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 2> {
+        let mut x = relu(batch_norm(&self.bn, self.conv.forward(x), mode));
         for b in &self.blocks {
-            x = b.forward(x);
+            x = b.forward(x, mode);
         }
         self.fc.forward(global_avg_pool(x))
     }
@@ -326,13 +327,107 @@ pub enum ImageModel<B: Backend> {
 }
 
 impl<B: Backend> ImageModel<B> {
-    /// Logits `[N, classes]` of images `[N, C, H, W]`.
+    /// Logits `[N, classes]` of images `[N, C, H, W]`, batch norm as burn runs it (batch
+    /// statistics when gradients are tracked, running statistics otherwise).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_with(x, BnMode::Train)
+    }
+
+    /// Logits with batch norm in `mode` ([`BnMode::Eval`]: running statistics on every backend).
+    pub fn forward_with(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 2> {
         match self {
             Self::Mlp(m) => m.forward(x),
             Self::LeNet5(m) => m.forward(x),
-            Self::ConvNet(m) => m.forward(x),
-            Self::ResNet(m) => m.forward(x),
+            Self::ConvNet(m) => m.forward(x, mode),
+            Self::ResNet(m) => m.forward(x, mode),
+        }
+    }
+
+    /// The architecture, read back from the module, to build the same network elsewhere.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Self::Mlp(m) => Architecture::Mlp {
+                hidden: m.fc_layers.iter().map(|l| l.weight.dims()[1]).collect(),
+            },
+            Self::LeNet5(_) => Architecture::LeNet5,
+            Self::ConvNet(n) => {
+                let mut plan = vec![];
+                for (layer, &pool) in n.layers.iter().zip(&n.pools_after) {
+                    plan.push(Plan::Conv(layer.conv.weight.dims()[0]));
+                    if pool {
+                        plan.push(Plan::Pool);
+                    }
+                }
+                Architecture::ConvNet {
+                    plan,
+                    hidden: n.fc_layers.iter().map(|l| l.weight.dims()[1]).collect(),
+                    batch_norm: n.layers.first().is_some_and(|l| l.bn.is_some()),
+                    global_pool: n.global_pool,
+                }
+            }
+            Self::ResNet(r) => Architecture::ResNet {
+                depth: 2 * r.blocks.len() + 2,
+            },
+        }
+    }
+}
+
+/// A network's shape without its weights: what the model registry holds, generic over backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Architecture {
+    /// [`Mlp`] with these hidden widths.
+    Mlp {
+        /// Hidden widths.
+        hidden: Vec<usize>,
+    },
+    /// [`LeNet5`].
+    LeNet5,
+    /// [`ConvNet`].
+    ConvNet {
+        /// Convolutions and pools.
+        plan: Vec<Plan>,
+        /// Hidden fully connected widths.
+        hidden: Vec<usize>,
+        /// Batch norm after each convolution.
+        batch_norm: bool,
+        /// Global average pooling before the classifier.
+        global_pool: bool,
+    },
+    /// [`CifarResNet`] of this depth.
+    ResNet {
+        /// 6n + 2.
+        depth: usize,
+    },
+}
+
+impl Architecture {
+    /// The network on backend `B` for `input` and `classes` (weights still to be initialised).
+    pub fn build<B: Backend>(
+        &self,
+        input: InputShape,
+        classes: usize,
+        device: &B::Device,
+    ) -> ImageModel<B> {
+        match self {
+            Self::Mlp { hidden } => ImageModel::Mlp(Mlp::new(input, hidden, classes, device)),
+            Self::LeNet5 => ImageModel::LeNet5(LeNet5::new(input, classes, device)),
+            Self::ConvNet {
+                plan,
+                hidden,
+                batch_norm,
+                global_pool,
+            } => ImageModel::ConvNet(ConvNet::new(
+                input,
+                plan,
+                hidden,
+                *batch_norm,
+                *global_pool,
+                classes,
+                device,
+            )),
+            Self::ResNet { depth } => {
+                ImageModel::ResNet(CifarResNet::new(input, *depth, classes, device))
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use lottery_core::BnMode;
 
 /// A 3×3 (or k×k) convolution, optional batch norm, ReLU.
 #[derive(Module, Debug)]
@@ -31,13 +32,33 @@ impl<B: Backend> ConvModule<B> {
     }
 
     /// conv → bn → relu.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
         let x = self.conv.forward(x);
         let x = match &self.bn {
-            Some(bn) => bn.forward(x),
+            Some(bn) => batch_norm(bn, x, mode),
             None => x,
         };
         relu(x)
+    }
+}
+
+/// Batch norm in `mode`. [`BnMode::Train`] is burn's own forward: batch statistics when gradients
+/// are tracked (and the running statistics updated), running statistics otherwise.
+/// [`BnMode::Eval`] normalises with the running statistics on every backend, autodiff included,
+/// so gradients can be taken through an eval-mode network (PyTorch's `model.eval()`).
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
+    match mode {
+        BnMode::Train => bn.forward(x),
+        BnMode::Eval => {
+            let c = x.dims()[1];
+            let per_channel = |t: Tensor<B, 1>| t.reshape([1, c, 1, 1]);
+            let mean = per_channel(bn.running_mean.value());
+            let std = per_channel(bn.running_var.value().add_scalar(bn.epsilon).sqrt());
+            x.sub(mean)
+                .div(std)
+                .mul(per_channel(bn.gamma.val()))
+                .add(per_channel(bn.beta.val()))
+        }
     }
 }
 

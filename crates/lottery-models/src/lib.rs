@@ -11,7 +11,7 @@ pub mod view;
 
 use std::collections::BTreeMap;
 
-pub use arch::{ImageModel, InputShape};
+pub use arch::{Architecture, ImageModel, InputShape, Plan};
 pub use registry::{ModelEntry, TrainDevice, find_model, models};
 pub use view::{DeviceMasks, TorchNaming, ViewEntry, ViewError};
 
@@ -53,7 +53,7 @@ pub fn build(
     device: &TrainDevice,
 ) -> Result<ImageModel<TrainBackend>, String> {
     let entry = find_model(name)?;
-    let model = (entry.build)(input, classes, device);
+    let model = (entry.architecture)().build::<TrainBackend>(input, classes, device);
     let naming = model.naming();
     init::seeded_init::<TrainBackend, _>(model, &naming, seed).map_err(|e| e.to_string())
 }

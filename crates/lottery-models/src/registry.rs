@@ -1,10 +1,9 @@
-//! The model registry: `inventory` entries holding plain constructors for the build's backend.
+//! The model registry: `inventory` entries naming an [`Architecture`], which builds the network on
+//! any backend.
 
 use lottery_core::backend::TrainBackend;
 
-use crate::arch::{
-    CifarResNet, ConvNet, ImageModel, InputShape, LeNet5, Mlp, conv_k_plan, vgg_plan,
-};
+use crate::arch::{Architecture, conv_k_plan, vgg_plan};
 
 /// Device of the training backend.
 pub type TrainDevice = burn::tensor::Device<TrainBackend>;
@@ -15,8 +14,8 @@ pub struct ModelEntry {
     pub name: &'static str,
     /// One-line summary.
     pub summary: &'static str,
-    /// Builds the network (weights still to be initialised) for the input shape and classes.
-    pub build: fn(InputShape, usize, &TrainDevice) -> ImageModel<TrainBackend>,
+    /// Its architecture.
+    pub architecture: fn() -> Architecture,
 }
 
 inventory::collect!(ModelEntry);
@@ -36,9 +35,9 @@ pub fn find_model(name: &str) -> Result<&'static ModelEntry, String> {
 }
 
 macro_rules! model {
-    ($name:literal, $summary:literal, |$i:ident, $c:ident, $d:ident| $body:expr) => {
+    ($name:literal, $summary:literal, $arch:expr) => {
         inventory::submit! {
-            ModelEntry { name: $name, summary: $summary, build: { fn b($i: InputShape, $c: usize, $d: &TrainDevice) -> ImageModel<TrainBackend> { $body } b } }
+            ModelEntry { name: $name, summary: $summary, architecture: { fn a() -> Architecture { $arch } a } }
         }
     };
 }
@@ -46,74 +45,75 @@ macro_rules! model {
 model!(
     "lenet-300-100",
     "MLP 300-100 (LeCun et al. 1998; Frankle & Carbin 2019)",
-    |i, c, d| ImageModel::Mlp(Mlp::new(i, &[300, 100], c, d))
+    Architecture::Mlp {
+        hidden: vec![300, 100]
+    }
 );
 model!(
     "lenet-5",
     "LeNet-5: conv 6-16, fc 120-84 (LeCun et al. 1998)",
-    |i, c, d| ImageModel::LeNet5(LeNet5::new(i, c, d))
+    Architecture::LeNet5
 );
 model!(
     "conv-2",
     "Conv-2: 2 conv 64, fc 256-256 (Frankle & Carbin 2019)",
-    |i, c, d| conv_k(i, 2, c, d)
+    conv_k(2)
 );
 model!(
     "conv-4",
     "Conv-4: conv 64-64-128-128, fc 256-256 (Frankle & Carbin 2019)",
-    |i, c, d| conv_k(i, 4, c, d)
+    conv_k(4)
 );
 model!(
     "conv-6",
     "Conv-6: conv 64-64-128-128-256-256, fc 256-256 (Frankle & Carbin 2019)",
-    |i, c, d| conv_k(i, 6, c, d)
+    conv_k(6)
 );
 model!(
     "vgg-11",
     "VGG-11 with batch norm, CIFAR form (OpenLTH cifar_vgg_11)",
-    |i, c, d| vgg(i, 11, c, d)
+    vgg(11)
 );
 model!(
     "vgg-16",
     "VGG-16 with batch norm, CIFAR form (OpenLTH cifar_vgg_16)",
-    |i, c, d| vgg(i, 16, c, d)
+    vgg(16)
 );
 model!(
     "vgg-19",
     "VGG-19 with batch norm, CIFAR form (OpenLTH cifar_vgg_19)",
-    |i, c, d| vgg(i, 19, c, d)
+    vgg(19)
 );
 model!(
     "resnet-20",
     "CIFAR ResNet-20, widths 16-32-64 (He et al. 2016)",
-    |i, c, d| ImageModel::ResNet(CifarResNet::new(i, 20, c, d))
+    Architecture::ResNet { depth: 20 }
 );
 model!(
     "resnet-32",
     "CIFAR ResNet-32, widths 16-32-64 (He et al. 2016)",
-    |i, c, d| ImageModel::ResNet(CifarResNet::new(i, 32, c, d))
+    Architecture::ResNet { depth: 32 }
+);
+model!(
+    "resnet-56",
+    "CIFAR ResNet-56, widths 16-32-64 (He et al. 2016)",
+    Architecture::ResNet { depth: 56 }
 );
 
-fn conv_k(i: InputShape, k: usize, classes: usize, d: &TrainDevice) -> ImageModel<TrainBackend> {
-    ImageModel::ConvNet(ConvNet::new(
-        i,
-        &conv_k_plan(k).expect("known plan"),
-        &[256, 256],
-        false,
-        false,
-        classes,
-        d,
-    ))
+fn conv_k(k: usize) -> Architecture {
+    Architecture::ConvNet {
+        plan: conv_k_plan(k).expect("known plan"),
+        hidden: vec![256, 256],
+        batch_norm: false,
+        global_pool: false,
+    }
 }
 
-fn vgg(i: InputShape, depth: usize, classes: usize, d: &TrainDevice) -> ImageModel<TrainBackend> {
-    ImageModel::ConvNet(ConvNet::new(
-        i,
-        &vgg_plan(depth).expect("known plan"),
-        &[],
-        true,
-        true,
-        classes,
-        d,
-    ))
+fn vgg(depth: usize) -> Architecture {
+    Architecture::ConvNet {
+        plan: vgg_plan(depth).expect("known plan"),
+        hidden: vec![],
+        batch_norm: true,
+        global_pool: true,
+    }
 }

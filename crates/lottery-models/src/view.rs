@@ -175,8 +175,8 @@ impl<B: Backend> ModuleVisitor<B> for Collect<'_, B> {
     }
 }
 
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
+fn transpose<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); data.len()];
     for r in 0..rows {
         for c in 0..cols {
             out[c * rows + r] = data[r * cols + c];
@@ -340,6 +340,16 @@ impl<B: Backend> DeviceMasks<B> {
     /// Uploads `set` for the parameters listed in `entries` (of a module on any backend whose
     /// parameter ids these are, e.g. the autodiff module whose inner backend is `B`).
     pub fn from_entries(entries: &[ViewEntry], set: &MaskSet, device: &B::Device) -> Self {
+        Self::from_entries_as(entries, set, device, burn::tensor::DType::F32)
+    }
+
+    /// [`DeviceMasks::from_entries`] with masks stored as `dtype` (that of the weights they gate).
+    pub fn from_entries_as(
+        entries: &[ViewEntry],
+        set: &MaskSet,
+        device: &B::Device,
+        dtype: burn::tensor::DType,
+    ) -> Self {
         let mut masks = HashMap::new();
         for e in entries {
             if let Some(m) = set.get(&e.info.name) {
@@ -352,7 +362,8 @@ impl<B: Backend> DeviceMasks<B> {
                 } else {
                     (data, e.info.shape.clone())
                 };
-                let t = B::float_from_data(TensorData::new(data, shape), device);
+                let t =
+                    B::float_from_data(TensorData::new(data, shape).convert_dtype(dtype), device);
                 masks.insert(e.id, t);
             }
         }
@@ -438,8 +449,24 @@ struct GradCollect<'a, B: burn::tensor::backend::AutodiffBackend> {
     naming: &'a dyn TorchNaming,
     grads: &'a burn::optim::GradientsParams,
     names: &'a [String],
-    out: ParamValues,
+    out: ParamValues64,
     _b: std::marker::PhantomData<B>,
+}
+
+/// Values in f64 (PyTorch layout): gradients of f64 computations, before any rounding.
+pub type ParamValues64 = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+
+/// Rounds f64 values to the f32 [`ParamValues`] the pruners exchange.
+pub fn to_f32(values: ParamValues64) -> ParamValues {
+    values
+        .into_iter()
+        .map(|(k, (shape, v))| {
+            (
+                k,
+                FlatTensor::new(shape, v.into_iter().map(|x| x as f32).collect()),
+            )
+        })
+        .collect()
 }
 
 impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollect<'_, B> {
@@ -457,8 +484,8 @@ impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollect
         }
         let dims = param.val().dims().to_vec();
         let transposed = kind_of(&site) == ParamKind::LinearWeight && D == 2;
-        let data: Vec<f32> = match self.grads.get::<B::InnerBackend, D>(param.id) {
-            Some(g) => g.into_data().convert::<f32>().to_vec().expect("f32 data"),
+        let data: Vec<f64> = match self.grads.get::<B::InnerBackend, D>(param.id) {
+            Some(g) => g.into_data().convert::<f64>().to_vec().expect("f64 data"),
             None => vec![0.0; dims.iter().product()],
         };
         let (data, shape) = if transposed {
@@ -466,7 +493,7 @@ impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollect
         } else {
             (data, dims)
         };
-        self.out.insert(name, FlatTensor::new(shape, data));
+        self.out.insert(name, (shape, data));
     }
 }
 
@@ -477,6 +504,16 @@ pub fn gradients<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(
     grads: &burn::optim::GradientsParams,
     names: &[String],
 ) -> ParamValues {
+    to_f32(gradients_f64::<B, M>(module, naming, grads, names))
+}
+
+/// [`gradients`] without rounding to f32.
+pub fn gradients_f64<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(
+    module: &M,
+    naming: &dyn TorchNaming,
+    grads: &burn::optim::GradientsParams,
+    names: &[String],
+) -> ParamValues64 {
     let mut v = GradCollect::<B> {
         stack: PathStack::default(),
         naming,
@@ -487,4 +524,41 @@ pub fn gradients<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(
     };
     module.visit(&mut v);
     v.out
+}
+
+/// Replaces every float tensor of `module` (parameters and batch-norm statistics) by `f(id, t)`,
+/// computed on the inner backend; a parameter that required its gradient stays a leaf that does.
+pub fn map_inner<AB, M>(
+    module: M,
+    f: &mut dyn FnMut(&ParamId, InnerFloat<AB>) -> InnerFloat<AB>,
+) -> M
+where
+    AB: burn::tensor::backend::AutodiffBackend,
+    M: Module<AB>,
+{
+    let mut m = MapInner::<AB> { f };
+    module.map(&mut m)
+}
+
+/// The float tensor primitive of an autodiff backend's inner backend.
+pub type InnerFloat<AB> =
+    <<AB as burn::tensor::backend::AutodiffBackend>::InnerBackend as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+struct MapInner<'a, AB: burn::tensor::backend::AutodiffBackend> {
+    f: &'a mut dyn FnMut(&ParamId, InnerFloat<AB>) -> InnerFloat<AB>,
+}
+
+impl<AB: burn::tensor::backend::AutodiffBackend> ModuleMapper<AB> for MapInner<'_, AB> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let inner = tensor.inner().into_primitive().tensor();
+        let out = (self.f)(&id, inner);
+        let mut t =
+            Tensor::<AB, D>::from_inner(Tensor::from_primitive(TensorPrimitive::Float(out)));
+        if require_grad {
+            t = t.require_grad();
+        }
+        Param::from_mapped_value(id, t, mapper)
+    }
 }

@@ -5,8 +5,11 @@
 //! To add a method: create `plugins/lottery-<name>/`, add it to `[workspace.dependencies]` and to
 //! this crate's dependencies, and add one `use` line below.
 
+use lottery_grasp as _;
 use lottery_magnitude as _;
 use lottery_random as _;
+use lottery_snip as _;
+use lottery_synflow as _;
 
 /// Forces this crate (and so every plugin) to be linked; call it once at start-up.
 pub fn link() {}
@@ -43,7 +46,7 @@ mod tests {
             assert!(crate_name.contains("lottery-"), "{crate_name}");
             found += 1;
         }
-        assert!(found >= 2);
+        assert!(found >= 5);
     }
 
     #[test]

@@ -8,14 +8,19 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::ops::FloatTensorOps;
 use indicatif::ProgressBar;
 use lottery_core::backend::{Backend as InnerBackend, TrainBackend};
 use lottery_core::config::{OptimizerKind, TrainSection};
 use lottery_core::plugin::EpochReport;
-use lottery_core::{MaskSet, ParamInfo, ParamValues, PruneError, PruneTarget};
+use lottery_core::{
+    BnMode, LossSpec, MaskSet, ParamInfo, ParamValues, PathFlow, Precision, PruneError, PruneTarget,
+};
 use lottery_data::{Batch, ImageDataset, ImageShape, batches};
-use lottery_models::{DeviceMasks, ImageModel, Naming, TrainDevice, view};
+use lottery_models::view::{ParamValues64, map_inner, to_f32};
+use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, view};
 
 use crate::schedule::lr_at;
 
@@ -60,6 +65,8 @@ pub struct ImageTask {
     checkpoints: Checkpoints,
     metrics: Vec<MetricRow>,
     progress: ProgressBar,
+    /// The |θ| network of [`PruneTarget::path_flow`], kept while the weights do not change.
+    linearized: Option<(Precision, ImageModel<TrainBackend>)>,
 }
 
 impl ImageTask {
@@ -88,6 +95,7 @@ impl ImageTask {
             checkpoints: Checkpoints::new(),
             metrics: vec![],
             progress: ProgressBar::hidden(),
+            linearized: None,
         }
     }
 
@@ -165,6 +173,129 @@ impl ImageTask {
         (loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64)
     }
 
+    /// A copy of the model that shares nothing with it (burn's batch-norm statistics are shared
+    /// between clones), its floats stored as `precision`.
+    pub fn independent_copy(&self, precision: Precision) -> ImageModel<TrainBackend> {
+        let shape = self.data.shape;
+        let input = InputShape {
+            channels: shape.channels,
+            height: shape.height,
+            width: shape.width,
+        };
+        let fresh =
+            self.model
+                .architecture()
+                .build::<TrainBackend>(input, self.data.classes, &self.device);
+        let copy = view::set_values::<TrainBackend, _>(fresh, &self.naming, &self.all_values())
+            .expect("same architecture, same names and shapes");
+        match precision {
+            Precision::F32 => copy,
+            Precision::F64 => map_inner::<TrainBackend, _>(copy, &mut |_, t| {
+                InnerBackend::float_cast(t, burn::tensor::FloatDType::F64)
+            }),
+        }
+    }
+
+    /// Masks for `model` (a copy of this task's model) stored as `precision`.
+    fn masks_for(
+        &self,
+        model: &ImageModel<TrainBackend>,
+        mask: &MaskSet,
+        precision: Precision,
+    ) -> DeviceMasks<InnerBackend> {
+        DeviceMasks::from_entries_as(
+            &view::entries::<TrainBackend, _>(model, &self.naming),
+            mask,
+            &self.device,
+            dtype_of(precision),
+        )
+    }
+
+    /// The batches a loss query uses: the first `n` of the run's epoch-0 order, no augmentation.
+    fn scoring_batches(&self, n: usize) -> Vec<Batch> {
+        batches(
+            &self.data.train,
+            self.data.shape,
+            self.batch_size,
+            Some((self.seed, 0)),
+            false,
+        )
+        .into_iter()
+        .take(n.max(1))
+        .collect()
+    }
+
+    /// The loss of `spec` on `model` (already masked and in `spec`'s precision), differentiated.
+    fn spec_gradients(
+        &self,
+        model: &ImageModel<TrainBackend>,
+        spec: &LossSpec,
+        names: &[String],
+    ) -> Result<ParamValues64, PruneError> {
+        let used = self.scoring_batches(spec.batches);
+        let k = used.len() as f64;
+        let mut total: Option<Tensor<TrainBackend, 1>> = None;
+        for b in used {
+            let (x, y) = batch_tensors::<TrainBackend>(&b, self.data.shape, &self.device);
+            let x = x.cast(dtype_of(spec.precision));
+            let logits = model.forward_with(x, spec.bn_mode);
+            let logits = if spec.temperature == 1.0 {
+                logits
+            } else {
+                logits.div_scalar(spec.temperature)
+            };
+            let (loss, _) = loss_and_correct(logits, y);
+            let loss = loss.div_scalar(k);
+            total = Some(match total {
+                Some(t) => t + loss,
+                None => loss,
+            });
+        }
+        let total = total.ok_or_else(|| PruneError::Target("no training batches".into()))?;
+        let grads = GradientsParams::from_grads(total.backward(), model);
+        Ok(view::gradients_f64::<TrainBackend, _>(
+            model,
+            &self.naming,
+            &grads,
+            names,
+        ))
+    }
+
+    /// R and ∂R/∂θ of [`PruneTarget::path_flow`] in f64, not divided by R.
+    pub fn path_flow_f64(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        precision: Precision,
+    ) -> (f64, ParamValues64) {
+        let linearized = match &self.linearized {
+            Some((p, m)) if *p == precision => m.clone(),
+            _ => {
+                // Every parameter and buffer replaced by its absolute value, as the reference
+                // does to the whole state dict.
+                let m =
+                    map_inner::<TrainBackend, _>(self.independent_copy(precision), &mut |_, t| {
+                        InnerBackend::float_abs(t)
+                    });
+                self.linearized = Some((precision, m.clone()));
+                m
+            }
+        };
+        let model = self
+            .masks_for(&linearized, mask, precision)
+            .apply_autodiff::<TrainBackend, _>(linearized);
+        let s = self.data.shape;
+        let ones = Tensor::<TrainBackend, 4>::ones(
+            [1, s.channels, s.height, s.width],
+            (&self.device, dtype_of(precision)),
+        );
+        let r = model.forward_with(ones, BnMode::Eval).sum();
+        let flow = scalar_f64(r.clone());
+        let grads = GradientsParams::from_grads(r.backward(), &model);
+        let g = view::gradients_f64::<TrainBackend, _>(&model, &self.naming, &grads, names);
+        (flow, g)
+    }
+
     /// Masks on the inner backend, keyed by the autodiff model's parameter ids.
     fn train_masks(&self, mask: &MaskSet) -> DeviceMasks<InnerBackend> {
         DeviceMasks::from_entries(
@@ -181,6 +312,7 @@ impl ImageTask {
         epochs: usize,
         on_epoch: &mut dyn FnMut(&EpochReport),
     ) {
+        self.linearized = None;
         let masks = self.train_masks(mask);
         self.model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
         let shape = self.data.shape;
@@ -297,6 +429,7 @@ impl PruneTarget for ImageTask {
     }
 
     fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError> {
+        self.linearized = None;
         self.model = view::set_values::<TrainBackend, _>(self.model.clone(), &self.naming, values)
             .map_err(|e| PruneError::Target(e.to_string()))?;
         Ok(())
@@ -306,38 +439,126 @@ impl PruneTarget for ImageTask {
         &mut self,
         names: &[String],
         mask: &MaskSet,
-        n_batches: usize,
+        spec: &LossSpec,
     ) -> Result<ParamValues, PruneError> {
-        let masks = self.train_masks(mask);
-        let model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
-        let shape = self.data.shape;
-        let all = batches(
-            &self.data.train,
-            shape,
-            self.batch_size,
-            Some((self.seed, 0)),
-            false,
-        );
-        let used: Vec<_> = all.into_iter().take(n_batches.max(1)).collect();
-        let k = used.len() as f64;
-        let mut total: Option<Tensor<TrainBackend, 1>> = None;
-        for b in used {
-            let (x, y) = batch_tensors::<TrainBackend>(&b, shape, &self.device);
-            let (loss, _) = loss_and_correct(model.forward(x), y);
-            let loss = loss.div_scalar(k);
-            total = Some(match total {
-                Some(t) => t + loss,
-                None => loss,
-            });
+        // Eval mode in f32 reads the model without changing it; anything else runs on a copy,
+        // so that batch statistics never leak into the model's running statistics.
+        let model = if spec.bn_mode == BnMode::Eval && spec.precision == Precision::F32 {
+            self.model.clone()
+        } else {
+            self.independent_copy(spec.precision)
+        };
+        let model = self
+            .masks_for(&model, mask, spec.precision)
+            .apply_autodiff::<TrainBackend, _>(model);
+        Ok(to_f32(self.spec_gradients(&model, spec, names)?))
+    }
+
+    fn loss_hessian_vector(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        spec: &LossSpec,
+        vector: &ParamValues,
+    ) -> Result<ParamValues, PruneError> {
+        // Central difference of gradients: H v ≈ (∇L(θ + εv) − ∇L(θ − εv)) / 2ε, with ε relative
+        // to ‖θ‖/‖v‖. In f64 both the truncation (ε²) and the rounding error stay near 1e-10.
+        let base = self.independent_copy(spec.precision);
+        let entries = view::entries::<TrainBackend, _>(&base, &self.naming);
+        let theta = self.values(names)?;
+        let norm = |v: &ParamValues| {
+            v.values()
+                .flat_map(|t| t.values.iter())
+                .map(|x| (*x as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let v_norm = norm(vector);
+        if v_norm == 0.0 {
+            return Ok(vector.iter().map(|(k, t)| (k.clone(), t.clone())).collect());
         }
-        let total = total.ok_or_else(|| PruneError::Target("no training batches".into()))?;
-        let grads = GradientsParams::from_grads(total.backward(), &model);
-        Ok(view::gradients::<TrainBackend, _>(
-            &model,
-            &self.naming,
-            &grads,
-            names,
-        ))
+        let relative = match spec.precision {
+            Precision::F64 => 1e-6,
+            Precision::F32 => 1e-3,
+        };
+        let eps = relative * norm(&theta).max(1.0) / v_norm;
+        let mut deltas = std::collections::HashMap::new();
+        for e in &entries {
+            if let Some(v) = vector.get(&e.info.name) {
+                if v.shape != e.info.shape {
+                    return Err(PruneError::Target(format!(
+                        "vector for {} has shape {:?}, parameter {:?}",
+                        e.info.name, v.shape, e.info.shape
+                    )));
+                }
+                let (data, shape) = if e.transposed {
+                    let (r, c) = (e.info.shape[0], e.info.shape[1]);
+                    let mut t = vec![0.0f32; v.values.len()];
+                    for i in 0..r {
+                        for j in 0..c {
+                            t[j * r + i] = v.values[i * c + j];
+                        }
+                    }
+                    (t, vec![c, r])
+                } else {
+                    (v.values.clone(), v.shape.clone())
+                };
+                let t = InnerBackend::float_from_data(
+                    burn::tensor::TensorData::new(data, shape)
+                        .convert_dtype(dtype_of(spec.precision)),
+                    &self.device,
+                );
+                deltas.insert(e.id, t);
+            }
+        }
+        let masks = self.masks_for(&base, mask, spec.precision);
+        let at = |sign: f64| -> Result<ParamValues64, PruneError> {
+            let moved =
+                map_inner::<TrainBackend, _>(base.clone(), &mut |id, t| match deltas.get(id) {
+                    Some(d) => InnerBackend::float_add(
+                        t,
+                        InnerBackend::float_mul_scalar(d.clone(), (sign * eps).into()),
+                    ),
+                    None => t,
+                });
+            let moved = masks.apply_autodiff::<TrainBackend, _>(moved);
+            self.spec_gradients(&moved, spec, names)
+        };
+        let plus = at(1.0)?;
+        let minus = at(-1.0)?;
+        let mut out = ParamValues64::new();
+        for (name, (shape, p)) in plus {
+            let (_, m) = &minus[&name];
+            let keep = mask.get(&name);
+            let hv: Vec<f64> = p
+                .iter()
+                .zip(m)
+                .enumerate()
+                .map(|(i, (a, b))| {
+                    let alive = keep.is_none_or(|k| k.keep[i]);
+                    if alive { (a - b) / (2.0 * eps) } else { 0.0 }
+                })
+                .collect();
+            out.insert(name, (shape, hv));
+        }
+        Ok(to_f32(out))
+    }
+
+    fn path_flow(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        precision: Precision,
+    ) -> Result<PathFlow, PruneError> {
+        let (flow, g) = self.path_flow_f64(names, mask, precision);
+        let log_gradients = g
+            .into_iter()
+            .map(|(k, (shape, v))| (k, (shape, v.into_iter().map(|x| x / flow).collect())))
+            .collect();
+        Ok(PathFlow {
+            flow,
+            log_gradients: to_f32(log_gradients),
+        })
     }
 
     fn train(
@@ -373,29 +594,42 @@ impl PruneTarget for ImageTask {
     }
 }
 
-/// The mean training loss over the first `n_batches` batches of the run's data order (no
-/// augmentation, batch norm in training mode): the function [`PruneTarget::loss_gradients`]
-/// differentiates. Returns the loss and the number of examples.
-pub fn batch_loss(task: &ImageTask, n_batches: usize) -> (f64, usize) {
-    let shape = task.data.shape;
-    let used: Vec<_> = batches(
-        &task.data.train,
-        shape,
-        task.batch_size,
-        Some((task.seed, 0)),
-        false,
-    )
-    .into_iter()
-    .take(n_batches.max(1))
-    .collect();
+/// The loss a [`LossSpec`] describes, evaluated in f64 without gradients (the function that
+/// [`PruneTarget::loss_gradients`] differentiates), with `mask` applied. Returns the loss and the
+/// number of examples.
+pub fn spec_loss(task: &ImageTask, mask: &MaskSet, spec: &LossSpec) -> (f64, usize) {
+    let model = task.independent_copy(Precision::F64);
+    let model = task
+        .masks_for(&model, mask, Precision::F64)
+        .apply_autodiff::<TrainBackend, _>(model);
+    let used = task.scoring_batches(spec.batches);
     let k = used.len() as f64;
     let mut total = 0.0;
     let mut n = 0;
     for b in used {
-        let (x, y) = batch_tensors::<TrainBackend>(&b, shape, &task.device);
-        let (loss, _) = loss_and_correct(task.model.forward(x), y);
-        total += loss.into_scalar().elem::<f64>() / k;
+        let (x, y) = batch_tensors::<TrainBackend>(&b, task.data.shape, &task.device);
+        let logits = model
+            .forward_with(x.cast(DType::F64), spec.bn_mode)
+            .div_scalar(spec.temperature);
+        let (loss, _) = loss_and_correct(logits, y);
+        total += scalar_f64(loss) / k;
         n += b.len;
     }
     (total, n)
+}
+
+/// The value of a one-element tensor in its own precision (`into_scalar` rounds to the backend's
+/// default float).
+fn scalar_f64<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("one value")[0]
+}
+
+fn dtype_of(p: Precision) -> DType {
+    match p {
+        Precision::F32 => DType::F32,
+        Precision::F64 => DType::F64,
+    }
 }

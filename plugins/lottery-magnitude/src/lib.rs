@@ -2,7 +2,7 @@
 //! the magnitude-at-init baseline of the pruning-at-initialisation papers; iterated with training in
 //! between it is the pruning step of IMP.
 
-use lottery_core::plugin::{Scorer, iterative_prune};
+use lottery_core::plugin::Scorer;
 use lottery_core::{
     MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
 };
@@ -41,23 +41,12 @@ impl Scorer for MagnitudePruner {
     }
 }
 
-impl Pruner for MagnitudePruner {
-    fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
-        iterative_prune(self, ctx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn default_options_round_trip_through_toml() {
-        let text = toml::to_string(&MagnitudeOptions::default()).unwrap();
-        assert_eq!(
-            toml::from_str::<MagnitudeOptions>(&text).unwrap(),
-            MagnitudeOptions::default()
-        );
-        assert!(toml::from_str::<MagnitudeOptions>("scope = 1").is_err());
+    fn options_round_trip_and_reject_unknown_keys() {
+        lottery_core::plugin::assert_options_contract::<MagnitudeOptions>("scope = 1");
     }
 }

@@ -2,7 +2,7 @@
 //! run's seed and the parameter's name, and the shared top-k keeps exactly the requested count, so
 //! a global random mask has (in expectation) the same density in every layer.
 
-use lottery_core::plugin::{Scorer, iterative_prune};
+use lottery_core::plugin::Scorer;
 use lottery_core::{
     FlatTensor, MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
 };
@@ -51,12 +51,6 @@ impl Scorer for RandomPruner {
     }
 }
 
-impl Pruner for RandomPruner {
-    fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
-        iterative_prune(self, ctx)
-    }
-}
-
 fn hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
@@ -68,15 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_options_round_trip_through_toml() {
-        let text = toml::to_string(&RandomOptions::default()).unwrap();
-        assert_eq!(
-            toml::from_str::<RandomOptions>(&text).unwrap(),
-            RandomOptions::default()
-        );
-        assert!(
-            toml::from_str::<RandomOptions>("seed = 3").is_err(),
-            "unknown keys are rejected"
-        );
+    fn options_round_trip_and_reject_unknown_keys() {
+        lottery_core::plugin::assert_options_contract::<RandomOptions>("seed = 3");
     }
 }

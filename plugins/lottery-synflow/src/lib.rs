@@ -1,0 +1,130 @@
+//! `synflow`: iterative synaptic flow pruning (Tanaka et al. 2020, "Pruning neural networks without
+//! any data by iteratively conserving synaptic flow"), as Synaptic-Flow implements it.
+//!
+//! Data-free: every parameter and buffer is replaced by its absolute value, batch norm runs in eval
+//! mode, the input is all ones of the data's shape, and R is the sum of the output. The score of a
+//! weight is |θ ⊙ ∂R/∂θ| (signs restored afterwards: the model is never changed). The shared loop
+//! rescores and prunes `prune.iterations` times (100 by default) on the exponential schedule, so a
+//! weight's score reflects the weights already pruned.
+//!
+//! R grows with depth as a product of per-layer gains and overflows f32 on VGG-19 and ResNet-56 at
+//! initialisation: with `precision = "auto"` a round that overflows in f32 is recomputed in f64.
+//! Scores that would exceed f32 are returned divided by R (one factor for all weights, so the
+//! ranking is unchanged).
+
+use lottery_core::plugin::Scorer;
+use lottery_core::scores::combine;
+use lottery_core::{
+    MaskSet, ParamValues, PathFlow, Precision, PruneContext, PruneError, Pruner, PrunerEntry,
+    PrunerOptions,
+};
+use serde::{Deserialize, Serialize};
+
+/// Precision of the synaptic flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowPrecision {
+    /// f32, falling back to f64 when R or its gradient overflows.
+    #[default]
+    Auto,
+    /// Always f32, as the reference (overflow is an error).
+    F32,
+    /// Always f64.
+    F64,
+}
+
+/// Options of `synflow`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynflowOptions {
+    /// Precision of the flow computation.
+    pub precision: FlowPrecision,
+}
+
+impl PrunerOptions for SynflowOptions {
+    fn build(self) -> Box<dyn Pruner> {
+        Box::new(SynflowPruner { options: self })
+    }
+}
+
+inventory::submit! {
+    PrunerEntry::new::<SynflowOptions>("synflow", "|θ ⊙ ∂R/∂θ|, R the flow of the |θ| network: data-free, iterative (Tanaka et al. 2020)")
+        .with_default_iterations(100)
+}
+
+/// The SynFlow pruner.
+#[derive(Debug, Clone)]
+pub struct SynflowPruner {
+    /// Its options.
+    pub options: SynflowOptions,
+}
+
+fn finite(flow: &PathFlow) -> bool {
+    flow.flow.is_finite()
+        && flow.flow > 0.0
+        && flow
+            .log_gradients
+            .values()
+            .all(|t| t.values.iter().all(|x| x.is_finite()))
+}
+
+impl Scorer for SynflowPruner {
+    fn score(
+        &mut self,
+        ctx: &mut PruneContext<'_>,
+        current: &MaskSet,
+        _round: usize,
+    ) -> Result<ParamValues, PruneError> {
+        let names: Vec<String> = current.iter().map(|(n, _)| n.clone()).collect();
+        let flow = match self.options.precision {
+            FlowPrecision::F64 => ctx.target.path_flow(&names, current, Precision::F64)?,
+            FlowPrecision::F32 | FlowPrecision::Auto => {
+                let f = ctx.target.path_flow(&names, current, Precision::F32)?;
+                if finite(&f) || self.options.precision == FlowPrecision::F32 {
+                    f
+                } else {
+                    ctx.target.path_flow(&names, current, Precision::F64)?
+                }
+            }
+        };
+        let theta = ctx.target.values(&names)?;
+        if flow.flow == 0.0 {
+            // Some layer has no weight left, so no path carries flow: every score is 0 and the
+            // shared top-k keeps the requested count by position.
+            return combine(&theta, &theta, current, |_, _| 0.0);
+        }
+        if !finite(&flow) {
+            return Err(PruneError::Internal(format!(
+                "synflow: the flow R = {} is not a positive finite number{}",
+                flow.flow,
+                if self.options.precision == FlowPrecision::F32 {
+                    " (f32 overflowed; set precision = \"auto\" or \"f64\")"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let normalised = combine(&theta, &flow.log_gradients, current, |w, g| (w * g).abs())?;
+        let largest = normalised
+            .values()
+            .flat_map(|t| t.values.iter())
+            .fold(0.0f64, |m, &x| m.max(x as f64));
+        if largest * flow.flow < f32::MAX as f64 / 16.0 {
+            combine(&theta, &flow.log_gradients, current, |w, g| {
+                (w * g).abs() * flow.flow
+            })
+        } else {
+            Ok(normalised)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_round_trip_and_reject_unknown_keys() {
+        lottery_core::plugin::assert_options_contract::<SynflowOptions>("iterations = 100");
+    }
+}
