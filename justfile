@@ -20,9 +20,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks: one training step, burn-flex variants against PyTorch on this CPU.
+# Benchmarks against PyTorch on this CPU: one training step (burn-flex variants), and SynFlow's
+# 100 rounds on VGG-16.
 bench:
     bash benches/step_bench.sh
+    bash benches/synflow_bench.sh
 
 # The comparison table of a study.
 table study="quickstart":

@@ -266,27 +266,11 @@ pub fn execute(
         });
     }
     let goal = cfg.goal()?;
-    let mut task = ImageTask::new(
-        p.model,
-        p.data.clone(),
-        cfg.train.clone(),
-        cfg.data.batch_size,
-        cfg.data.augment,
-        cfg.seed,
-        default_device(),
-    )
-    .with_progress(bar.clone());
+    let mut task = task_of(&p).with_progress(bar.clone());
 
     bar.set_message(format!("{} pruning", p.method.name));
     let t0 = Instant::now();
-    let mut pruner = (p.method.build)(&p.options).map_err(|why| {
-        ConfigError::new(
-            ConfigErrorKind::Invalid,
-            format!("methods.{}", p.method.name),
-            "",
-            why,
-        )
-    })?;
+    let mut pruner = build_pruner(&p)?;
     let mask = {
         let mut ctx = PruneContext {
             target: &mut task,
@@ -357,6 +341,56 @@ pub fn execute(
         summary,
         skipped: false,
     })
+}
+
+/// The network, data and trainer of a prepared run.
+pub fn task_of(p: &Prepared) -> ImageTask {
+    let cfg = &p.canonical;
+    ImageTask::new(
+        p.model.clone(),
+        p.data.clone(),
+        cfg.train.clone(),
+        cfg.data.batch_size,
+        cfg.data.augment,
+        cfg.seed,
+        default_device(),
+    )
+}
+
+/// Builds the run's method, mapping an options error to the config key at fault.
+pub fn build_pruner(p: &Prepared) -> Result<Box<dyn lottery_core::Pruner>, RunError> {
+    (p.method.build)(&p.options).map_err(|why| {
+        ConfigError::new(
+            ConfigErrorKind::Invalid,
+            format!("methods.{}", p.method.name),
+            "",
+            why,
+        )
+        .into()
+    })
+}
+
+/// The raw scores of the run's method for every prunable parameter at the run's initial weights
+/// (first round, nothing pruned yet), PyTorch names and layout.
+pub fn initial_scores(p: &Prepared) -> Result<ParamValues, RunError> {
+    let mut task = task_of(p);
+    let mut pruner = build_pruner(p)?;
+    let mut ctx = PruneContext {
+        target: &mut task,
+        goal: p.canonical.goal()?,
+        seed: p.canonical.seed,
+        progress: ProgressBar::hidden(),
+    };
+    let dense = ctx.dense_mask();
+    let scorer = pruner.scorer().ok_or_else(|| {
+        ConfigError::new(
+            ConfigErrorKind::Invalid,
+            "prune.method",
+            p.method.name,
+            "a method that ranks weights by a score",
+        )
+    })?;
+    Ok(scorer.score(&mut ctx, &dense, 1)?)
 }
 
 fn check_mask(

@@ -2,6 +2,7 @@
 //! record) and the weight files exchanged with PyTorch. The binary in `main.rs` is the thin clap
 //! layer over it.
 
+pub mod collapse;
 pub mod experiment;
 pub mod weights;
 

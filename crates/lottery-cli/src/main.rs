@@ -7,7 +7,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lottery_analysis::{TableFormat, TableOptions, render_table, store, study_frame};
-use lottery_cli::experiment::{DataCache, RunError, execute, prepare, write_weights};
+use lottery_cli::collapse;
+use lottery_cli::experiment::{
+    DataCache, Prepared, RunError, execute, initial_scores, prepare, write_weights,
+};
 use lottery_core::config::{self, Override};
 use lottery_core::{ConfigError, MaskSet};
 use tracing_subscriber::EnvFilter;
@@ -74,6 +77,36 @@ enum Command {
         /// A run directory, or its masks.safetensors.
         run: PathBuf,
     },
+    /// Write a method's raw scores of a model's initial weights to safetensors (PyTorch names), to
+    /// compare with another implementation on the same weights and batch.
+    Score {
+        /// The config file (its first run is scored).
+        config: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Initial weights from a safetensors file with PyTorch names (sets model.init_from).
+        #[arg(long, value_name = "FILE")]
+        init_from: Option<PathBuf>,
+        /// Overrides, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<Override>,
+    },
+    /// Layer-collapse study: for each run of the config (one per method), the largest
+    /// compression 10^x at initialisation before some layer is pruned away.
+    Collapse {
+        /// The config file.
+        config: PathBuf,
+        /// Grid step in x (compression 10^x).
+        #[arg(long, default_value_t = 0.02)]
+        resolution: f64,
+        /// Overrides, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<Override>,
+        /// Results root (the table goes to <results>/tables/).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
     /// Write a config's initial weights (PyTorch names and layout) to safetensors.
     ExportWeights {
         /// The config file.
@@ -132,14 +165,24 @@ fn dispatch(cmd: Command) -> Result<()> {
             force,
             no_table,
         } => {
-            if let Some(f) = init_from {
-                sets.push(Override {
-                    key: "model.init_from".into(),
-                    value: toml::Value::String(f.display().to_string()),
-                });
-            }
+            sets.extend(init_from_override(init_from));
             run(&config, &sets, &results, force, !no_table)
         }
+        Command::Score {
+            config,
+            out,
+            init_from,
+            mut sets,
+        } => {
+            sets.extend(init_from_override(init_from));
+            score(&config, &sets, &out)
+        }
+        Command::Collapse {
+            config,
+            resolution,
+            sets,
+            results,
+        } => collapse(&config, &sets, resolution, &results),
         Command::Config { config, sets } => {
             for r in config::load(Some(&config), &sets)? {
                 println!("{}", toml::to_string(&r.config)?);
@@ -164,6 +207,93 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Inspect { run } => inspect(&run),
         Command::ExportWeights { config, out, sets } => export_weights(&config, &sets, &out),
     }
+}
+
+fn init_from_override(file: Option<PathBuf>) -> Option<Override> {
+    file.map(|f| Override {
+        key: "model.init_from".into(),
+        value: toml::Value::String(f.display().to_string()),
+    })
+}
+
+fn first_run(config_path: &Path, sets: &[Override]) -> Result<Prepared> {
+    let first = config::load(Some(config_path), sets)?
+        .into_iter()
+        .next()
+        .context("the config resolves to no run")?;
+    Ok(prepare(
+        first,
+        Some(config_path),
+        &mut DataCache::default(),
+    )?)
+}
+
+fn score(config_path: &Path, sets: &[Override], out: &Path) -> Result<()> {
+    let p = first_run(config_path, sets)?;
+    let t0 = std::time::Instant::now();
+    let scores = initial_scores(&p)?;
+    let metadata = std::collections::BTreeMap::from([
+        ("format".to_string(), "lottery-scores".to_string()),
+        ("method".to_string(), p.method.name.to_string()),
+        ("model".to_string(), p.canonical.model.name.clone()),
+        ("run_id".to_string(), p.run_id.clone()),
+    ]);
+    lottery_core::fsutil::write_atomic(out, &lottery_cli::weights::to_bytes(&scores, &metadata))
+        .with_context(|| out.display().to_string())?;
+    println!(
+        "wrote {} scores of {} for {} parameters of {} to {} ({:.1}s)",
+        scores.values().map(|t| t.values.len()).sum::<usize>(),
+        p.method.name,
+        scores.len(),
+        p.canonical.model.name,
+        out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Path) -> Result<()> {
+    if !(resolution > 0.0 && resolution <= 1.0) {
+        bail!("--resolution {resolution}: expected a grid step in (0, 1]");
+    }
+    let resolved = config::load(Some(config_path), sets)?;
+    let mut cache = DataCache::default();
+    let mut prepared = vec![];
+    for r in resolved {
+        prepared.push(prepare(r, Some(config_path), &mut cache)?);
+    }
+    let first = prepared.first().context("the config resolves to no run")?;
+    let x_max = collapse::max_critical_x(first)?;
+    let (study, model, dataset) = (
+        first.canonical.study.clone(),
+        first.canonical.model.name.clone(),
+        first.canonical.data.name.clone(),
+    );
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:24} {bar:30} {pos} probes {elapsed_precise}")
+            .expect("template"),
+    );
+    let mut points = vec![];
+    for p in &prepared {
+        bar.set_message(p.method.name.to_string());
+        let point = collapse::critical_compression(p, resolution, &bar)?;
+        tracing::info!(
+            "{}: no collapse up to 10^{:.2} (maximal critical 10^{x_max:.2}), {:.1}s",
+            point.method,
+            point.critical_x,
+            point.seconds
+        );
+        points.push(point);
+    }
+    bar.finish_and_clear();
+    let text = collapse::render(&model, &dataset, x_max, &points);
+    let out = results.join("tables").join(format!("{study}.{model}.md"));
+    lottery_core::fsutil::write_atomic(&out, text.as_bytes())
+        .with_context(|| out.display().to_string())?;
+    print!("{text}");
+    println!("\n(written to {})", out.display());
+    Ok(())
 }
 
 fn list() -> Result<()> {
@@ -330,13 +460,7 @@ fn inspect(run: &Path) -> Result<()> {
 }
 
 fn export_weights(config_path: &Path, sets: &[Override], out: &Path) -> Result<()> {
-    let resolved = config::load(Some(config_path), sets)?;
-    let first = resolved
-        .into_iter()
-        .next()
-        .context("the config resolves to no run")?;
-    let mut cache = DataCache::default();
-    let p = prepare(first, Some(config_path), &mut cache)?;
+    let p = first_run(config_path, sets)?;
     let naming = p.model.naming();
     let names: Vec<String> =
         lottery_models::view::entries::<lottery_core::backend::TrainBackend, _>(&p.model, &naming)

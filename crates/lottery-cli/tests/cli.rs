@@ -45,6 +45,9 @@ fn list_shows_both_plugins_models_and_datasets() {
     for name in [
         "random",
         "magnitude",
+        "snip",
+        "grasp",
+        "synflow",
         "lenet-300-100",
         "vgg-16",
         "resnet-20",
@@ -265,4 +268,78 @@ fn env_vars_layer_between_the_file_and_set() {
         out.contains(&format!("# prune.density: {}", cfg.display())),
         "{out}"
     );
+}
+
+#[test]
+fn score_writes_a_methods_scores_for_given_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "s.toml", "");
+    let o = lottery(
+        d.path(),
+        &[
+            "export-weights",
+            "s.toml",
+            "--out",
+            "w.safetensors",
+            "--set",
+            "seed=4",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let score = |out: &str| {
+        let o = lottery(
+            d.path(),
+            &[
+                "score",
+                cfg.to_str().unwrap(),
+                "--out",
+                out,
+                "--init-from",
+                "w.safetensors",
+                "--set",
+                "prune.method=snip",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(d.path().join(out)).unwrap()
+    };
+    let a = score("a.safetensors");
+    assert_eq!(a, score("b.safetensors"), "scores are deterministic");
+    let text = String::from_utf8_lossy(&a[..a.len().min(4096)]).into_owned();
+    for key in ["fc.weight", "fc_layers.0.weight", "lottery-scores", "snip"] {
+        assert!(text.contains(key), "{key} missing from the header");
+    }
+    assert!(
+        !text.contains("fc.bias"),
+        "biases are not prunable by default"
+    );
+}
+
+#[test]
+fn collapse_finds_a_critical_compression_per_method() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "c.toml",
+        "[grid]\n\"prune.method\" = [\"magnitude\", \"synflow\"]\n",
+    );
+    let o = lottery(
+        d.path(),
+        &[
+            "collapse",
+            cfg.to_str().unwrap(),
+            "--resolution",
+            "0.1",
+            "--set",
+            "prune.iterations=20",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table =
+        std::fs::read_to_string(d.path().join("results/tables/t.lenet-300-100.md")).unwrap();
+    assert!(
+        table.contains("| magnitude | 20 |") && table.contains("| synflow | 20 |"),
+        "{table}"
+    );
+    assert!(table.contains("Maximal critical compression"), "{table}");
 }

@@ -75,3 +75,10 @@ inventory::submit! { DatasetEntry {
     default_root: "",
     load: |_| Ok(synthetic::generate(17, ImageShape { channels: 1, height: 28, width: 28 }, 10, 2000, 500, 0.6)),
 } }
+
+inventory::submit! { DatasetEntry {
+    name: "synthetic-cifar",
+    summary: "generated at CIFAR-10's shape: 10 seeded class prototypes + noise, 3×32×32, 2000/500 (no CIFAR package is available offline)",
+    default_root: "",
+    load: |_| Ok(synthetic::generate(23, ImageShape { channels: 3, height: 32, width: 32 }, 10, 2000, 500, 0.6)),
+} }
