@@ -5,8 +5,6 @@
 //! position: the entry of the parameter earlier in name order, then the lower flat index, wins.
 //! Entries already pruned by `current` are never revived.
 
-use std::cmp::Ordering;
-
 use serde::{Deserialize, Serialize};
 
 use crate::density::Density;
@@ -38,12 +36,18 @@ pub fn top_k_mask(
             return Err(PruneError::Internal(format!("score of {name}[{i}] is NaN")));
         }
     }
-    let alive = |name: &str, i: usize| current.and_then(|m| m.get(name)).is_none_or(|m| m.keep[i]);
+    // One lookup per parameter: the flags of entries still alive (all, without `current`).
+    let alive_flags_of = |name: &str, n: usize| -> Vec<bool> {
+        match current.and_then(|m| m.get(name)) {
+            Some(m) => m.keep.clone(),
+            None => vec![true; n],
+        }
+    };
     match scope {
         Scope::Layerwise => {
             let mut out = MaskSet::new();
             for (name, t) in scores {
-                let alive_flags: Vec<bool> = (0..t.values.len()).map(|i| alive(name, i)).collect();
+                let alive_flags = alive_flags_of(name, t.values.len());
                 let k = density.keep_count(t.values.len());
                 let keep = select_top(&[(&t.values, &alive_flags)], k);
                 out.insert(
@@ -59,7 +63,7 @@ pub fn top_k_mask(
         Scope::Global => {
             let alive_flags: Vec<Vec<bool>> = scores
                 .iter()
-                .map(|(name, t)| (0..t.values.len()).map(|i| alive(name, i)).collect())
+                .map(|(name, t)| alive_flags_of(name, t.values.len()))
                 .collect();
             let parts: Vec<(&Vec<f32>, &Vec<bool>)> = scores
                 .values()
@@ -84,31 +88,37 @@ pub fn top_k_mask(
 }
 
 /// Marks the `k` best entries over the concatenation of `parts` (alive first, then higher score,
-/// then earlier position).
+/// then earlier position). Only alive entries are ranked, each with its score and position inline,
+/// so the selection reads memory in order.
 fn select_top(parts: &[(&Vec<f32>, &Vec<bool>)], k: usize) -> Vec<Vec<bool>> {
-    let mut flat_scores = Vec::new();
-    let mut flat_alive = Vec::new();
-    for (s, a) in parts {
-        flat_scores.extend_from_slice(s);
-        flat_alive.extend_from_slice(a);
-    }
-    let n = flat_scores.len();
+    let n: usize = parts.iter().map(|(s, _)| s.len()).sum();
     let mut keep = vec![false; n];
-    if k >= n {
-        keep.iter_mut().for_each(|x| *x = true);
-    } else if k > 0 {
-        let better = |a: &u32, b: &u32| -> Ordering {
-            let (a, b) = (*a as usize, *b as usize);
-            flat_alive[b]
-                .cmp(&flat_alive[a])
-                .then_with(|| flat_scores[b].total_cmp(&flat_scores[a]))
-                .then_with(|| a.cmp(&b))
-        };
-        let mut idx: Vec<u32> = (0..n as u32).collect();
-        idx.select_nth_unstable_by(k - 1, better);
-        for &i in &idx[..k] {
-            keep[i as usize] = true;
+    let mut alive: Vec<(f32, u32)> = Vec::new();
+    let mut dead: Vec<(f32, u32)> = Vec::new();
+    let mut off = 0u32;
+    for (s, a) in parts {
+        for (i, (&score, &is_alive)) in s.iter().zip(a.iter()).enumerate() {
+            if is_alive {
+                alive.push((score, off + i as u32));
+            } else {
+                dead.push((score, off + i as u32));
+            }
         }
+        off += s.len() as u32;
+    }
+    let better = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if k >= alive.len() {
+        alive.iter().for_each(|&(_, i)| keep[i as usize] = true);
+        // Only when more are asked than alive: the best pruned entries fill the count.
+        dead.sort_unstable_by(better);
+        dead.iter()
+            .take(k - alive.len())
+            .for_each(|&(_, i)| keep[i as usize] = true);
+    } else if k > 0 {
+        alive.select_nth_unstable_by(k - 1, better);
+        alive[..k]
+            .iter()
+            .for_each(|&(_, i)| keep[i as usize] = true);
     }
     let mut out = Vec::with_capacity(parts.len());
     let mut off = 0;
