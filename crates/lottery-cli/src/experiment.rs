@@ -33,13 +33,13 @@ pub enum RunError {
     #[error(transparent)]
     Data(#[from] DataError),
     /// The method failed.
-    #[error("pruning failed: {0}")]
+    #[error("pruning failed")]
     Prune(#[from] PruneError),
     /// Writing the results failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Other I/O on a named path.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The path.
         path: PathBuf,

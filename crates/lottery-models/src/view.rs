@@ -444,12 +444,12 @@ impl<B: Backend> ModuleMapper<B> for ApplyMask<'_, B> {
     }
 }
 
-struct GradCollect<'a, B: burn::tensor::backend::AutodiffBackend> {
+struct GradCollect<'a, B: burn::tensor::backend::AutodiffBackend, E> {
     stack: PathStack,
     naming: &'a dyn TorchNaming,
     grads: &'a burn::optim::GradientsParams,
     names: &'a [String],
-    out: ParamValues64,
+    out: BTreeMap<String, (Vec<usize>, Vec<E>)>,
     _b: std::marker::PhantomData<B>,
 }
 
@@ -469,7 +469,9 @@ pub fn to_f32(values: ParamValues64) -> ParamValues {
         .collect()
 }
 
-impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollect<'_, B> {
+impl<B: burn::tensor::backend::AutodiffBackend, E: burn::tensor::Element + Default> ModuleVisitor<B>
+    for GradCollect<'_, B, E>
+{
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.stack.enter(name, container_type);
     }
@@ -484,9 +486,13 @@ impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollect
         }
         let dims = param.val().dims().to_vec();
         let transposed = kind_of(&site) == ParamKind::LinearWeight && D == 2;
-        let data: Vec<f64> = match self.grads.get::<B::InnerBackend, D>(param.id) {
-            Some(g) => g.into_data().convert::<f64>().to_vec().expect("f64 data"),
-            None => vec![0.0; dims.iter().product()],
+        let data: Vec<E> = match self.grads.get::<B::InnerBackend, D>(param.id) {
+            Some(g) => g
+                .into_data()
+                .convert::<E>()
+                .to_vec()
+                .expect("gradient data"),
+            None => vec![E::default(); dims.iter().product()],
         };
         let (data, shape) = if transposed {
             (transpose(&data, dims[0], dims[1]), vec![dims[1], dims[0]])
@@ -504,7 +510,10 @@ pub fn gradients<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(
     grads: &burn::optim::GradientsParams,
     names: &[String],
 ) -> ParamValues {
-    to_f32(gradients_f64::<B, M>(module, naming, grads, names))
+    gradients_as::<B, M, f32>(module, naming, grads, names)
+        .into_iter()
+        .map(|(k, (shape, v))| (k, FlatTensor::new(shape, v)))
+        .collect()
 }
 
 /// [`gradients`] without rounding to f32.
@@ -514,7 +523,21 @@ pub fn gradients_f64<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(
     grads: &burn::optim::GradientsParams,
     names: &[String],
 ) -> ParamValues64 {
-    let mut v = GradCollect::<B> {
+    gradients_as::<B, M, f64>(module, naming, grads, names)
+}
+
+fn gradients_as<B, M, E>(
+    module: &M,
+    naming: &dyn TorchNaming,
+    grads: &burn::optim::GradientsParams,
+    names: &[String],
+) -> BTreeMap<String, (Vec<usize>, Vec<E>)>
+where
+    B: burn::tensor::backend::AutodiffBackend,
+    M: Module<B>,
+    E: burn::tensor::Element + Default,
+{
+    let mut v = GradCollect::<B, E> {
         stack: PathStack::default(),
         naming,
         grads,
@@ -525,7 +548,6 @@ pub fn gradients_f64<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(
     module.visit(&mut v);
     v.out
 }
-
 /// Replaces every float tensor of `module` (parameters and batch-norm statistics) by `f(id, t)`,
 /// computed on the inner backend; a parameter that required its gradient stays a leaf that does.
 pub fn map_inner<AB, M>(

@@ -268,6 +268,19 @@ impl ImageTask {
         mask: &MaskSet,
         precision: Precision,
     ) -> (f64, ParamValues64) {
+        let (model, r) = self.flow_forward(mask, precision);
+        let flow = scalar_f64(r.clone());
+        let grads = GradientsParams::from_grads(r.backward(), &model);
+        let g = view::gradients_f64::<TrainBackend, _>(&model, &self.naming, &grads, names);
+        (flow, g)
+    }
+
+    /// The masked |θ| network and R, its summed output for an all-ones input.
+    fn flow_forward(
+        &mut self,
+        mask: &MaskSet,
+        precision: Precision,
+    ) -> (ImageModel<TrainBackend>, Tensor<TrainBackend, 1>) {
         let linearized = match &self.linearized {
             Some((p, m)) if *p == precision => m.clone(),
             _ => {
@@ -290,10 +303,7 @@ impl ImageTask {
             (&self.device, dtype_of(precision)),
         );
         let r = model.forward_with(ones, BnMode::Eval).sum();
-        let flow = scalar_f64(r.clone());
-        let grads = GradientsParams::from_grads(r.backward(), &model);
-        let g = view::gradients_f64::<TrainBackend, _>(&model, &self.naming, &grads, names);
-        (flow, g)
+        (model, r)
     }
 
     /// Masks on the inner backend, keyed by the autodiff model's parameter ids.
@@ -550,14 +560,24 @@ impl PruneTarget for ImageTask {
         mask: &MaskSet,
         precision: Precision,
     ) -> Result<PathFlow, PruneError> {
-        let (flow, g) = self.path_flow_f64(names, mask, precision);
-        let log_gradients = g
-            .into_iter()
-            .map(|(k, (shape, v))| (k, (shape, v.into_iter().map(|x| x / flow).collect())))
-            .collect();
+        let (model, r) = self.flow_forward(mask, precision);
+        let flow = scalar_f64(r.clone());
+        // Differentiating ln R gives ∂R/∂θ / R directly, and keeps the backward pass small.
+        let grads = GradientsParams::from_grads(r.log().backward(), &model);
+        let log_gradients = match precision {
+            Precision::F32 => {
+                view::gradients::<TrainBackend, _>(&model, &self.naming, &grads, names)
+            }
+            Precision::F64 => to_f32(view::gradients_f64::<TrainBackend, _>(
+                &model,
+                &self.naming,
+                &grads,
+                names,
+            )),
+        };
         Ok(PathFlow {
             flow,
-            log_gradients: to_f32(log_gradients),
+            log_gradients,
         })
     }
 

@@ -13,7 +13,7 @@
 //! ranking is unchanged).
 
 use lottery_core::plugin::Scorer;
-use lottery_core::scores::combine;
+use lottery_core::scores::{combine, divide};
 use lottery_core::{
     MaskSet, ParamValues, PathFlow, Precision, PruneContext, PruneError, Pruner, PrunerEntry,
     PrunerOptions,
@@ -43,7 +43,10 @@ pub struct SynflowOptions {
 
 impl PrunerOptions for SynflowOptions {
     fn build(self) -> Box<dyn Pruner> {
-        Box::new(SynflowPruner { options: self })
+        Box::new(SynflowPruner {
+            options: self,
+            theta: None,
+        })
     }
 }
 
@@ -57,6 +60,8 @@ inventory::submit! {
 pub struct SynflowPruner {
     /// Its options.
     pub options: SynflowOptions,
+    /// The weights, read in round 1 (pruning at initialisation does not change them).
+    theta: Option<ParamValues>,
 }
 
 fn finite(flow: &PathFlow) -> bool {
@@ -73,9 +78,12 @@ impl Scorer for SynflowPruner {
         &mut self,
         ctx: &mut PruneContext<'_>,
         current: &MaskSet,
-        _round: usize,
+        round: usize,
     ) -> Result<ParamValues, PruneError> {
         let names: Vec<String> = current.iter().map(|(n, _)| n.clone()).collect();
+        if round <= 1 || self.theta.is_none() {
+            self.theta = Some(ctx.target.values(&names)?);
+        }
         let flow = match self.options.precision {
             FlowPrecision::F64 => ctx.target.path_flow(&names, current, Precision::F64)?,
             FlowPrecision::F32 | FlowPrecision::Auto => {
@@ -87,11 +95,11 @@ impl Scorer for SynflowPruner {
                 }
             }
         };
-        let theta = ctx.target.values(&names)?;
+        let theta = self.theta.as_ref().expect("read above");
         if flow.flow == 0.0 {
             // Some layer has no weight left, so no path carries flow: every score is 0 and the
             // shared top-k keeps the requested count by position.
-            return combine(&theta, &theta, current, |_, _| 0.0);
+            return combine(theta, theta, current, |_, _| 0.0);
         }
         if !finite(&flow) {
             return Err(PruneError::Internal(format!(
@@ -104,18 +112,15 @@ impl Scorer for SynflowPruner {
                 }
             )));
         }
-        let normalised = combine(&theta, &flow.log_gradients, current, |w, g| (w * g).abs())?;
-        let largest = normalised
+        let mut scores = combine(theta, &flow.log_gradients, current, |w, g| (w * g).abs())?;
+        let largest = scores
             .values()
             .flat_map(|t| t.values.iter())
-            .fold(0.0f64, |m, &x| m.max(x as f64));
+            .fold(0.0f32, |m, &x| m.max(x)) as f64;
         if largest * flow.flow < f32::MAX as f64 / 16.0 {
-            combine(&theta, &flow.log_gradients, current, |w, g| {
-                (w * g).abs() * flow.flow
-            })
-        } else {
-            Ok(normalised)
+            divide(&mut scores, 1.0 / flow.flow);
         }
+        Ok(scores)
     }
 }
 
