@@ -88,37 +88,36 @@ pub fn top_k_mask(
 }
 
 /// Marks the `k` best entries over the concatenation of `parts` (alive first, then higher score,
-/// then earlier position). Only alive entries are ranked, each with its score and position inline,
-/// so the selection reads memory in order.
+/// then earlier position). Each alive entry is ranked by one integer key that encodes exactly that
+/// order, so the selection compares plain `u64`s in memory order.
 fn select_top(parts: &[(&Vec<f32>, &Vec<bool>)], k: usize) -> Vec<Vec<bool>> {
     let n: usize = parts.iter().map(|(s, _)| s.len()).sum();
     let mut keep = vec![false; n];
-    let mut alive: Vec<(f32, u32)> = Vec::new();
-    let mut dead: Vec<(f32, u32)> = Vec::new();
+    let mut alive: Vec<u64> = Vec::with_capacity(n);
+    let mut dead: Vec<u64> = Vec::new();
     let mut off = 0u32;
     for (s, a) in parts {
         for (i, (&score, &is_alive)) in s.iter().zip(a.iter()).enumerate() {
+            let key = rank_key(score, off + i as u32);
             if is_alive {
-                alive.push((score, off + i as u32));
+                alive.push(key);
             } else {
-                dead.push((score, off + i as u32));
+                dead.push(key);
             }
         }
         off += s.len() as u32;
     }
-    let better = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let index = |key: &u64| (*key & 0xFFFF_FFFF) as usize;
     if k >= alive.len() {
-        alive.iter().for_each(|&(_, i)| keep[i as usize] = true);
+        alive.iter().for_each(|key| keep[index(key)] = true);
         // Only when more are asked than alive: the best pruned entries fill the count.
-        dead.sort_unstable_by(better);
+        dead.sort_unstable();
         dead.iter()
             .take(k - alive.len())
-            .for_each(|&(_, i)| keep[i as usize] = true);
+            .for_each(|key| keep[index(key)] = true);
     } else if k > 0 {
-        alive.select_nth_unstable_by(k - 1, better);
-        alive[..k]
-            .iter()
-            .for_each(|&(_, i)| keep[i as usize] = true);
+        alive.select_nth_unstable(k - 1);
+        alive[..k].iter().for_each(|key| keep[index(key)] = true);
     }
     let mut out = Vec::with_capacity(parts.len());
     let mut off = 0;
@@ -127,6 +126,15 @@ fn select_top(parts: &[(&Vec<f32>, &Vec<bool>)], k: usize) -> Vec<Vec<bool>> {
         off += s.len();
     }
     out
+}
+
+/// A key whose ascending order is: higher score first (IEEE total order, as `f32::total_cmp`),
+/// then lower position.
+fn rank_key(score: f32, position: u32) -> u64 {
+    let bits = score.to_bits() as i32;
+    // Total order of f32 as signed integers, shifted to unsigned.
+    let ordered = ((bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32) ^ 0x8000_0000;
+    ((!ordered as u64) << 32) | position as u64
 }
 
 #[cfg(test)]
@@ -220,6 +228,31 @@ mod tests {
         );
         let m = top_k_mask(&s, Density::new(0.5).unwrap(), Scope::Global, Some(&cur)).unwrap();
         assert_eq!(m.get("a").unwrap().keep, vec![false, true, true, false]);
+    }
+
+    #[test]
+    fn rank_keys_order_like_total_cmp_then_position() {
+        let values = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -0.0,
+            0.0,
+            1e-40,
+            2.0,
+            2.0,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        for (i, &a) in values.iter().enumerate() {
+            for (j, &b) in values.iter().enumerate() {
+                let expected = b.total_cmp(&a).then((i as u32).cmp(&(j as u32)));
+                assert_eq!(
+                    rank_key(a, i as u32).cmp(&rank_key(b, j as u32)),
+                    expected,
+                    "{a} at {i} vs {b} at {j}"
+                );
+            }
+        }
     }
 
     #[test]
