@@ -216,6 +216,16 @@ fn init_from_override(file: Option<PathBuf>) -> Option<Override> {
     })
 }
 
+/// Every run of the config's grid, validated (names, options, data, weights) before any work.
+fn prepare_all(config_path: &Path, sets: &[Override]) -> Result<Vec<Prepared>> {
+    let mut cache = DataCache::default();
+    let mut prepared = vec![];
+    for r in config::load(Some(config_path), sets)? {
+        prepared.push(prepare(r, Some(config_path), &mut cache)?);
+    }
+    Ok(prepared)
+}
+
 fn first_run(config_path: &Path, sets: &[Override]) -> Result<Prepared> {
     let first = config::load(Some(config_path), sets)?
         .into_iter()
@@ -256,12 +266,7 @@ fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Pa
     if !(resolution > 0.0 && resolution <= 1.0) {
         bail!("--resolution {resolution}: expected a grid step in (0, 1]");
     }
-    let resolved = config::load(Some(config_path), sets)?;
-    let mut cache = DataCache::default();
-    let mut prepared = vec![];
-    for r in resolved {
-        prepared.push(prepare(r, Some(config_path), &mut cache)?);
-    }
+    let prepared = prepare_all(config_path, sets)?;
     let first = prepared.first().context("the config resolves to no run")?;
     let x_max = collapse::max_critical_x(first)?;
     let (study, model, dataset) = (
@@ -319,13 +324,7 @@ fn run(
     force: bool,
     print_table: bool,
 ) -> Result<()> {
-    let resolved = config::load(Some(config_path), sets)?;
-    // Validate every run of the grid before any work starts.
-    let mut cache = DataCache::default();
-    let mut prepared = vec![];
-    for r in resolved {
-        prepared.push(prepare(r, Some(config_path), &mut cache)?);
-    }
+    let prepared = prepare_all(config_path, sets)?;
     let studies: Vec<String> = {
         let mut s: Vec<String> = prepared.iter().map(|p| p.canonical.study.clone()).collect();
         s.dedup();

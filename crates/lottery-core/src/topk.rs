@@ -5,6 +5,8 @@
 //! position: the entry of the parameter earlier in name order, then the lower flat index, wins.
 //! Entries already pruned by `current` are never revived.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::density::Density;
@@ -37,10 +39,10 @@ pub fn top_k_mask(
         }
     }
     // One lookup per parameter: the flags of entries still alive (all, without `current`).
-    let alive_flags_of = |name: &str, n: usize| -> Vec<bool> {
+    let alive_flags_of = |name: &str, n: usize| -> Cow<'_, [bool]> {
         match current.and_then(|m| m.get(name)) {
-            Some(m) => m.keep.clone(),
-            None => vec![true; n],
+            Some(m) => Cow::Borrowed(&m.keep),
+            None => Cow::Owned(vec![true; n]),
         }
     };
     match scope {
@@ -61,14 +63,14 @@ pub fn top_k_mask(
             Ok(out)
         }
         Scope::Global => {
-            let alive_flags: Vec<Vec<bool>> = scores
+            let alive_flags: Vec<Cow<'_, [bool]>> = scores
                 .iter()
                 .map(|(name, t)| alive_flags_of(name, t.values.len()))
                 .collect();
-            let parts: Vec<(&Vec<f32>, &Vec<bool>)> = scores
+            let parts: Vec<(&[f32], &[bool])> = scores
                 .values()
-                .map(|t| &t.values)
-                .zip(alive_flags.iter())
+                .map(|t| t.values.as_slice())
+                .zip(alive_flags.iter().map(|a| a.as_ref()))
                 .collect();
             let total: usize = scores.values().map(|t| t.values.len()).sum();
             let keeps = select_top(&parts, density.keep_count(total));
@@ -90,7 +92,7 @@ pub fn top_k_mask(
 /// Marks the `k` best entries over the concatenation of `parts` (alive first, then higher score,
 /// then earlier position). Each alive entry is ranked by one integer key that encodes exactly that
 /// order, so the selection compares plain `u64`s in memory order.
-fn select_top(parts: &[(&Vec<f32>, &Vec<bool>)], k: usize) -> Vec<Vec<bool>> {
+fn select_top(parts: &[(&[f32], &[bool])], k: usize) -> Vec<Vec<bool>> {
     let n: usize = parts.iter().map(|(s, _)| s.len()).sum();
     let mut keep = vec![false; n];
     let mut alive: Vec<u64> = Vec::with_capacity(n);

@@ -320,6 +320,50 @@ pub fn set_values<B: Backend, M: Module<B>>(
     }
 }
 
+/// `data` (PyTorch layout, the shape of `entry`) as a tensor of `entry`'s burn layout, stored as
+/// `dtype`.
+fn upload<B: Backend>(
+    entry: &ViewEntry,
+    data: Vec<f32>,
+    device: &B::Device,
+    dtype: burn::tensor::DType,
+) -> B::FloatTensorPrimitive {
+    let shape = &entry.info.shape;
+    let (data, shape) = if entry.transposed {
+        (
+            transpose(&data, shape[0], shape[1]),
+            vec![shape[1], shape[0]],
+        )
+    } else {
+        (data, shape.clone())
+    };
+    B::float_from_data(TensorData::new(data, shape).convert_dtype(dtype), device)
+}
+
+/// Named values (PyTorch layout) as tensors in burn layout, stored as `dtype`, keyed by the ids of
+/// the parameters in `entries`. A value whose shape is not its parameter's is an error.
+pub fn device_values<B: Backend>(
+    entries: &[ViewEntry],
+    values: &ParamValues,
+    device: &B::Device,
+    dtype: burn::tensor::DType,
+) -> Result<HashMap<ParamId, B::FloatTensorPrimitive>, ViewError> {
+    let mut out = HashMap::new();
+    for e in entries {
+        if let Some(v) = values.get(&e.info.name) {
+            if v.shape != e.info.shape {
+                return Err(ViewError::Shape {
+                    name: e.info.name.clone(),
+                    given: v.shape.clone(),
+                    expected: e.info.shape.clone(),
+                });
+            }
+            out.insert(e.id, upload::<B>(e, v.values.clone(), device, dtype));
+        }
+    }
+    Ok(out)
+}
+
 /// Masks as backend tensors in burn layout, keyed by parameter id, built once per mask set.
 #[derive(Debug, Clone)]
 pub struct DeviceMasks<B: Backend> {
@@ -350,23 +394,13 @@ impl<B: Backend> DeviceMasks<B> {
         device: &B::Device,
         dtype: burn::tensor::DType,
     ) -> Self {
-        let mut masks = HashMap::new();
-        for e in entries {
-            if let Some(m) = set.get(&e.info.name) {
-                let data = m.as_f32();
-                let (data, shape) = if e.transposed {
-                    (
-                        transpose(&data, e.info.shape[0], e.info.shape[1]),
-                        vec![e.info.shape[1], e.info.shape[0]],
-                    )
-                } else {
-                    (data, e.info.shape.clone())
-                };
-                let t =
-                    B::float_from_data(TensorData::new(data, shape).convert_dtype(dtype), device);
-                masks.insert(e.id, t);
-            }
-        }
+        let masks = entries
+            .iter()
+            .filter_map(|e| {
+                let m = set.get(&e.info.name)?;
+                Some((e.id, upload::<B>(e, m.as_f32(), device, dtype)))
+            })
+            .collect();
         Self { masks }
     }
 
@@ -401,27 +435,9 @@ impl<B: Backend> DeviceMasks<B> {
         if self.masks.is_empty() {
             return module;
         }
-        let mut m = ApplyMaskAutodiff::<AB> { masks: self };
-        module.map(&mut m)
-    }
-}
-
-struct ApplyMaskAutodiff<'a, AB: burn::tensor::backend::AutodiffBackend> {
-    masks: &'a DeviceMasks<AB::InnerBackend>,
-}
-
-impl<AB: burn::tensor::backend::AutodiffBackend> ModuleMapper<AB> for ApplyMaskAutodiff<'_, AB> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
-        let Some(mask) = self.masks.get::<D>(&param.id) else {
-            return param;
-        };
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let mut masked = Tensor::<AB, D>::from_inner(tensor.inner().mul(mask));
-        if require_grad {
-            masked = masked.require_grad();
-        }
-        Param::from_mapped_value(id, masked, mapper)
+        map_inner_where::<AB, M>(module, &|id| self.masks.contains_key(id), &mut |id, t| {
+            B::float_mul(t, self.masks[id].clone())
+        })
     }
 }
 
@@ -558,7 +574,20 @@ where
     AB: burn::tensor::backend::AutodiffBackend,
     M: Module<AB>,
 {
-    let mut m = MapInner::<AB> { f };
+    map_inner_where::<AB, M>(module, &|_| true, f)
+}
+
+/// [`map_inner`] for the tensors whose id `wanted` accepts; the others are left as they are.
+fn map_inner_where<AB, M>(
+    module: M,
+    wanted: &dyn Fn(&ParamId) -> bool,
+    f: &mut dyn FnMut(&ParamId, InnerFloat<AB>) -> InnerFloat<AB>,
+) -> M
+where
+    AB: burn::tensor::backend::AutodiffBackend,
+    M: Module<AB>,
+{
+    let mut m = MapInner::<AB> { wanted, f };
     module.map(&mut m)
 }
 
@@ -567,11 +596,15 @@ pub type InnerFloat<AB> =
     <<AB as burn::tensor::backend::AutodiffBackend>::InnerBackend as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
 struct MapInner<'a, AB: burn::tensor::backend::AutodiffBackend> {
+    wanted: &'a dyn Fn(&ParamId) -> bool,
     f: &'a mut dyn FnMut(&ParamId, InnerFloat<AB>) -> InnerFloat<AB>,
 }
 
 impl<AB: burn::tensor::backend::AutodiffBackend> ModuleMapper<AB> for MapInner<'_, AB> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        if !(self.wanted)(&param.id) {
+            return param;
+        }
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let inner = tensor.inner().into_primitive().tensor();

@@ -225,16 +225,17 @@ impl ImageTask {
         .collect()
     }
 
-    /// The loss of `spec` on `model` (already masked and in `spec`'s precision), differentiated.
-    fn spec_gradients(
+    /// The loss of `spec` on `model` (already masked and in `spec`'s precision), and the number
+    /// of examples it is taken over.
+    fn spec_loss_tensor(
         &self,
         model: &ImageModel<TrainBackend>,
         spec: &LossSpec,
-        names: &[String],
-    ) -> Result<ParamValues64, PruneError> {
+    ) -> Result<(Tensor<TrainBackend, 1>, usize), PruneError> {
         let used = self.scoring_batches(spec.batches);
         let k = used.len() as f64;
         let mut total: Option<Tensor<TrainBackend, 1>> = None;
+        let mut n = 0;
         for b in used {
             let (x, y) = batch_tensors::<TrainBackend>(&b, self.data.shape, &self.device);
             let x = x.cast(dtype_of(spec.precision));
@@ -250,8 +251,20 @@ impl ImageTask {
                 Some(t) => t + loss,
                 None => loss,
             });
+            n += b.len;
         }
         let total = total.ok_or_else(|| PruneError::Target("no training batches".into()))?;
+        Ok((total, n))
+    }
+
+    /// The loss of `spec` on `model` (already masked and in `spec`'s precision), differentiated.
+    fn spec_gradients(
+        &self,
+        model: &ImageModel<TrainBackend>,
+        spec: &LossSpec,
+        names: &[String],
+    ) -> Result<ParamValues64, PruneError> {
+        let (total, _) = self.spec_loss_tensor(model, spec)?;
         let grads = GradientsParams::from_grads(total.backward(), model);
         Ok(view::gradients_f64::<TrainBackend, _>(
             model,
@@ -492,35 +505,13 @@ impl PruneTarget for ImageTask {
             Precision::F32 => 1e-3,
         };
         let eps = relative * norm(&theta).max(1.0) / v_norm;
-        let mut deltas = std::collections::HashMap::new();
-        for e in &entries {
-            if let Some(v) = vector.get(&e.info.name) {
-                if v.shape != e.info.shape {
-                    return Err(PruneError::Target(format!(
-                        "vector for {} has shape {:?}, parameter {:?}",
-                        e.info.name, v.shape, e.info.shape
-                    )));
-                }
-                let (data, shape) = if e.transposed {
-                    let (r, c) = (e.info.shape[0], e.info.shape[1]);
-                    let mut t = vec![0.0f32; v.values.len()];
-                    for i in 0..r {
-                        for j in 0..c {
-                            t[j * r + i] = v.values[i * c + j];
-                        }
-                    }
-                    (t, vec![c, r])
-                } else {
-                    (v.values.clone(), v.shape.clone())
-                };
-                let t = InnerBackend::float_from_data(
-                    burn::tensor::TensorData::new(data, shape)
-                        .convert_dtype(dtype_of(spec.precision)),
-                    &self.device,
-                );
-                deltas.insert(e.id, t);
-            }
-        }
+        let deltas = view::device_values::<InnerBackend>(
+            &entries,
+            vector,
+            &self.device,
+            dtype_of(spec.precision),
+        )
+        .map_err(|e| PruneError::Target(format!("Hessian-vector product: {e}")))?;
         let masks = self.masks_for(&base, mask, spec.precision);
         let at = |sign: f64| -> Result<ParamValues64, PruneError> {
             let moved =
@@ -618,24 +609,18 @@ impl PruneTarget for ImageTask {
 /// [`PruneTarget::loss_gradients`] differentiates), with `mask` applied. Returns the loss and the
 /// number of examples.
 pub fn spec_loss(task: &ImageTask, mask: &MaskSet, spec: &LossSpec) -> (f64, usize) {
+    let spec = LossSpec {
+        precision: Precision::F64,
+        ..*spec
+    };
     let model = task.independent_copy(Precision::F64);
     let model = task
         .masks_for(&model, mask, Precision::F64)
         .apply_autodiff::<TrainBackend, _>(model);
-    let used = task.scoring_batches(spec.batches);
-    let k = used.len() as f64;
-    let mut total = 0.0;
-    let mut n = 0;
-    for b in used {
-        let (x, y) = batch_tensors::<TrainBackend>(&b, task.data.shape, &task.device);
-        let logits = model
-            .forward_with(x.cast(DType::F64), spec.bn_mode)
-            .div_scalar(spec.temperature);
-        let (loss, _) = loss_and_correct(logits, y);
-        total += scalar_f64(loss) / k;
-        n += b.len;
-    }
-    (total, n)
+    let (loss, n) = task
+        .spec_loss_tensor(&model, &spec)
+        .expect("the task has training batches");
+    (scalar_f64(loss), n)
 }
 
 /// The value of a one-element tensor in its own precision (`into_scalar` rounds to the backend's
