@@ -1,7 +1,7 @@
 //! The results store and the analysis over it.
 //!
 //! A run is a directory `results/<study>/<run-id>/` holding `config.toml` (the resolved config),
-//! `sources.json` (where each value came from), `metrics.parquet` (long form: step, epoch, split,
+//! `sources.json` (where each value came from), `metrics.parquet` (long form: round, phase, step, epoch, split,
 //! metric, value), `layers.parquet` (parameter, shape, numel, kept, density), `masks.safetensors`
 //! and `summary.json`. It is written under a temporary name and renamed into place when complete,
 //! so the analysis never sees half a run. [`table`] aggregates the summaries of a study with polars.
@@ -10,4 +10,4 @@ pub mod store;
 pub mod table;
 
 pub use store::{LayerRow, MetricRecord, RunSummary, StoreError};
-pub use table::{TableFormat, TableOptions, render_table, study_frame};
+pub use table::{TableFormat, TableOptions, levels_frame, render_table, study_frame};

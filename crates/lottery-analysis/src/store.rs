@@ -35,20 +35,8 @@ pub enum StoreError {
     },
 }
 
-/// One metric observation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricRecord {
-    /// Optimiser steps so far.
-    pub step: u64,
-    /// Epoch (1-based; 0 before training).
-    pub epoch: u64,
-    /// `train`, `test` or `prune`.
-    pub split: String,
-    /// Metric name.
-    pub metric: String,
-    /// Value.
-    pub value: f64,
-}
+/// One metric observation (the row type of `metrics.parquet`).
+pub type MetricRecord = lottery_core::MetricRow;
 
 /// One prunable parameter of the final mask.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +121,8 @@ fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), StoreError> {
 /// Writes `metrics.parquet` (long form).
 pub fn write_metrics(path: &Path, rows: &[MetricRecord]) -> Result<(), StoreError> {
     let mut df = df!(
+        "round" => rows.iter().map(|r| r.round).collect::<Vec<_>>(),
+        "phase" => rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>(),
         "step" => rows.iter().map(|r| r.step).collect::<Vec<_>>(),
         "epoch" => rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
         "split" => rows.iter().map(|r| r.split.as_str()).collect::<Vec<_>>(),
@@ -215,6 +205,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let rows = vec![
             MetricRecord {
+                round: 0,
+                phase: "ticket".into(),
                 step: 0,
                 epoch: 0,
                 split: "test".into(),
@@ -222,6 +214,8 @@ mod tests {
                 value: 0.1,
             },
             MetricRecord {
+                round: 2,
+                phase: "reinit".into(),
                 step: 10,
                 epoch: 1,
                 split: "train".into(),
@@ -234,6 +228,11 @@ mod tests {
         let df = read_metrics(&p).unwrap();
         assert_eq!(df.height(), 2);
         assert_eq!(df.column("value").unwrap().f64().unwrap().get(1), Some(2.0));
+        assert_eq!(df.column("round").unwrap().u64().unwrap().get(1), Some(2));
+        assert_eq!(
+            df.column("phase").unwrap().str().unwrap().get(1),
+            Some("reinit")
+        );
         let p = d.path().join("layers.parquet");
         write_layers(
             &p,

@@ -2,9 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::path::Path;
+
 use polars::prelude::*;
 
-use crate::store::RunSummary;
+use crate::store::{self, RunSummary, StoreError};
 
 /// Output format of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,71 @@ pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> PolarsResult<Dat
         .collect()
 }
 
+/// The level curves of a study (IMP's accuracy-versus-density, with its controls), aggregated
+/// like [`study_frame`]: one row per (model, dataset, `method phase`, level density) with `mean`,
+/// `std` and `n` of the level's final test accuracy (times `scale`) over seeds. Reads the `level`
+/// rows of each run's `metrics.parquet` under `study_dir`.
+pub fn levels_frame(
+    study_dir: &Path,
+    runs: &[RunSummary],
+    scale: f64,
+) -> Result<DataFrame, StoreError> {
+    let mut parts = vec![];
+    for r in runs {
+        let path = study_dir.join(&r.run_id).join("metrics.parquet");
+        let df = store::read_metrics(&path)?;
+        let level = df.lazy().filter(col("split").eq(lit("level"))).select([
+            col("round"),
+            col("phase"),
+            col("metric"),
+            col("value"),
+        ]);
+        let density = level
+            .clone()
+            .filter(col("metric").eq(lit("density")))
+            .select([col("round"), col("phase"), col("value").alias("density")]);
+        let accuracy = level.filter(col("metric").eq(lit("accuracy"))).select([
+            col("round"),
+            col("phase"),
+            col("value").alias("value"),
+        ]);
+        let joined = accuracy
+            .join(
+                density,
+                [col("round"), col("phase")],
+                [col("round"), col("phase")],
+                JoinArgs::new(JoinType::Inner),
+            )
+            .with_columns([
+                lit(r.model.clone()).alias("model"),
+                lit(r.dataset.clone()).alias("dataset"),
+                (lit(format!("{} ", r.method)) + col("phase")).alias("method"),
+            ]);
+        parts.push(joined);
+    }
+    let pl = |source: PolarsError| StoreError::Polars {
+        path: study_dir.to_path_buf(),
+        source,
+    };
+    if parts.is_empty() {
+        return Err(pl(polars_err!(NoData: "no runs")));
+    }
+    concat(parts, UnionArgs::default())
+        .map_err(pl)?
+        .group_by([col("model"), col("dataset"), col("method"), col("density")])
+        .agg([
+            (col("value") * lit(scale)).mean().alias("mean"),
+            (col("value") * lit(scale)).std(1).alias("std"),
+            col("value").count().cast(DataType::UInt32).alias("n"),
+        ])
+        .sort_by_exprs(
+            [col("model"), col("dataset"), col("method"), col("density")],
+            SortMultipleOptions::default().with_order_descending_multi([false, false, false, true]),
+        )
+        .collect()
+        .map_err(pl)
+}
+
 /// Renders the aggregated frame as a method × density table.
 pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> PolarsResult<String> {
     let method = frame.column("method")?.str()?;
@@ -134,7 +201,7 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
     };
     let header_density = |c: &u64| {
         let d = f64::from_bits(*c);
-        format!("{}% (10^{:.2})", trim(d * 100.0), -d.log10())
+        format!("{}% (10^{:.2})", trim(d * 100.0), -d.log10() + 0.0)
     };
     let mut out = String::new();
     match format {
@@ -280,5 +347,54 @@ mod tests {
         assert!(csv.starts_with("method,density,mean,std,n\n"));
         let tex = render_table(&f, TableFormat::Latex, "t").unwrap();
         assert!(tex.contains("\\textbf{85.00 $\\pm$ 7.07}"), "{tex}");
+    }
+
+    #[test]
+    fn level_curves_average_each_level_and_phase_over_seeds() {
+        let d = tempfile::tempdir().unwrap();
+        let row = |round, phase: &str, metric: &str, value| crate::MetricRecord {
+            round,
+            phase: phase.into(),
+            step: 0,
+            epoch: 0,
+            split: "level".into(),
+            metric: metric.into(),
+            value,
+        };
+        let mut runs = vec![];
+        for (seed, acc) in [(0, 0.9), (1, 0.8)] {
+            let r = run("imp", 0.5, seed, acc);
+            let dir = d.path().join(&r.run_id);
+            std::fs::create_dir_all(&dir).unwrap();
+            let rows = vec![
+                row(0, "ticket", "density", 1.0),
+                row(0, "ticket", "accuracy", acc),
+                row(1, "ticket", "density", 0.5),
+                row(1, "ticket", "accuracy", acc - 0.1),
+                row(1, "reinit", "density", 0.5),
+                row(1, "reinit", "accuracy", 0.5),
+                crate::MetricRecord {
+                    split: "test".into(),
+                    ..row(1, "ticket", "accuracy", 0.0)
+                },
+            ];
+            store::write_metrics(&dir.join("metrics.parquet"), &rows).unwrap();
+            runs.push(r);
+        }
+        let f = levels_frame(d.path(), &runs, 100.0).unwrap();
+        assert_eq!(f.height(), 3);
+        let method = f.column("method").unwrap().str().unwrap();
+        let density = f.column("density").unwrap().f64().unwrap();
+        let mean = f.column("mean").unwrap().f64().unwrap();
+        let n = f.column("n").unwrap().u32().unwrap();
+        // Sorted by label, then decreasing density.
+        assert_eq!(method.get(0), Some("imp reinit"));
+        assert_eq!(
+            (density.get(1), method.get(1)),
+            (Some(1.0), Some("imp ticket"))
+        );
+        assert!((mean.get(1).unwrap() - 85.0).abs() < 1e-9);
+        assert_eq!((density.get(2), n.get(2)), (Some(0.5), Some(2)));
+        assert!((mean.get(2).unwrap() - 75.0).abs() < 1e-9);
     }
 }

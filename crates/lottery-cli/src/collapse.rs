@@ -76,6 +76,7 @@ pub fn critical_compression(
                     },
                     seed: p.canonical.seed,
                     progress: ProgressBar::hidden(),
+                    work_dir: None,
                 };
                 Ok(pruner.prune(&mut ctx)?)
             }

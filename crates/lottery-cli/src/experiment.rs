@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use lottery_analysis::store::{self, LayerRow, MetricRecord, RunSummary, StoreError};
+use lottery_analysis::store::{self, LayerRow, RunSummary, StoreError};
 use lottery_core::backend::{TrainBackend, backend_name, default_device};
 use lottery_core::config::{ResolvedConfig, RunConfig};
 use lottery_core::error::{ConfigError, ConfigErrorKind};
@@ -241,6 +241,12 @@ pub fn run_dir(results: &Path, cfg: &RunConfig, run_id: &str) -> PathBuf {
     results.join(&cfg.study).join(run_id)
 }
 
+/// The directory where an unfinished run keeps its method's progress (hidden beside the run
+/// directories, never read by tables, removed once the run is recorded).
+pub fn work_dir(results: &Path, cfg: &RunConfig, run_id: &str) -> PathBuf {
+    results.join(&cfg.study).join(format!(".{run_id}.work"))
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
@@ -267,6 +273,7 @@ pub fn execute(
     }
     let goal = cfg.goal()?;
     let mut task = task_of(&p).with_progress(bar.clone());
+    let work_dir = work_dir(results, &cfg, &p.run_id);
 
     bar.set_message(format!("{} pruning", p.method.name));
     let t0 = Instant::now();
@@ -277,6 +284,7 @@ pub fn execute(
             goal: goal.clone(),
             seed: cfg.seed,
             progress: bar.clone(),
+            work_dir: Some(work_dir.clone()),
         };
         let expected = ctx.dense_mask();
         let mask = pruner.prune(&mut ctx)?;
@@ -286,7 +294,7 @@ pub fn execute(
     let prune_seconds = t0.elapsed().as_secs_f64();
 
     task.record("prune", "density", mask.density());
-    let (init_loss, init_acc) = task.evaluate(&mask);
+    let (init_loss, init_acc) = ImageTask::evaluate(&task, &mask);
     task.record("test", "loss", init_loss);
     task.record("test", "accuracy", init_acc);
 
@@ -296,7 +304,9 @@ pub fn execute(
     ));
     let t1 = Instant::now();
     let mut last = (init_loss, init_acc);
-    task.train(&mask, cfg.train.epochs, &mut |r| {
+    // To the end of the run's schedule: a method that rewound to step k continues from there.
+    let end = task.clock().run_steps;
+    task.train_until(&mask, end, &mut |r| {
         last = (
             r.test_loss.unwrap_or(f64::NAN),
             r.test_accuracy.unwrap_or(f64::NAN),
@@ -310,6 +320,8 @@ pub fn execute(
     })?;
     let train_seconds = t1.elapsed().as_secs_f64();
     check_pruned_are_zero(&task, &mask)?;
+    task.record("level", "density", mask.density());
+    task.record("level", "accuracy", last.1);
 
     let (git_commit, git_dirty) = git_state();
     let summary = RunSummary {
@@ -336,6 +348,9 @@ pub fn execute(
         lottery_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     write_run(&dir, &p.resolved, &cfg, &summary, &task, &mask)?;
+    if work_dir.exists() {
+        std::fs::remove_dir_all(&work_dir).map_err(io(&work_dir))?;
+    }
     Ok(RunOutcome {
         dir,
         summary,
@@ -380,6 +395,7 @@ pub fn initial_scores(p: &Prepared) -> Result<ParamValues, RunError> {
         goal: p.canonical.goal()?,
         seed: p.canonical.seed,
         progress: ProgressBar::hidden(),
+        work_dir: None,
     };
     let dense = ctx.dense_mask();
     let scorer = pruner.scorer().ok_or_else(|| {
@@ -477,18 +493,7 @@ fn write_run(
     std::fs::write(tmp.join("config.toml"), config_text).map_err(io(&tmp))?;
     let sources = serde_json::to_string_pretty(&resolved.sources).expect("json");
     std::fs::write(tmp.join("sources.json"), sources).map_err(io(&tmp))?;
-    let rows: Vec<MetricRecord> = task
-        .metrics()
-        .iter()
-        .map(|m| MetricRecord {
-            step: m.step,
-            epoch: m.epoch,
-            split: m.split.clone(),
-            metric: m.metric.clone(),
-            value: m.value,
-        })
-        .collect();
-    store::write_metrics(&tmp.join("metrics.parquet"), &rows)?;
+    store::write_metrics(&tmp.join("metrics.parquet"), task.metrics())?;
     let layers: Vec<LayerRow> = mask
         .layers()
         .into_iter()

@@ -4,6 +4,8 @@
 
 pub mod collapse;
 pub mod experiment;
-pub mod weights;
+
+/// Weight files exchanged with PyTorch (they live in the core, where methods save theirs too).
+pub use lottery_core::weights;
 
 pub use experiment::{DataCache, Prepared, RunError, RunOutcome, execute, prepare};

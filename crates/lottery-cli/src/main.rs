@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use lottery_analysis::{TableFormat, TableOptions, render_table, store, study_frame};
+use lottery_analysis::{TableFormat, TableOptions, levels_frame, render_table, store, study_frame};
 use lottery_cli::collapse;
 use lottery_cli::experiment::{
     DataCache, Prepared, RunError, execute, initial_scores, prepare, write_weights,
@@ -71,6 +71,10 @@ enum Command {
         /// Summary field to aggregate.
         #[arg(long, default_value = "test_accuracy")]
         metric: String,
+        /// Tabulate the accuracy of every level of the runs instead (IMP's accuracy-versus-density
+        /// curve, one row per method and phase: the ticket and its controls).
+        #[arg(long)]
+        levels: bool,
     },
     /// Layer table of a run's masks: shape, density per layer, collapsed layers.
     Inspect {
@@ -199,8 +203,9 @@ fn dispatch(cmd: Command) -> Result<()> {
             results,
             format,
             metric,
+            levels,
         } => {
-            let text = table(&results, &study, format, &metric)?;
+            let text = table(&results, &study, format, &metric, levels)?;
             print!("{text}");
             Ok(())
         }
@@ -384,14 +389,20 @@ fn run(
         for study in studies {
             print!(
                 "{}",
-                table(results, &study, Format::Markdown, "test_accuracy")?
+                table(results, &study, Format::Markdown, "test_accuracy", false)?
             );
         }
     }
     Ok(())
 }
 
-fn table(results: &Path, study: &str, format: Format, metric: &str) -> Result<String> {
+fn table(
+    results: &Path,
+    study: &str,
+    format: Format,
+    metric: &str,
+    levels: bool,
+) -> Result<String> {
     let runs = store::finished_runs(&results.join(study))?;
     if runs.is_empty() {
         bail!("no finished runs under {}", results.join(study).display());
@@ -404,7 +415,12 @@ fn table(results: &Path, study: &str, format: Format, metric: &str) -> Result<St
             1.0
         },
     };
-    let frame = study_frame(&runs, &opts)?;
+    let (frame, metric) = if levels {
+        let frame = levels_frame(&results.join(study), &runs, 100.0)?;
+        (frame, "levels")
+    } else {
+        (study_frame(&runs, &opts)?, metric)
+    };
     let (fmt, ext) = match format {
         Format::Markdown => (TableFormat::Markdown, "md"),
         Format::Csv => (TableFormat::Csv, "csv"),

@@ -343,3 +343,47 @@ fn collapse_finds_a_critical_compression_per_method() {
     );
     assert!(table.contains("Maximal critical compression"), "{table}");
 }
+
+#[test]
+fn imp_run_records_its_levels_and_controls_and_cleans_its_work_dir() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "imp.toml",
+        "[methods.imp]\nrate = 0.5\ncontrols = [\"reinit\", \"random-mask\"]\n",
+    );
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "prune.method=imp",
+            "--set",
+            "prune.density=0.25",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let study = d.path().join("results/t");
+    let entries: Vec<String> = std::fs::read_dir(&study)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries.len(), 1, "one run, no work dir left: {entries:?}");
+    let o = lottery(d.path(), &["table", "t", "--levels"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    // Levels 1 (dense), 0.5 and 0.25; controls at the pruned levels only.
+    for row in [
+        "| imp ticket |",
+        "| imp reinit | – |",
+        "| imp random-mask | – |",
+    ] {
+        assert!(table.contains(row), "{row} in\n{table}");
+    }
+    assert!(
+        table.contains("| 100% (10^0.00) | 50% (10^0.30) | 25% (10^0.60) |"),
+        "{table}"
+    );
+    assert!(d.path().join("results/tables/t.levels.md").exists());
+}

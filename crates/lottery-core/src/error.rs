@@ -103,4 +103,12 @@ pub enum PruneError {
     /// The result missed its contract (a wrong count, a shape mismatch).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Saving or reading a method's progress in the run's work directory failed.
+    #[error("{}: {why}", path.display())]
+    Progress {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
 }

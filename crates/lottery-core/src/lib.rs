@@ -16,14 +16,15 @@ pub mod registry;
 pub mod scores;
 pub mod tensorfile;
 pub mod topk;
+pub mod weights;
 
 pub use density::Density;
 pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};
 pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
 pub use plugin::{
-    BnMode, LossSpec, PathFlow, Precision, PruneContext, PruneGoal, PruneTarget, Pruner,
-    PrunerEntry, PrunerOptions, Scorer,
+    BnMode, LossSpec, MetricRow, PathFlow, Precision, PruneContext, PruneGoal, PruneTarget, Pruner,
+    PrunerEntry, PrunerOptions, Scorer, TrainClock,
 };
 pub use topk::Scope;
 

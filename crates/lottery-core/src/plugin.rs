@@ -14,8 +14,10 @@
 //!   read weights through [`PruneTarget::values`], gradients through [`PruneTarget::loss_gradients`],
 //!   GraSP's Hessian-gradient product through [`PruneTarget::loss_hessian_vector`] and SynFlow's
 //!   |θ|-network gradient through [`PruneTarget::path_flow`]: named values in, named values out.
-//! - **Training in the loop** (IMP, Early-Bird) call [`PruneTarget::train`] between prunes and
-//!   [`PruneTarget::set_values`] to rewind survivors to θ₀ or θ_k; Early-Bird reads BN scales (kind
+//! - **Training in the loop** (IMP, Early-Bird) call [`PruneTarget::train_until`] between prunes
+//!   and [`PruneTarget::rewind`] to send survivors back to θ₀ or θ_k (weights *and* the training
+//!   clock); they tag what they record with [`PruneTarget::set_phase`] and keep their progress in
+//!   [`PruneContext::work_dir`] so that an interrupted run resumes; Early-Bird reads BN scales (kind
 //!   [`ParamKind::Norm`](crate::params::ParamKind)) after each epoch through the `on_epoch` hook and
 //!   returns channel masks expanded over the weights they gate.
 //! - **Trainable scores with frozen weights** (Gem-Miner) need a forward that multiplies weights by the
@@ -26,6 +28,7 @@
 //!   mask over a parameter-like entry (`graph.adjacency`) of kind `Other`.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 use serde::{Serialize, de::DeserializeOwned};
@@ -53,6 +56,37 @@ pub struct EpochReport {
     pub test_accuracy: Option<f64>,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
+}
+
+/// One metric observation of a run, the long form of `metrics.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct MetricRow {
+    /// Pruning round (IMP's level; 0 for one-shot methods).
+    pub round: u64,
+    /// What was being trained: `ticket`, or a control (`reinit`, `random-mask`).
+    pub phase: String,
+    /// Optimiser steps so far.
+    pub step: u64,
+    /// Epoch (1-based; 0 before training).
+    pub epoch: u64,
+    /// `train`, `test`, `prune`, or `level` (one row per round and phase: its density and final
+    /// test accuracy).
+    pub split: String,
+    /// `loss`, `accuracy`, `lr`, `density`, ...
+    pub metric: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// Where a target's training stands: the step its schedule and data order continue from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainClock {
+    /// Optimiser steps taken (the position in the schedule).
+    pub step: usize,
+    /// Optimiser steps in one epoch.
+    pub steps_per_epoch: usize,
+    /// Steps of the run's whole training schedule (`train.epochs` epochs).
+    pub run_steps: usize,
 }
 
 /// Which statistics batch norm uses while a method scores, as PyTorch's `model.train()` and
@@ -150,14 +184,46 @@ pub trait PruneTarget {
         mask: &MaskSet,
         precision: Precision,
     ) -> Result<PathFlow, PruneError>;
-    /// Trains the masked network for `epochs` epochs with the run's optimiser and schedule; pruned
-    /// weights stay exactly zero. Calls `on_epoch` after each epoch.
+    /// The training clock.
+    fn clock(&self) -> TrainClock;
+    /// Trains the masked network with the run's optimiser (fresh state) and schedule from the
+    /// clock's step until it reads `end_step`; pruned weights stay exactly zero. A start inside an
+    /// epoch continues that epoch's data order where step left it. Calls `on_epoch` after each
+    /// completed epoch.
+    fn train_until(
+        &mut self,
+        mask: &MaskSet,
+        end_step: usize,
+        on_epoch: &mut dyn FnMut(&EpochReport),
+    ) -> Result<(), PruneError>;
+    /// Trains until the end of the `epochs`-th epoch from now (an epoch already begun counts as
+    /// one); see [`PruneTarget::train_until`].
     fn train(
         &mut self,
         mask: &MaskSet,
         epochs: usize,
         on_epoch: &mut dyn FnMut(&EpochReport),
-    ) -> Result<(), PruneError>;
+    ) -> Result<(), PruneError> {
+        let c = self.clock();
+        let spe = c.steps_per_epoch.max(1);
+        self.train_until(mask, (c.step / spe + epochs) * spe, on_epoch)
+    }
+    /// Rewinds: overwrites the named values and sets the clock to `step`, so that the schedule and
+    /// the data order continue from there (θ₀ at step 0, or θ_k at step k).
+    fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError>;
+    /// Test loss and accuracy of the masked network (batch norm in eval mode).
+    fn evaluate(&mut self, mask: &MaskSet) -> Result<(f64, f64), PruneError>;
+    /// Every parameter and buffer as a fresh initialisation with `seed` would set them (the
+    /// random re-initialisation control).
+    fn fresh_values(&self, seed: u64) -> ParamValues;
+    /// Tags the metric rows recorded from now on with a round and a phase.
+    fn set_phase(&mut self, round: usize, phase: &str);
+    /// Records one metric at the current clock, round and phase.
+    fn record(&mut self, split: &str, metric: &str, value: f64);
+    /// Every metric row recorded so far.
+    fn metrics(&self) -> Vec<MetricRow>;
+    /// Replaces the recorded rows (a method resuming from its saved progress).
+    fn restore_metrics(&mut self, rows: Vec<MetricRow>);
 }
 
 /// How the density moves from 1 to the target over the iterations of [`iterative_prune`].
@@ -196,6 +262,10 @@ pub struct PruneContext<'a> {
     pub seed: u64,
     /// Progress of the pruning (hidden in tests).
     pub progress: ProgressBar,
+    /// A directory private to this run that survives an interruption and is removed once the run
+    /// is recorded: a method that trains saves its progress here and resumes from it. None: no
+    /// resumption (tests, scoring).
+    pub work_dir: Option<PathBuf>,
 }
 
 impl PruneContext<'_> {

@@ -51,6 +51,18 @@ pub fn serialize(
     out
 }
 
+/// The `__metadata__` map of a safetensors file (empty when it has none).
+pub fn metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    Ok(header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +99,6 @@ mod tests {
         assert_eq!(st.tensor("a").unwrap().data(), &2.5f32.to_le_bytes());
         let (_, m) = SafeTensors::read_metadata(&bytes).unwrap();
         assert_eq!(m.metadata().as_ref().unwrap()["z"], "1");
+        assert_eq!(metadata(&bytes).unwrap(), meta);
     }
 }

@@ -33,23 +33,12 @@ pub fn top_k_mask(
     scope: Scope,
     current: Option<&MaskSet>,
 ) -> Result<MaskSet, PruneError> {
-    for (name, t) in scores {
-        if let Some(i) = t.values.iter().position(|v| v.is_nan()) {
-            return Err(PruneError::Internal(format!("score of {name}[{i}] is NaN")));
-        }
-    }
-    // One lookup per parameter: the flags of entries still alive (all, without `current`).
-    let alive_flags_of = |name: &str, n: usize| -> Cow<'_, [bool]> {
-        match current.and_then(|m| m.get(name)) {
-            Some(m) => Cow::Borrowed(&m.keep),
-            None => Cow::Owned(vec![true; n]),
-        }
-    };
+    check_no_nan(scores)?;
     match scope {
         Scope::Layerwise => {
             let mut out = MaskSet::new();
             for (name, t) in scores {
-                let alive_flags = alive_flags_of(name, t.values.len());
+                let alive_flags = alive_flags_of(current, name, t.values.len());
                 let k = density.keep_count(t.values.len());
                 let keep = select_top(&[(&t.values, &alive_flags)], k);
                 out.insert(
@@ -63,29 +52,58 @@ pub fn top_k_mask(
             Ok(out)
         }
         Scope::Global => {
-            let alive_flags: Vec<Cow<'_, [bool]>> = scores
-                .iter()
-                .map(|(name, t)| alive_flags_of(name, t.values.len()))
-                .collect();
-            let parts: Vec<(&[f32], &[bool])> = scores
-                .values()
-                .map(|t| t.values.as_slice())
-                .zip(alive_flags.iter().map(|a| a.as_ref()))
-                .collect();
             let total: usize = scores.values().map(|t| t.values.len()).sum();
-            let keeps = select_top(&parts, density.keep_count(total));
-            let mut out = MaskSet::new();
-            for ((name, t), keep) in scores.iter().zip(keeps) {
-                out.insert(
-                    name.clone(),
-                    Mask {
-                        shape: t.shape.clone(),
-                        keep,
-                    },
-                );
-            }
-            Ok(out)
+            top_k_count(scores, density.keep_count(total), current)
         }
+    }
+}
+
+/// Keeps exactly the `k` highest-scoring entries over all of `scores` (one global threshold),
+/// for methods that count per group themselves (IMP's own rate for the output layer). `current`,
+/// when given, marks entries already pruned; they are never revived unless `k` exceeds the alive.
+pub fn top_k_count(
+    scores: &ParamValues,
+    k: usize,
+    current: Option<&MaskSet>,
+) -> Result<MaskSet, PruneError> {
+    check_no_nan(scores)?;
+    let alive_flags: Vec<Cow<'_, [bool]>> = scores
+        .iter()
+        .map(|(name, t)| alive_flags_of(current, name, t.values.len()))
+        .collect();
+    let parts: Vec<(&[f32], &[bool])> = scores
+        .values()
+        .map(|t| t.values.as_slice())
+        .zip(alive_flags.iter().map(|a| a.as_ref()))
+        .collect();
+    let keeps = select_top(&parts, k);
+    let mut out = MaskSet::new();
+    for ((name, t), keep) in scores.iter().zip(keeps) {
+        out.insert(
+            name.clone(),
+            Mask {
+                shape: t.shape.clone(),
+                keep,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn check_no_nan(scores: &ParamValues) -> Result<(), PruneError> {
+    for (name, t) in scores {
+        if let Some(i) = t.values.iter().position(|v| v.is_nan()) {
+            return Err(PruneError::Internal(format!("score of {name}[{i}] is NaN")));
+        }
+    }
+    Ok(())
+}
+
+/// The flags of entries still alive in `name` (all of them without `current`).
+fn alive_flags_of<'a>(current: Option<&'a MaskSet>, name: &str, n: usize) -> Cow<'a, [bool]> {
+    match current.and_then(|m| m.get(name)) {
+        Some(m) => Cow::Borrowed(&m.keep),
+        None => Cow::Owned(vec![true; n]),
     }
 }
 

@@ -59,6 +59,7 @@ fn main() {
             },
             seed: 0,
             progress: ProgressBar::hidden(),
+            work_dir: None,
         };
         let t = Instant::now();
         let mask = pruner.prune(&mut ctx).expect("synflow prunes");

@@ -56,6 +56,7 @@ fn prune(t: &mut ImageTask, method: &str, density: f64, scope: Scope, rounds: us
         goal: goal(density, scope, rounds),
         seed: 1,
         progress: ProgressBar::hidden(),
+        work_dir: None,
     };
     pruner.prune(&mut ctx).unwrap()
 }
@@ -154,6 +155,7 @@ fn snip_scores_are_the_normalised_gradient_times_weight_by_hand() {
         goal: goal(0.5, Scope::Global, 1),
         seed: 1,
         progress: ProgressBar::hidden(),
+        work_dir: None,
     };
     let dense = ctx.dense_mask();
     let scores = pruner.scorer().unwrap().score(&mut ctx, &dense, 1).unwrap();

@@ -12,32 +12,19 @@ use burn::tensor::DType;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::ops::FloatTensorOps;
 use indicatif::ProgressBar;
+pub use lottery_core::MetricRow;
 use lottery_core::backend::{Backend as InnerBackend, TrainBackend};
 use lottery_core::config::{OptimizerKind, TrainSection};
 use lottery_core::plugin::EpochReport;
 use lottery_core::{
-    BnMode, LossSpec, MaskSet, ParamInfo, ParamValues, PathFlow, Precision, PruneError, PruneTarget,
+    BnMode, LossSpec, MaskSet, ParamInfo, ParamValues, PathFlow, Precision, PruneError,
+    PruneTarget, TrainClock,
 };
 use lottery_data::{Batch, ImageDataset, ImageShape, batches};
 use lottery_models::view::{ParamValues64, map_inner, to_f32};
 use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, view};
 
 use crate::schedule::lr_at;
-
-/// One metric observation, in the long form of `metrics.parquet`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricRow {
-    /// Optimiser steps so far.
-    pub step: u64,
-    /// Epoch (1-based; 0 before training).
-    pub epoch: u64,
-    /// `train` or `test`.
-    pub split: String,
-    /// `loss`, `accuracy`, `lr`, `density`.
-    pub metric: String,
-    /// Value.
-    pub value: f64,
-}
 
 /// Weights saved at chosen optimiser steps (0 is θ₀): the rewind points of IMP.
 pub type Checkpoints = BTreeMap<usize, ParamValues>;
@@ -62,6 +49,8 @@ pub struct ImageTask {
     device: TrainDevice,
     step: usize,
     epochs_done: usize,
+    round: usize,
+    phase: String,
     checkpoints: Checkpoints,
     metrics: Vec<MetricRow>,
     progress: ProgressBar,
@@ -92,6 +81,8 @@ impl ImageTask {
             device,
             step: 0,
             epochs_done: 0,
+            round: 0,
+            phase: "ticket".into(),
             checkpoints: Checkpoints::new(),
             metrics: vec![],
             progress: ProgressBar::hidden(),
@@ -123,6 +114,8 @@ impl ImageTask {
     /// Records a metric at the current step.
     pub fn record(&mut self, split: &str, metric: &str, value: f64) {
         self.metrics.push(MetricRow {
+            round: self.round as u64,
+            phase: self.phase.clone(),
             step: self.step as u64,
             epoch: self.epochs_done as u64,
             split: split.into(),
@@ -332,22 +325,26 @@ impl ImageTask {
         &mut self,
         mut optim: O,
         mask: &MaskSet,
-        epochs: usize,
+        end_step: usize,
         on_epoch: &mut dyn FnMut(&EpochReport),
     ) {
         self.linearized = None;
         let masks = self.train_masks(mask);
         self.model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
         let shape = self.data.shape;
-        let steps_per_epoch = self.data.train.len().div_ceil(self.batch_size);
-        self.progress.set_length((epochs * steps_per_epoch) as u64);
+        let steps_per_epoch = self.steps_per_epoch();
+        self.progress
+            .set_length(end_step.saturating_sub(self.step) as u64);
         self.progress.set_position(0);
         if self.train_cfg.checkpoints.contains(&self.step) {
             let v = self.all_values();
             self.checkpoints.insert(self.step, v);
         }
-        for _ in 0..epochs {
-            let epoch = self.epochs_done;
+        while self.step < end_step {
+            let epoch = self.step / steps_per_epoch;
+            // A start inside an epoch (a rewind to step k) continues that epoch's data order.
+            let skip = self.step - epoch * steps_per_epoch;
+            let take = (end_step - self.step).min(steps_per_epoch - skip);
             let mut loss_sum = 0.0;
             let mut correct = 0usize;
             let mut seen = 0usize;
@@ -358,7 +355,11 @@ impl ImageTask {
                 self.batch_size,
                 Some((self.seed, epoch as u64)),
                 self.augment,
-            ) {
+            )
+            .into_iter()
+            .skip(skip)
+            .take(take)
+            {
                 lr = lr_at(&self.train_cfg, self.step, steps_per_epoch);
                 let (x, y) = batch_tensors::<TrainBackend>(&b, shape, &self.device);
                 let logits = self.model.forward(x);
@@ -379,8 +380,11 @@ impl ImageTask {
                     self.checkpoints.insert(self.step, v);
                 }
             }
-            self.epochs_done += 1;
-            let (test_loss, test_acc) = self.evaluate(mask);
+            self.epochs_done = self.step / steps_per_epoch;
+            if !self.step.is_multiple_of(steps_per_epoch) {
+                break; // stopped inside an epoch: no epoch report
+            }
+            let (test_loss, test_acc) = ImageTask::evaluate(self, mask);
             let report = EpochReport {
                 epoch: self.epochs_done,
                 step: self.step,
@@ -403,6 +407,11 @@ impl ImageTask {
             );
             on_epoch(&report);
         }
+    }
+
+    /// Optimiser steps in one epoch (the last batch may be short).
+    fn steps_per_epoch(&self) -> usize {
+        self.data.train.len().div_ceil(self.batch_size).max(1)
     }
 }
 
@@ -572,10 +581,19 @@ impl PruneTarget for ImageTask {
         })
     }
 
-    fn train(
+    fn clock(&self) -> TrainClock {
+        let steps_per_epoch = self.steps_per_epoch();
+        TrainClock {
+            step: self.step,
+            steps_per_epoch,
+            run_steps: self.train_cfg.epochs * steps_per_epoch,
+        }
+    }
+
+    fn train_until(
         &mut self,
         mask: &MaskSet,
-        epochs: usize,
+        end_step: usize,
         on_epoch: &mut dyn FnMut(&EpochReport),
     ) -> Result<(), PruneError> {
         let c = &self.train_cfg;
@@ -591,17 +609,55 @@ impl PruneTarget for ImageTask {
                     .with_momentum(momentum)
                     .with_weight_decay(wd)
                     .init();
-                self.train_with(optim, mask, epochs, on_epoch);
+                self.train_with(optim, mask, end_step, on_epoch);
             }
             OptimizerKind::Adam => {
                 let optim = AdamConfig::new()
                     .with_epsilon(1e-8)
                     .with_weight_decay(wd)
                     .init();
-                self.train_with(optim, mask, epochs, on_epoch);
+                self.train_with(optim, mask, end_step, on_epoch);
             }
         }
         Ok(())
+    }
+
+    fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {
+        self.set_values(values)?;
+        self.step = step;
+        self.epochs_done = step / self.steps_per_epoch();
+        Ok(())
+    }
+
+    fn evaluate(&mut self, mask: &MaskSet) -> Result<(f64, f64), PruneError> {
+        Ok(ImageTask::evaluate(self, mask))
+    }
+
+    fn fresh_values(&self, seed: u64) -> ParamValues {
+        self.params()
+            .into_iter()
+            .map(|p| {
+                let v = lottery_models::init::initial_value(seed, &p.name, p.kind, &p.shape);
+                (p.name, v)
+            })
+            .collect()
+    }
+
+    fn set_phase(&mut self, round: usize, phase: &str) {
+        self.round = round;
+        self.phase = phase.to_string();
+    }
+
+    fn record(&mut self, split: &str, metric: &str, value: f64) {
+        ImageTask::record(self, split, metric, value);
+    }
+
+    fn metrics(&self) -> Vec<MetricRow> {
+        ImageTask::metrics(self).to_vec()
+    }
+
+    fn restore_metrics(&mut self, rows: Vec<MetricRow>) {
+        self.metrics = rows;
     }
 }
 

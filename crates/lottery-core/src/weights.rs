@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lottery_core::tensorfile::{self, RawTensor};
-use lottery_core::{FlatTensor, ParamValues};
+use crate::tensorfile::{self, RawTensor};
+use crate::{FlatTensor, ParamValues};
 use safetensors::{Dtype, SafeTensors};
 
 /// Errors reading a weight file, naming the file and the tensor.
