@@ -10,4 +10,6 @@ pub mod store;
 pub mod table;
 
 pub use store::{LayerRow, MetricRecord, RunSummary, StoreError};
-pub use table::{TableFormat, TableOptions, levels_frame, render_table, study_frame};
+pub use table::{
+    TableFormat, TableOptions, levels_frame, recorded_frame, render_table, study_frame,
+};

@@ -60,13 +60,60 @@ pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> PolarsResult<Dat
                 .ok_or_else(|| polars_err!(ColumnNotFound: "unknown metric `{}`", opts.metric))
         })
         .collect::<PolarsResult<_>>()?;
+    aggregate(runs, &values, opts.scale)
+}
+
+/// [`study_frame`] of a metric recorded in the runs' `metrics.parquet` rather than their summary:
+/// `split/metric` (e.g. `early-bird/drawn-epoch`), the last row of that split and metric of each
+/// run (round 0 first, then later rounds). Runs without such a row are left out.
+pub fn recorded_frame(
+    study_dir: &Path,
+    runs: &[RunSummary],
+    split_metric: &str,
+    scale: f64,
+) -> Result<DataFrame, StoreError> {
+    let pl = |source: PolarsError| StoreError::Polars {
+        path: study_dir.to_path_buf(),
+        source,
+    };
+    let (split, metric) = split_metric
+        .split_once('/')
+        .ok_or_else(|| pl(polars_err!(ColumnNotFound: "`{split_metric}` is not split/metric")))?;
+    let mut kept = vec![];
+    let mut values = vec![];
+    for r in runs {
+        let path = study_dir.join(&r.run_id).join("metrics.parquet");
+        let df = store::read_metrics(&path)?
+            .lazy()
+            .filter(
+                col("split")
+                    .eq(lit(split))
+                    .and(col("metric").eq(lit(metric))),
+            )
+            .select([col("value")])
+            .collect()
+            .map_err(pl)?;
+        let column = df.column("value").map_err(pl)?.f64().map_err(pl)?;
+        if let Some(v) = column.iter().flatten().last() {
+            kept.push(r.clone());
+            values.push(v);
+        }
+    }
+    if kept.is_empty() {
+        return Err(pl(polars_err!(NoData: "no run recorded {split_metric}")));
+    }
+    aggregate(&kept, &values, scale).map_err(pl)
+}
+
+/// One row per (model, dataset, method, density) of `values` (one per run) times `scale`.
+fn aggregate(runs: &[RunSummary], values: &[f64], scale: f64) -> PolarsResult<DataFrame> {
     let df = df!(
         "model" => runs.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
         "dataset" => runs.iter().map(|r| r.dataset.as_str()).collect::<Vec<_>>(),
         "method" => runs.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
         "density" => runs.iter().map(|r| r.density_requested).collect::<Vec<_>>(),
         "seed" => runs.iter().map(|r| r.seed).collect::<Vec<_>>(),
-        "value" => values.iter().map(|v| v * opts.scale).collect::<Vec<_>>(),
+        "value" => values.iter().map(|v| v * scale).collect::<Vec<_>>(),
     )?;
     df.lazy()
         .group_by([col("model"), col("dataset"), col("method"), col("density")])

@@ -15,7 +15,7 @@ use lottery_analysis::store::{self, LayerRow, RunSummary, StoreError};
 use lottery_core::backend::{TrainBackend, backend_name, default_device};
 use lottery_core::config::{ResolvedConfig, RunConfig};
 use lottery_core::error::{ConfigError, ConfigErrorKind};
-use lottery_core::plugin::{PrunerEntry, find_pruner};
+use lottery_core::plugin::{DensityOf, PrunerEntry, find_pruner};
 use lottery_core::{MaskSet, ParamValues, PruneContext, PruneError, PruneTarget, Scope};
 use lottery_data::{DataError, ImageDataset, find_dataset};
 use lottery_models::{ImageModel, InputShape, find_model, view};
@@ -288,7 +288,7 @@ pub fn execute(
         };
         let expected = ctx.dense_mask();
         let mask = pruner.prune(&mut ctx)?;
-        check_mask(&mask, &expected, &goal)?;
+        check_mask(&mask, &expected, &goal, p.method.density_of)?;
         mask
     };
     let prune_seconds = t0.elapsed().as_secs_f64();
@@ -413,6 +413,7 @@ fn check_mask(
     mask: &MaskSet,
     expected: &MaskSet,
     goal: &lottery_core::PruneGoal,
+    density_of: DensityOf,
 ) -> Result<(), PruneError> {
     let names: Vec<&String> = mask.iter().map(|(n, _)| n).collect();
     let want: Vec<&String> = expected.iter().map(|(n, _)| n).collect();
@@ -420,6 +421,10 @@ fn check_mask(
         return Err(PruneError::Internal(format!(
             "mask covers {names:?}, the prunable parameters are {want:?}"
         )));
+    }
+    if density_of == DensityOf::Channels {
+        // The method keeps its share of channels exactly; the weight count follows from them.
+        return Ok(());
     }
     let want_kept: usize = match goal.scope {
         Scope::Global => goal.density.keep_count(expected.numel()),

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use lottery_analysis::{TableFormat, TableOptions, levels_frame, render_table, store, study_frame};
+use lottery_analysis::{
+    TableFormat, TableOptions, levels_frame, recorded_frame, render_table, store, study_frame,
+};
 use lottery_cli::collapse;
 use lottery_cli::experiment::{
     DataCache, Prepared, RunError, execute, initial_scores, prepare, write_weights,
@@ -68,7 +70,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Markdown)]
         format: Format,
-        /// Summary field to aggregate.
+        /// Summary field to aggregate (`test_accuracy`, `test_loss`, `test_accuracy_at_init`,
+        /// `density_achieved`, `prune_seconds`, `train_seconds`), or a recorded metric as
+        /// `split/metric` (`early-bird/drawn-epoch`, `early-bird/train-flops-ratio`, ...).
         #[arg(long, default_value = "test_accuracy")]
         metric: String,
         /// Tabulate the accuracy of every level of the runs instead (IMP's accuracy-versus-density
@@ -418,6 +422,9 @@ fn table(
     let (frame, metric) = if levels {
         let frame = levels_frame(&results.join(study), &runs, 100.0)?;
         (frame, "levels")
+    } else if metric.contains('/') {
+        let frame = recorded_frame(&results.join(study), &runs, metric, opts.scale)?;
+        (frame, metric)
     } else {
         (study_frame(&runs, &opts)?, metric)
     };
@@ -429,7 +436,7 @@ fn table(
     let text = render_table(&frame, fmt, &format!("{study}: {metric}"))?;
     let out = results
         .join("tables")
-        .join(format!("{study}.{metric}.{ext}"));
+        .join(format!("{study}.{}.{ext}", metric.replace('/', "-")));
     lottery_core::fsutil::write_atomic(&out, text.as_bytes())
         .with_context(|| out.display().to_string())?;
     Ok(text)

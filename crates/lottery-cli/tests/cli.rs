@@ -48,6 +48,8 @@ fn list_shows_both_plugins_models_and_datasets() {
         "snip",
         "grasp",
         "synflow",
+        "imp",
+        "early-bird",
         "lenet-300-100",
         "vgg-16",
         "resnet-20",
@@ -386,4 +388,58 @@ fn imp_run_records_its_levels_and_controls_and_cleans_its_work_dir() {
         "{table}"
     );
     assert!(d.path().join("results/tables/t.levels.md").exists());
+}
+
+#[test]
+fn early_bird_run_counts_channels_and_tables_its_recorded_metrics() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "eb.toml",
+        "[methods.early-bird]\nwindow = 2\nepsilon = 1.0\n",
+    );
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "prune.method=early-bird",
+            "--set",
+            "prune.density=0.5",
+            "--set",
+            "model.name=vgg-11",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "data.train_subset=64",
+            "--set",
+            "data.test_subset=32",
+            "--set",
+            "data.batch_size=32",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let study = d.path().join("results/t");
+    let runs: Vec<_> = std::fs::read_dir(&study).unwrap().collect();
+    assert_eq!(runs.len(), 1, "one run, no work dir left");
+    let run = runs.into_iter().next().unwrap().unwrap().path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    // Half of the channels kept: about a quarter of the conv weights (rows and inputs) survive.
+    let achieved = summary["density_achieved"].as_f64().unwrap();
+    assert!(achieved > 0.1 && achieved < 0.5, "{achieved}");
+    let o = lottery(
+        d.path(),
+        &["table", "t", "--metric", "early-bird/drawn-epoch"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    // Window 2 and ε = 1: drawn after the first epoch.
+    assert!(table.contains("| early-bird | 1.00 (n=1) |"), "{table}");
+    assert!(
+        d.path()
+            .join("results/tables/t.early-bird-drawn-epoch.md")
+            .exists()
+    );
 }

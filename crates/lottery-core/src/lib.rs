@@ -5,6 +5,7 @@
 //! (see [`plugin`]); models and datasets have registries in their own crates built the same way.
 
 pub mod backend;
+pub mod channels;
 pub mod config;
 pub mod density;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod tensorfile;
 pub mod topk;
 pub mod weights;
 
+pub use channels::{ChannelGroup, ChannelKeep, Gate, NetworkCost};
 pub use density::Density;
 pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};

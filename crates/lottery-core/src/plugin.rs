@@ -17,9 +17,12 @@
 //! - **Training in the loop** (IMP, Early-Bird) call [`PruneTarget::train_until`] between prunes
 //!   and [`PruneTarget::rewind`] to send survivors back to θ₀ or θ_k (weights *and* the training
 //!   clock); they tag what they record with [`PruneTarget::set_phase`] and keep their progress in
-//!   [`PruneContext::work_dir`] so that an interrupted run resumes; Early-Bird reads BN scales (kind
-//!   [`ParamKind::Norm`](crate::params::ParamKind)) after each epoch through the `on_epoch` hook and
-//!   returns channel masks expanded over the weights they gate.
+//!   [`PruneContext::work_dir`] so that an interrupted run resumes. Early-Bird trains with the
+//!   batch-norm penalty of [`PruneTarget::set_norm_l1`], watches the BN scales after each epoch
+//!   through [`PruneTarget::train_watching`] (which it stops when the ticket is drawn), and
+//!   expands its channel masks over the weights each channel gates ([`PruneTarget::channel_groups`],
+//!   [`crate::channels::expand`]); its entry counts `prune.density` in channels
+//!   ([`PrunerEntry::counting_channels`]).
 //! - **Trainable scores with frozen weights** (Gem-Miner) need a forward that multiplies weights by the
 //!   rounded scores; it arrives as a target query that trains scores for given epochs and returns them,
 //!   so the pruner stays model-agnostic.
@@ -28,11 +31,13 @@
 //!   mask over a parameter-like entry (`graph.adjacency`) of kind `Other`.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::channels::{ChannelGroup, ChannelKeep, NetworkCost};
 use crate::density::{Density, exponential_schedule, linear_schedule};
 use crate::error::PruneError;
 use crate::mask::MaskSet;
@@ -187,15 +192,52 @@ pub trait PruneTarget {
     /// The training clock.
     fn clock(&self) -> TrainClock;
     /// Trains the masked network with the run's optimiser (fresh state) and schedule from the
-    /// clock's step until it reads `end_step`; pruned weights stay exactly zero. A start inside an
-    /// epoch continues that epoch's data order where step left it. Calls `on_epoch` after each
-    /// completed epoch.
+    /// clock's step until it reads `end_step` or `on_epoch` breaks; pruned weights stay exactly
+    /// zero. A start inside an epoch continues that epoch's data order where step left it. After
+    /// each completed epoch, calls `on_epoch` with the epoch's report and the current values of
+    /// the `watch`ed parameters.
+    fn train_watching(
+        &mut self,
+        mask: &MaskSet,
+        end_step: usize,
+        watch: &[String],
+        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
+    ) -> Result<(), PruneError>;
+    /// [`PruneTarget::train_watching`] to `end_step`, watching nothing.
     fn train_until(
         &mut self,
         mask: &MaskSet,
         end_step: usize,
         on_epoch: &mut dyn FnMut(&EpochReport),
-    ) -> Result<(), PruneError>;
+    ) -> Result<(), PruneError> {
+        self.train_watching(mask, end_step, &[], &mut |r, _| {
+            on_epoch(r);
+            ControlFlow::Continue(())
+        })
+    }
+    /// Adds `strength · Σ|γ|` over every batch-norm scale to the training loss from now on (the
+    /// sparsity penalty of network slimming: a subgradient `strength · sign(γ)` on each scale);
+    /// 0 turns it off.
+    fn set_norm_l1(&mut self, strength: f64) -> Result<(), PruneError> {
+        let _ = strength;
+        Err(PruneError::Target(
+            "this network has no batch-norm penalty".into(),
+        ))
+    }
+    /// The batch-norm channels of the network and the weights each gates, in forward order.
+    fn channel_groups(&self) -> Result<Vec<ChannelGroup>, PruneError> {
+        Err(PruneError::Target(
+            "this network has no prunable batch-norm channels".into(),
+        ))
+    }
+    /// Parameters and FLOPs of the network with only the `keep` channels (the physically smaller
+    /// network); `None`: the whole network.
+    fn cost(&self, keep: Option<&ChannelKeep>) -> Result<NetworkCost, PruneError> {
+        let _ = keep;
+        Err(PruneError::Target(
+            "this network cannot count its cost".into(),
+        ))
+    }
     /// Trains until the end of the `epochs`-th epoch from now (an epoch already begun counts as
     /// one); see [`PruneTarget::train_until`].
     fn train(
@@ -207,6 +249,19 @@ pub trait PruneTarget {
         let c = self.clock();
         let spe = c.steps_per_epoch.max(1);
         self.train_until(mask, (c.step / spe + epochs) * spe, on_epoch)
+    }
+    /// Every parameter and buffer as a fresh initialisation with `seed` of the physically smaller
+    /// network that keeps only the `keep` channels would set them (fan-in of the narrower layers),
+    /// placed at the kept channels; entries of pruned channels as [`PruneTarget::fresh_values`].
+    fn fresh_channel_values(
+        &self,
+        seed: u64,
+        keep: &ChannelKeep,
+    ) -> Result<ParamValues, PruneError> {
+        let _ = (seed, keep);
+        Err(PruneError::Target(
+            "this network has no prunable batch-norm channels".into(),
+        ))
     }
     /// Rewinds: overwrites the named values and sets the clock to `step`, so that the schedule and
     /// the data order continue from there (θ₀ at step 0, or θ_k at step k).
@@ -394,6 +449,18 @@ pub struct PrunerEntry {
     pub build: fn(&toml::Table) -> Result<Box<dyn Pruner>, String>,
     /// Score-then-mask rounds when the config does not set `prune.iterations`.
     pub default_iterations: usize,
+    /// What `prune.density` counts for this method.
+    pub density_of: DensityOf,
+}
+
+/// What a method's `prune.density` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DensityOf {
+    /// Prunable weights: the mask keeps exactly that share of them.
+    Weights,
+    /// Batch-norm channels (structured methods): exactly that share of the channels is kept, and
+    /// the weight density follows from which channels they are.
+    Channels,
 }
 
 impl PrunerEntry {
@@ -405,7 +472,14 @@ impl PrunerEntry {
             default_options: default_options::<O>,
             build: build_from_table::<O>,
             default_iterations: 1,
+            density_of: DensityOf::Weights,
         }
+    }
+
+    /// The same entry for a structured method whose density counts channels.
+    pub const fn counting_channels(mut self) -> Self {
+        self.density_of = DensityOf::Channels;
+        self
     }
 
     /// The same entry with another default number of rounds (SynFlow's is 100).
@@ -421,6 +495,7 @@ impl fmt::Debug for PrunerEntry {
             .field("name", &self.name)
             .field("summary", &self.summary)
             .field("default_iterations", &self.default_iterations)
+            .field("density_of", &self.density_of)
             .finish()
     }
 }

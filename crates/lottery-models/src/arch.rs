@@ -343,6 +343,29 @@ impl<B: Backend> ImageModel<B> {
         }
     }
 
+    /// Every batch-norm scale γ of the network (as tracked tensors: a penalty on them trains them).
+    pub fn norm_scales(&self) -> Vec<Tensor<B, 1>> {
+        match self {
+            Self::Mlp(_) | Self::LeNet5(_) => vec![],
+            Self::ConvNet(n) => n
+                .layers
+                .iter()
+                .filter_map(|l| l.bn.as_ref().map(|bn| bn.gamma.val()))
+                .collect(),
+            Self::ResNet(r) => {
+                let mut out = vec![r.bn.gamma.val()];
+                for b in &r.blocks {
+                    out.push(b.bn1.gamma.val());
+                    out.push(b.bn2.gamma.val());
+                    if let Some(s) = &b.shortcut {
+                        out.push(s.bn.gamma.val());
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// The architecture, read back from the module, to build the same network elsewhere.
     pub fn architecture(&self) -> Architecture {
         match self {

@@ -5,6 +5,7 @@
 //! To add a method: create `plugins/lottery-<name>/`, add it to `[workspace.dependencies]` and to
 //! this crate's dependencies, and add one `use` line below.
 
+use lottery_early_bird as _;
 use lottery_grasp as _;
 use lottery_imp as _;
 use lottery_magnitude as _;

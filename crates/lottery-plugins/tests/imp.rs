@@ -2,15 +2,17 @@
 //! (1 − p)^r exactly, survivors rewind to θ₀ or θ_k bit for bit, pruned weights stay zero through
 //! training, and a run interrupted mid-way resumes to the same result as one that never stopped.
 
+mod common;
+
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use indicatif::ProgressBar;
 use lottery_core::backend::default_device;
 use lottery_core::config::TrainSection;
-use lottery_core::plugin::{DensitySchedule, EpochReport, PathFlow, find_pruner};
+use lottery_core::plugin::{EpochReport, PathFlow};
 use lottery_core::{
     Density, LossSpec, MaskSet, MetricRow, ParamInfo, ParamValues, Precision, PrunableRule,
-    PruneContext, PruneError, PruneGoal, PruneTarget, Scope, TrainClock,
+    PruneError, PruneTarget, TrainClock,
 };
 use lottery_data::{ImageShape, synthetic};
 use lottery_models::arch::Plan;
@@ -56,26 +58,7 @@ fn imp(
     options: &str,
     work_dir: Option<std::path::PathBuf>,
 ) -> Result<MaskSet, PruneError> {
-    let entry = find_pruner("imp").unwrap();
-    let mut table = (entry.default_options)();
-    for (k, v) in toml::from_str::<toml::Table>(options).unwrap() {
-        table.insert(k, v);
-    }
-    let mut pruner = (entry.build)(&table).unwrap();
-    let mut ctx = PruneContext {
-        target,
-        goal: PruneGoal {
-            density: Density::new(density).unwrap(),
-            scope: Scope::Global,
-            rule: PrunableRule::default(),
-            iterations: 1,
-            schedule: DensitySchedule::Exponential,
-        },
-        seed: 11,
-        progress: ProgressBar::hidden(),
-        work_dir,
-    };
-    pruner.prune(&mut ctx)
+    common::run_method("imp", target, density, options, work_dir)
 }
 
 fn level_rows(rows: &[MetricRow], phase: &str, metric: &str) -> Vec<(u64, f64)> {
@@ -246,17 +229,18 @@ impl PruneTarget for Crashing<'_> {
     fn clock(&self) -> TrainClock {
         self.inner.clock()
     }
-    fn train_until(
+    fn train_watching(
         &mut self,
         mask: &MaskSet,
         end_step: usize,
-        on_epoch: &mut dyn FnMut(&EpochReport),
+        watch: &[String],
+        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) -> Result<(), PruneError> {
         if self.trainings_left == 0 {
             return Err(PruneError::Target("simulated crash".into()));
         }
         self.trainings_left -= 1;
-        self.inner.train_until(mask, end_step, on_epoch)
+        self.inner.train_watching(mask, end_step, watch, on_epoch)
     }
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {
         self.inner.rewind(values, step)

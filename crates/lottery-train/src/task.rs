@@ -1,6 +1,7 @@
 //! The image-classification task: a model, its data, its trainer.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use burn::module::AutodiffModule;
@@ -17,12 +18,12 @@ use lottery_core::backend::{Backend as InnerBackend, TrainBackend};
 use lottery_core::config::{OptimizerKind, TrainSection};
 use lottery_core::plugin::EpochReport;
 use lottery_core::{
-    BnMode, LossSpec, MaskSet, ParamInfo, ParamValues, PathFlow, Precision, PruneError,
-    PruneTarget, TrainClock,
+    BnMode, ChannelGroup, ChannelKeep, LossSpec, MaskSet, NetworkCost, ParamInfo, ParamValues,
+    PathFlow, Precision, PruneError, PruneTarget, TrainClock,
 };
 use lottery_data::{Batch, ImageDataset, ImageShape, batches};
 use lottery_models::view::{ParamValues64, map_inner, to_f32};
-use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, view};
+use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, channels, view};
 
 use crate::schedule::lr_at;
 
@@ -56,6 +57,8 @@ pub struct ImageTask {
     progress: ProgressBar,
     /// The |θ| network of [`PruneTarget::path_flow`], kept while the weights do not change.
     linearized: Option<(Precision, ImageModel<TrainBackend>)>,
+    /// Strength of the L1 penalty on batch-norm scales added to the training loss.
+    norm_l1: f64,
 }
 
 impl ImageTask {
@@ -87,6 +90,7 @@ impl ImageTask {
             metrics: vec![],
             progress: ProgressBar::hidden(),
             linearized: None,
+            norm_l1: 0.0,
         }
     }
 
@@ -326,7 +330,8 @@ impl ImageTask {
         mut optim: O,
         mask: &MaskSet,
         end_step: usize,
-        on_epoch: &mut dyn FnMut(&EpochReport),
+        watch: &[String],
+        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) {
         self.linearized = None;
         let masks = self.train_masks(mask);
@@ -364,7 +369,22 @@ impl ImageTask {
                 let (x, y) = batch_tensors::<TrainBackend>(&b, shape, &self.device);
                 let logits = self.model.forward(x);
                 let (loss, c) = loss_and_correct(logits, y);
-                let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+                let objective = if self.norm_l1 > 0.0 {
+                    // Network slimming's penalty: its gradient is norm_l1 · sign(γ) on each scale.
+                    let penalty = self
+                        .model
+                        .norm_scales()
+                        .into_iter()
+                        .map(|g| g.abs().sum())
+                        .reduce(|a, b| a + b);
+                    match penalty {
+                        Some(p) => loss.clone() + p.mul_scalar(self.norm_l1),
+                        None => loss.clone(),
+                    }
+                } else {
+                    loss.clone()
+                };
+                let grads = GradientsParams::from_grads(objective.backward(), &self.model);
                 loss_sum += loss.into_scalar().elem::<f64>() * b.len as f64;
                 correct += c.into_scalar().elem::<i64>() as usize;
                 seen += b.len;
@@ -405,8 +425,26 @@ impl ImageTask {
                 test_accuracy = test_acc,
                 "epoch done"
             );
-            on_epoch(&report);
+            let watched = view::values::<TrainBackend, _>(&self.model, &self.naming, watch);
+            if on_epoch(&report, &watched).is_break() {
+                break;
+            }
         }
+    }
+
+    /// The shape of one input image.
+    fn input_shape(&self) -> InputShape {
+        let s = self.data.shape;
+        InputShape {
+            channels: s.channels,
+            height: s.height,
+            width: s.width,
+        }
+    }
+
+    /// The model's architecture, for messages.
+    fn architecture_name(&self) -> String {
+        format!("{:?}", self.model.architecture())
     }
 
     /// Optimiser steps in one epoch (the last batch may be short).
@@ -590,11 +628,12 @@ impl PruneTarget for ImageTask {
         }
     }
 
-    fn train_until(
+    fn train_watching(
         &mut self,
         mask: &MaskSet,
         end_step: usize,
-        on_epoch: &mut dyn FnMut(&EpochReport),
+        watch: &[String],
+        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) -> Result<(), PruneError> {
         let c = &self.train_cfg;
         let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
@@ -609,17 +648,77 @@ impl PruneTarget for ImageTask {
                     .with_momentum(momentum)
                     .with_weight_decay(wd)
                     .init();
-                self.train_with(optim, mask, end_step, on_epoch);
+                self.train_with(optim, mask, end_step, watch, on_epoch);
             }
             OptimizerKind::Adam => {
                 let optim = AdamConfig::new()
                     .with_epsilon(1e-8)
                     .with_weight_decay(wd)
                     .init();
-                self.train_with(optim, mask, end_step, on_epoch);
+                self.train_with(optim, mask, end_step, watch, on_epoch);
             }
         }
         Ok(())
+    }
+
+    fn set_norm_l1(&mut self, strength: f64) -> Result<(), PruneError> {
+        if !(strength.is_finite() && strength >= 0.0) {
+            return Err(PruneError::Target(format!(
+                "a batch-norm penalty is a finite strength ≥ 0; got {strength}"
+            )));
+        }
+        if strength > 0.0 && self.model.norm_scales().is_empty() {
+            return Err(PruneError::Target(format!(
+                "{} has no batch norm to penalise",
+                self.architecture_name()
+            )));
+        }
+        self.norm_l1 = strength;
+        Ok(())
+    }
+
+    fn channel_groups(&self) -> Result<Vec<ChannelGroup>, PruneError> {
+        channels::channel_groups(&self.model.architecture(), self.input_shape())
+            .map_err(|e| PruneError::Target(e.to_string()))
+    }
+
+    fn cost(&self, keep: Option<&ChannelKeep>) -> Result<NetworkCost, PruneError> {
+        let arch = self.model.architecture();
+        let arch = match keep {
+            Some(k) => channels::shrink_architecture(&arch, self.input_shape(), k)
+                .map_err(|e| PruneError::Target(e.to_string()))?,
+            None => arch,
+        };
+        channels::cost(&arch, self.input_shape(), self.data.classes)
+            .map_err(|e| PruneError::Target(e.to_string()))
+    }
+
+    fn fresh_channel_values(
+        &self,
+        seed: u64,
+        keep: &ChannelKeep,
+    ) -> Result<ParamValues, PruneError> {
+        let input = self.input_shape();
+        let full = self.fresh_values(seed);
+        let arch = self.model.architecture();
+        let small_arch = channels::shrink_architecture(&arch, input, keep)
+            .map_err(|e| PruneError::Target(e.to_string()))?;
+        let small_model = small_arch.build::<InnerBackend>(input, self.data.classes, &self.device);
+        let small: ParamValues =
+            view::entries::<InnerBackend, _>(&small_model, &small_model.naming())
+                .into_iter()
+                .map(|e| {
+                    let v = lottery_models::init::initial_value(
+                        seed,
+                        &e.info.name,
+                        e.info.kind,
+                        &e.info.shape,
+                    );
+                    (e.info.name, v)
+                })
+                .collect();
+        channels::embed_values(&arch, input, keep, &small, &full)
+            .map_err(|e| PruneError::Target(e.to_string()))
     }
 
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {

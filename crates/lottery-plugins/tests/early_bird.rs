@@ -1,0 +1,232 @@
+//! Early-Bird on a real (small) VGG-style training task: the ticket keeps exactly its share of
+//! channels, its weight mask prunes exactly what those channels gate, the detector's epoch is the
+//! one its distance rows say, the retraining starts from the smaller network's fresh weights,
+//! pruned weights stay zero through retraining, a rerun is bit-identical, and a run that saved its
+//! ticket does not search again.
+
+mod common;
+
+use std::sync::Arc;
+
+use lottery_core::backend::default_device;
+use lottery_core::channels::{ChannelKeep, expand};
+use lottery_core::config::{LrSchedule, TrainSection};
+use lottery_core::plugin::{DensityOf, find_pruner};
+use lottery_core::{MaskSet, MetricRow, PrunableRule, PruneError, PruneTarget};
+use lottery_data::{ImageShape, synthetic};
+use lottery_models::arch::Plan;
+use lottery_models::{Architecture, InputShape, init};
+use lottery_train::ImageTask;
+
+/// A VGG-style net with batch norm on generated 8×8 images: 4 steps an epoch, 6 epochs.
+fn task() -> ImageTask {
+    lottery_plugins::link();
+    let shape = ImageShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+    let mut data = synthetic::generate(5, shape, 4, 64, 32, 0.5);
+    data.normalise();
+    let arch = Architecture::ConvNet {
+        plan: vec![Plan::Conv(8), Plan::Pool, Plan::Conv(12), Plan::Conv(12)],
+        hidden: vec![],
+        batch_norm: true,
+        global_pool: true,
+    };
+    let input = InputShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+    let m = arch.build(input, 4, &default_device());
+    let naming = m.naming();
+    let m = init::seeded_init(m, &naming, 7).unwrap();
+    let train = TrainSection {
+        epochs: 6,
+        lr: 0.1,
+        momentum: 0.9,
+        lr_schedule: LrSchedule::Constant,
+        ..TrainSection::default()
+    };
+    ImageTask::new(m, Arc::new(data), train, 16, false, 3, default_device())
+}
+
+fn early_bird(
+    target: &mut dyn PruneTarget,
+    density: f64,
+    options: &str,
+    work_dir: Option<std::path::PathBuf>,
+) -> Result<MaskSet, PruneError> {
+    common::run_method("early-bird", target, density, options, work_dir)
+}
+
+fn rows<'a>(rows: &'a [MetricRow], metric: &str) -> Vec<&'a MetricRow> {
+    rows.iter()
+        .filter(|r| r.split == "early-bird" && r.metric == metric)
+        .collect()
+}
+
+fn value(all: &[MetricRow], metric: &str) -> f64 {
+    let r = rows(all, metric);
+    assert_eq!(r.len(), 1, "{metric}");
+    r[0].value
+}
+
+fn prunable_template(t: &ImageTask) -> MaskSet {
+    let rule = PrunableRule::default();
+    let p: Vec<_> = t.params().into_iter().filter(|p| rule.admits(p)).collect();
+    MaskSet::dense(p.iter().map(|p| (p.name.as_str(), p.shape.as_slice())))
+}
+
+/// The channel mask behind a weight mask: a channel is kept if anything of its producing conv row
+/// is (the row's inputs from pruned channels are pruned too).
+fn channels_of(t: &ImageTask, mask: &MaskSet) -> ChannelKeep {
+    t.channel_groups()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let producer = &g.gates[0].param;
+            let m = mask.get(producer).unwrap();
+            let row = m.numel() / g.channels;
+            let flags = (0..g.channels)
+                .map(|c| m.keep[c * row..(c + 1) * row].iter().any(|&k| k))
+                .collect();
+            (g.scale.clone(), flags)
+        })
+        .collect()
+}
+
+#[test]
+fn the_ticket_keeps_its_channels_exactly_and_retrains_from_the_smaller_network() {
+    lottery_plugins::link();
+    assert_eq!(
+        find_pruner("early-bird").unwrap().density_of,
+        DensityOf::Channels
+    );
+    let mut t = task();
+    // ε = 1 fires as soon as the window is full: the initial mask and epochs 1..=2 (window 3).
+    let mask = early_bird(&mut t, 0.5, "window = 3\nepsilon = 1.0", None).unwrap();
+    let keep = channels_of(&t, &mask);
+    let kept: usize = keep.values().flatten().filter(|&&k| k).count();
+    assert_eq!(kept, 16, "half of 32 channels");
+    assert_eq!(
+        expand(&t.channel_groups().unwrap(), &keep, &prunable_template(&t)).unwrap(),
+        mask
+    );
+    let all = PruneTarget::metrics(&t);
+    assert_eq!(value(&all, "drawn-epoch"), 2.0);
+    assert_eq!(value(&all, "detected"), 1.0);
+    assert_eq!(value(&all, "channel-density"), 0.5);
+    assert!(value(&all, "flops") < value(&all, "flops-dense"));
+    assert!(value(&all, "params") < value(&all, "params-dense"));
+    // Distances after epochs 1 and 2 to every earlier mask (the matrix), max once the window is full.
+    assert_eq!(rows(&all, "distance-previous").len(), 2);
+    assert_eq!(rows(&all, "distance/e000").len(), 2);
+    assert_eq!(rows(&all, "distance/e001").len(), 1);
+    assert_eq!(rows(&all, "distance-max").len(), 1);
+    // The search trained under the penalty with phase `search`; the clock now sits at the draw,
+    // the weights are the smaller network's fresh initialisation.
+    assert!(all.iter().any(|r| r.phase == "search" && r.split == "test"));
+    assert_eq!(t.clock().step, 2 * 4);
+    let names: Vec<String> = t.params().into_iter().map(|p| p.name).collect();
+    let fresh = t.fresh_channel_values(11 ^ 0x00EB_00EB, &keep).unwrap();
+    assert_eq!(t.values(&names).unwrap(), fresh);
+
+    // Retraining keeps pruned weights at zero.
+    let end = t.clock().run_steps;
+    t.train_until(&mask, end, &mut |_| {}).unwrap();
+    let v = t.values(&names).unwrap();
+    for (name, m) in mask.iter() {
+        for (k, x) in m.keep.iter().zip(&v[name].values) {
+            if !k {
+                assert_eq!(*x, 0.0, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_detector_draws_when_its_distance_rows_say_and_reruns_are_bit_identical() {
+    let opts = "window = 3\nepsilon = 0.2\nretrain_from = \"keep\"";
+    let mut a = task();
+    let ma = early_bird(&mut a, 0.4, opts, None).unwrap();
+    let rows_a = PruneTarget::metrics(&a);
+    let drawn = value(&rows_a, "drawn-epoch");
+    let detected = value(&rows_a, "detected") == 1.0;
+    // The first epoch whose max distance is within ε is the drawn one.
+    let first = rows(&rows_a, "distance-max")
+        .into_iter()
+        .find(|r| r.value <= 0.2)
+        .map(|r| r.epoch as f64);
+    // Here the window's distances go 0.5 after epoch 2, then under ε: drawn at epoch 3.
+    assert!(detected);
+    assert_eq!(first, Some(drawn));
+    assert!(rows(&rows_a, "distance-max").iter().any(|r| r.value > 0.2));
+    let mut b = task();
+    let mb = early_bird(&mut b, 0.4, opts, None).unwrap();
+    assert_eq!(ma, mb);
+    assert_eq!(rows_a, PruneTarget::metrics(&b));
+    let names: Vec<String> = a.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(a.values(&names).unwrap(), b.values(&names).unwrap());
+}
+
+#[test]
+fn a_saved_ticket_is_not_searched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let opts = "window = 2\nepsilon = 1.0\nretrain_from = \"keep\"";
+    let mut first = task();
+    let m1 = early_bird(&mut first, 0.5, opts, Some(work.clone())).unwrap();
+    assert!(work.join("early-bird/ticket.safetensors").exists());
+
+    let mut again = task();
+    let m2 = early_bird(&mut again, 0.5, opts, Some(work)).unwrap();
+    assert_eq!(m1, m2);
+    // Nothing was trained: the rows are the saved ones, the weights those at the draw.
+    assert_eq!(PruneTarget::metrics(&first), PruneTarget::metrics(&again));
+    let names: Vec<String> = first.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(first.values(&names).unwrap(), again.values(&names).unwrap());
+    assert_eq!(again.clock().step, first.clock().step);
+}
+
+#[test]
+fn draw_last_trains_the_whole_budget_and_a_net_without_batch_norm_is_refused() {
+    let mut t = task();
+    early_bird(
+        &mut t,
+        0.5,
+        "draw = \"last\"\nmax_epochs = 3\nretrain_from = \"keep\"",
+        None,
+    )
+    .unwrap();
+    assert_eq!(value(&PruneTarget::metrics(&t), "drawn-epoch"), 3.0);
+    assert_eq!(t.clock().step, 3 * 4);
+
+    let e = early_bird(&mut task(), 0.5, "draw = \"last\"", None).unwrap_err();
+    assert!(e.to_string().contains("retrain_clock"), "{e}");
+
+    let shape = ImageShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+    let data = synthetic::generate(5, shape, 4, 32, 16, 0.5);
+    let input = InputShape {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+    let mlp = Architecture::Mlp { hidden: vec![8] }.build(input, 4, &default_device());
+    let mut plain = ImageTask::new(
+        mlp,
+        Arc::new(data),
+        TrainSection::default(),
+        16,
+        false,
+        0,
+        default_device(),
+    );
+    let e = early_bird(&mut plain, 0.5, "", None).unwrap_err();
+    assert!(e.to_string().contains("batch norm"), "{e}");
+}

@@ -1,0 +1,590 @@
+//! `early-bird`: Early-Bird tickets (You et al., ICLR 2020), channel masks drawn early in training.
+//!
+//! The dense network trains with network slimming's L1 penalty on the batch-norm scales γ
+//! (`l1`, 1e-4). Before training and after every epoch the channel mask is drawn at the run's
+//! channel density (`prune.density` counts *channels* for this method: the reference's pruning
+//! ratio `p` is `1 − density`) by one global threshold on |γ|. The newest `window` masks (5) are
+//! kept first-in first-out; the ticket is drawn at the first epoch where the mask distance
+//! (fraction of channels that differ) of the newest mask to each older one is at most `epsilon`
+//! (0.1), as the reference's detector decides. `draw = "last"` trains the whole search budget and
+//! takes the last mask instead: the prune-after-training baseline of network slimming.
+//!
+//! The channel mask is expanded over the weights each channel gates (its convolution's rows, the
+//! next layer's input slices), so the masked network computes exactly what the physically smaller
+//! network computes; the parameters and FLOPs of that smaller network are recorded. The run then
+//! retrains the ticket: by default, like the reference, a fresh initialisation of the smaller
+//! network (`retrain_from = "reinit"`) on the remaining epochs of the schedule (`retrain_clock =
+//! "drawn"`), with the penalty kept on (`l1_in_retrain`).
+//!
+//! Rows recorded (round 0): the search's training curve under phase `search`; split `early-bird`:
+//! per epoch `distance-max` (newest mask to the older masks of the window, once full),
+//! `distance-previous`, and `distance/eNNN` (to the mask after epoch NNN: the paper's distance
+//! matrix); once: `drawn-epoch`, `detected` (1 if the detector fired), `channel-density`,
+//! `params`, `flops` (of the smaller network), `params-dense`, `flops-dense`, their ratios
+//! `params-ratio` and `flops-ratio`, per training example `train-flops` (search + retraining, a
+//! training step counted as 3 forward passes), `train-flops-dense` (the dense network over the
+//! whole schedule) and `train-flops-ratio`, and `dense-accuracy` (test accuracy of the dense
+//! network at the draw: with `draw = "last"`, the fully trained unpruned network).
+//!
+//! The drawn ticket is saved in the run's work directory, so an interrupted run does not search
+//! again.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use lottery_core::channels::{self, ChannelGroup, ChannelKeep, channel_distance};
+use lottery_core::{
+    MaskSet, MetricRow, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
+    Scope, weights,
+};
+use serde::{Deserialize, Serialize};
+
+/// Which mask the method takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Draw {
+    /// The first mask the detector accepts (the Early-Bird ticket); the last one if it never
+    /// fires within the budget.
+    Early,
+    /// The mask at the end of the search budget (train fully, then prune).
+    Last,
+}
+
+/// Weights the ticket retrains from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrainFrom {
+    /// A fresh initialisation of the smaller network (the reference's retraining).
+    Reinit,
+    /// The weights at the draw (fine-tuning).
+    Keep,
+}
+
+/// Where the retraining's schedule starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrainClock {
+    /// At the epoch the ticket was drawn: search and retraining share the run's schedule (the
+    /// reference's `--start-epoch`).
+    Drawn,
+    /// At step 0: a whole schedule of retraining.
+    Zero,
+}
+
+/// Options of `early-bird`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyBirdOptions {
+    /// Strength of the L1 penalty on batch-norm scales while searching (network slimming's `s`).
+    pub l1: f64,
+    /// Masks kept in the first-in first-out window (the newest is compared with each older one).
+    pub window: usize,
+    /// The ticket is drawn when every distance in the window is at most this.
+    pub epsilon: f64,
+    /// Epochs the search may train; 0 is the run's whole schedule (`train.epochs`).
+    pub max_epochs: usize,
+    /// `early` (the detector) or `last` (the end of the budget).
+    pub draw: Draw,
+    /// Weights the ticket retrains from.
+    pub retrain_from: RetrainFrom,
+    /// Where the retraining's schedule starts.
+    pub retrain_clock: RetrainClock,
+    /// Keep the L1 penalty while the ticket retrains.
+    pub l1_in_retrain: bool,
+}
+
+impl Default for EarlyBirdOptions {
+    fn default() -> Self {
+        Self {
+            l1: 1e-4,
+            window: 5,
+            epsilon: 0.1,
+            max_epochs: 0,
+            draw: Draw::Early,
+            retrain_from: RetrainFrom::Reinit,
+            retrain_clock: RetrainClock::Drawn,
+            l1_in_retrain: true,
+        }
+    }
+}
+
+impl EarlyBirdOptions {
+    fn check(&self) -> Result<(), String> {
+        if !(self.l1.is_finite() && self.l1 >= 0.0) {
+            return Err(format!("l1 is a penalty strength ≥ 0; got {}", self.l1));
+        }
+        if self.window < 2 {
+            return Err(format!(
+                "window holds the masks compared, at least 2; got {}",
+                self.window
+            ));
+        }
+        if !(self.epsilon.is_finite() && (0.0..=1.0).contains(&self.epsilon)) {
+            return Err(format!(
+                "epsilon is a mask distance in [0, 1]; got {}",
+                self.epsilon
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PrunerOptions for EarlyBirdOptions {
+    fn build(self) -> Box<dyn Pruner> {
+        Box::new(EarlyBird { options: self })
+    }
+}
+
+inventory::submit! {
+    PrunerEntry::new::<EarlyBirdOptions>(
+        "early-bird",
+        "channel masks from BN scales under L1, drawn when they stop changing (density counts channels)",
+    )
+    .counting_channels()
+}
+
+/// The Early-Bird pruner.
+#[derive(Debug, Clone)]
+pub struct EarlyBird {
+    options: EarlyBirdOptions,
+}
+
+/// The reference's detector: a first-in first-out window of channel masks; it fires when the
+/// window is full and the newest mask is within `epsilon` of every older one.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    window: usize,
+    epsilon: f64,
+    masks: VecDeque<ChannelKeep>,
+}
+
+impl Detector {
+    /// An empty window of `window` masks.
+    pub fn new(window: usize, epsilon: f64) -> Self {
+        Self {
+            window,
+            epsilon,
+            masks: VecDeque::new(),
+        }
+    }
+
+    /// Adds the newest mask (dropping the oldest when the window is full) and returns the
+    /// distances of the newest to each older mask, oldest first, once the window is full.
+    pub fn push(&mut self, keep: ChannelKeep) -> Option<Vec<f64>> {
+        self.masks.push_back(keep);
+        if self.masks.len() > self.window {
+            self.masks.pop_front();
+        }
+        if self.masks.len() < self.window {
+            return None;
+        }
+        let newest = self.masks.back().expect("non-empty");
+        Some(
+            self.masks
+                .iter()
+                .take(self.window - 1)
+                .map(|m| channel_distance(newest, m))
+                .collect(),
+        )
+    }
+
+    /// Whether `distances` (from [`Detector::push`]) draw the ticket: all at most ε.
+    pub fn fires(&self, distances: &[f64]) -> bool {
+        distances.iter().all(|&d| d <= self.epsilon)
+    }
+
+    /// The newest mask.
+    pub fn newest(&self) -> Option<&ChannelKeep> {
+        self.masks.back()
+    }
+}
+
+/// The channel mask of `scales` at `density` of the channels: one global threshold on |γ| (at
+/// least one channel per layer), or per layer with layer-wise scope.
+pub fn channel_mask(
+    groups: &[ChannelGroup],
+    scales: &ParamValues,
+    density: lottery_core::Density,
+    scope: Scope,
+) -> Result<ChannelKeep, PruneError> {
+    match scope {
+        Scope::Global => {
+            let total: usize = groups.iter().map(|g| g.channels).sum();
+            let count = density.keep_count(total).max(groups.len());
+            channels::global_channel_keep(groups, scales, count)
+        }
+        Scope::Layerwise => {
+            let mut keep = ChannelKeep::new();
+            for g in groups {
+                let count = density.keep_count(g.channels).max(1);
+                let one = channels::global_channel_keep(std::slice::from_ref(g), scales, count)?;
+                keep.extend(one);
+            }
+            Ok(keep)
+        }
+    }
+}
+
+/// What the search found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ticket {
+    keep: ChannelKeep,
+    drawn_epoch: usize,
+    detected: bool,
+}
+
+fn failed(path: &Path, why: impl ToString) -> PruneError {
+    PruneError::Progress {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// The saved ticket: the weights at the draw, with the channel mask and every row so far.
+fn save_ticket(
+    path: &Path,
+    values: &ParamValues,
+    ticket: &Ticket,
+    rows: &[MetricRow],
+) -> Result<(), PruneError> {
+    let meta = BTreeMap::from([
+        (
+            "ticket".to_string(),
+            serde_json::to_string(ticket).map_err(|e| failed(path, e))?,
+        ),
+        (
+            "metrics".to_string(),
+            serde_json::to_string(rows).map_err(|e| failed(path, e))?,
+        ),
+    ]);
+    let bytes = weights::to_bytes(values, &meta);
+    lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| failed(path, e))
+}
+
+fn load_ticket(path: &Path) -> Result<(ParamValues, Ticket, Vec<MetricRow>), PruneError> {
+    let values = weights::read(path).map_err(|e| failed(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| failed(path, e))?;
+    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| failed(path, e))?;
+    let get = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| failed(path, format!("no `{key}` metadata")))
+    };
+    let ticket: Ticket = serde_json::from_str(get("ticket")?).map_err(|e| failed(path, e))?;
+    let rows: Vec<MetricRow> =
+        serde_json::from_str(get("metrics")?).map_err(|e| failed(path, e))?;
+    Ok((values, ticket, rows))
+}
+
+/// A row of the `early-bird` split at an explicit step and epoch (rows recorded during training).
+fn row(step: usize, epoch: usize, metric: impl Into<String>, value: f64) -> MetricRow {
+    MetricRow {
+        round: 0,
+        phase: "search".into(),
+        step: step as u64,
+        epoch: epoch as u64,
+        split: "early-bird".into(),
+        metric: metric.into(),
+        value,
+    }
+}
+
+impl EarlyBird {
+    fn unsupported(why: impl ToString) -> PruneError {
+        PruneError::Unsupported {
+            method: "early-bird".into(),
+            why: why.to_string(),
+        }
+    }
+
+    /// Trains with the penalty until the ticket is drawn (or the budget ends); records the
+    /// distance rows; returns the ticket.
+    fn search(
+        &self,
+        ctx: &mut PruneContext<'_>,
+        groups: &[ChannelGroup],
+    ) -> Result<Ticket, PruneError> {
+        let o = &self.options;
+        let clock = ctx.target.clock();
+        let run_epochs = clock.run_steps / clock.steps_per_epoch.max(1);
+        let budget = if o.max_epochs == 0 {
+            run_epochs
+        } else {
+            o.max_epochs
+        };
+        if budget > run_epochs {
+            return Err(Self::unsupported(format!(
+                "max_epochs = {budget} exceeds the run's schedule of {run_epochs} epochs"
+            )));
+        }
+        if o.draw == Draw::Last && o.retrain_clock == RetrainClock::Drawn && budget == run_epochs {
+            return Err(Self::unsupported(
+                "draw = \"last\" over the whole schedule leaves nothing to retrain with \
+                 retrain_clock = \"drawn\"; set retrain_clock = \"zero\" or a smaller max_epochs",
+            ));
+        }
+        let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
+        let (density, scope) = (ctx.goal.density, ctx.goal.scope);
+        let dense = ctx.dense_mask();
+        ctx.target.set_norm_l1(o.l1)?;
+        ctx.target.set_phase(0, "search");
+        let start = ctx.target.values(&scales)?;
+        let first = channel_mask(groups, &start, density, scope)?;
+
+        let mut detector = Detector::new(o.window, o.epsilon);
+        detector.push(first.clone());
+        let mut history = vec![first];
+        let mut rows = vec![];
+        let mut drawn: Option<usize> = None;
+        let mut failure: Option<PruneError> = None;
+        let draw_early = o.draw == Draw::Early;
+        ctx.progress.set_message("early-bird search");
+        ctx.target.train_watching(
+            &dense,
+            budget * clock.steps_per_epoch,
+            &scales,
+            &mut |report, watched| {
+                let keep = match channel_mask(groups, watched, density, scope) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                };
+                let (s, e) = (report.step, report.epoch);
+                let previous = history.last().expect("the initial mask");
+                rows.push(row(
+                    s,
+                    e,
+                    "distance-previous",
+                    channel_distance(&keep, previous),
+                ));
+                for (j, older) in history.iter().enumerate() {
+                    rows.push(row(
+                        s,
+                        e,
+                        format!("distance/e{j:03}"),
+                        channel_distance(&keep, older),
+                    ));
+                }
+                history.push(keep.clone());
+                let window = detector.push(keep);
+                let max = window
+                    .as_ref()
+                    .map(|d| d.iter().copied().fold(0.0, f64::max));
+                tracing::info!(
+                    epoch = e,
+                    test_accuracy = format!("{:.4}", report.test_accuracy.unwrap_or(f64::NAN)),
+                    distance_max = format!("{:.4}", max.unwrap_or(f64::NAN)),
+                    "early-bird search"
+                );
+                if let (Some(d), Some(max)) = (window, max) {
+                    rows.push(row(s, e, "distance-max", max));
+                    if drawn.is_none() && detector.fires(&d) {
+                        drawn = Some(e);
+                        if draw_early {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut all = ctx.target.metrics();
+        all.extend(rows);
+        ctx.target.restore_metrics(all);
+        let epochs_done = ctx.target.clock().step / clock.steps_per_epoch.max(1);
+        let (drawn_epoch, keep) = match (o.draw, drawn) {
+            (Draw::Early, Some(e)) => (e, detector.newest().expect("drawn").clone()),
+            _ => (
+                epochs_done,
+                history.last().expect("the initial mask").clone(),
+            ),
+        };
+        Ok(Ticket {
+            keep,
+            drawn_epoch,
+            detected: drawn.is_some(),
+        })
+    }
+}
+
+impl Pruner for EarlyBird {
+    fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
+        let o = self.options.clone();
+        o.check().map_err(Self::unsupported)?;
+        let groups = ctx.target.channel_groups().map_err(Self::unsupported)?;
+        let all: Vec<String> = ctx.target.params().into_iter().map(|p| p.name).collect();
+        let saved: Option<PathBuf> = ctx
+            .work_dir
+            .as_ref()
+            .map(|d| d.join("early-bird").join("ticket.safetensors"));
+
+        let (ticket, drawn_values) = match saved.as_ref().filter(|p| p.exists()) {
+            Some(path) => {
+                let (values, ticket, rows) = load_ticket(path)?;
+                ctx.target.restore_metrics(rows);
+                (ticket, values)
+            }
+            None => {
+                let ticket = self.search(ctx, &groups)?;
+                let values = ctx.target.values(&all)?;
+                self.record_costs(ctx, &ticket)?;
+                if let Some(path) = &saved {
+                    save_ticket(path, &values, &ticket, &ctx.target.metrics())?;
+                }
+                (ticket, values)
+            }
+        };
+
+        let mask = channels::expand(&groups, &ticket.keep, &ctx.dense_mask())?;
+        let clock = ctx.target.clock();
+        let start = match o.retrain_clock {
+            RetrainClock::Drawn => ticket.drawn_epoch * clock.steps_per_epoch,
+            RetrainClock::Zero => 0,
+        };
+        if start >= clock.run_steps {
+            return Err(Self::unsupported(format!(
+                "the ticket was drawn at epoch {}, the end of the schedule: nothing is left to \
+                 retrain; set retrain_clock = \"zero\" to retrain for a whole schedule",
+                ticket.drawn_epoch
+            )));
+        }
+        let values = match o.retrain_from {
+            RetrainFrom::Reinit => ctx
+                .target
+                .fresh_channel_values(ctx.seed ^ 0x00EB_00EB, &ticket.keep)?,
+            RetrainFrom::Keep => drawn_values,
+        };
+        ctx.target.rewind(&values, start)?;
+        ctx.target
+            .set_norm_l1(if o.l1_in_retrain { o.l1 } else { 0.0 })?;
+        ctx.target.set_phase(0, "ticket");
+        Ok(mask)
+    }
+}
+
+impl EarlyBird {
+    /// Records the ticket's epoch, size and training cost.
+    fn record_costs(&self, ctx: &mut PruneContext<'_>, ticket: &Ticket) -> Result<(), PruneError> {
+        let dense = ctx.target.cost(None)?;
+        let small = ctx.target.cost(Some(&ticket.keep))?;
+        let clock = ctx.target.clock();
+        let run_epochs = (clock.run_steps / clock.steps_per_epoch.max(1)) as f64;
+        let searched = ticket.drawn_epoch as f64;
+        let retrain_epochs = match self.options.retrain_clock {
+            RetrainClock::Drawn => run_epochs - searched,
+            RetrainClock::Zero => run_epochs,
+        };
+        let total: usize = ticket.keep.values().map(Vec::len).sum();
+        let dense_mask = ctx.dense_mask();
+        let t = &mut *ctx.target;
+        let (_, dense_accuracy) = t.evaluate(&dense_mask)?;
+        let train_flops =
+            3.0 * (searched * dense.flops as f64 + retrain_epochs * small.flops as f64);
+        let train_flops_dense = 3.0 * run_epochs * dense.flops as f64;
+        t.set_phase(0, "search");
+        t.record("early-bird", "drawn-epoch", searched);
+        t.record(
+            "early-bird",
+            "detected",
+            f64::from(u8::from(ticket.detected)),
+        );
+        t.record(
+            "early-bird",
+            "channel-density",
+            channels::kept_channels(&ticket.keep) as f64 / total as f64,
+        );
+        t.record("early-bird", "params", small.params as f64);
+        t.record("early-bird", "flops", small.flops as f64);
+        t.record("early-bird", "params-dense", dense.params as f64);
+        t.record("early-bird", "flops-dense", dense.flops as f64);
+        t.record(
+            "early-bird",
+            "params-ratio",
+            small.params as f64 / dense.params as f64,
+        );
+        t.record(
+            "early-bird",
+            "flops-ratio",
+            small.flops as f64 / dense.flops as f64,
+        );
+        // A training step costs about three forward passes (forward, and twice that backward).
+        t.record("early-bird", "train-flops", train_flops);
+        t.record("early-bird", "train-flops-dense", train_flops_dense);
+        t.record(
+            "early-bird",
+            "train-flops-ratio",
+            train_flops / train_flops_dense,
+        );
+        t.record("early-bird", "dense-accuracy", dense_accuracy);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lottery_core::plugin::assert_options_contract;
+
+    fn keep(flags: &[bool]) -> ChannelKeep {
+        ChannelKeep::from([("bn.weight".to_string(), flags.to_vec())])
+    }
+
+    #[test]
+    fn options_round_trip_and_reject_unknown_keys() {
+        assert_options_contract::<EarlyBirdOptions>("ratio = 0.5");
+        assert!(toml::from_str::<EarlyBirdOptions>("draw = \"sometime\"").is_err());
+        let bad: EarlyBirdOptions = toml::from_str("window = 1").unwrap();
+        assert!(bad.check().is_err());
+        let bad: EarlyBirdOptions = toml::from_str("epsilon = 1.5").unwrap();
+        assert!(bad.check().is_err());
+    }
+
+    /// Ten channels; each mask differs from the first in the first `k` channels.
+    fn shifted(k: usize) -> ChannelKeep {
+        let flags: Vec<bool> = (0..10).map(|c| (c < k) ^ (c % 2 == 0)).collect();
+        keep(&flags)
+    }
+
+    #[test]
+    fn the_detector_fires_exactly_when_every_distance_in_the_window_is_at_most_epsilon() {
+        /// The pushes (0-based) at which a detector of window 5 fires on masks `shifted(k)`.
+        fn fired(epsilon: f64, ks: &[usize]) -> Vec<usize> {
+            let mut d = Detector::new(5, epsilon);
+            let mut out = vec![];
+            for (i, &k) in ks.iter().enumerate() {
+                match d.push(shifted(k)) {
+                    None => assert!(i < 4, "window full from the 5th mask"),
+                    Some(dist) => {
+                        assert_eq!(dist.len(), 4);
+                        if d.fires(&dist) {
+                            out.push(i);
+                        }
+                    }
+                }
+            }
+            out
+        }
+        // Push 4: the oldest (shifted(0)) is 0.3 away. Push 5: shifted(4) is 0.1 from each
+        // shifted(3): fires (0.1 ≤ ε, the reference's `> 0.1` test). Push 6..9: every window
+        // holds shifted(4) at distance 0.1 or only shifted(3): fires.
+        assert_eq!(
+            fired(0.1, &[0, 3, 3, 3, 3, 4, 3, 3, 3, 3]),
+            vec![5, 6, 7, 8, 9]
+        );
+        // Below 0.1, every window holding shifted(4) (pushes 4..8) is refused; push 9 drops it.
+        assert_eq!(fired(0.09, &[3, 3, 3, 3, 4, 3, 3, 3, 3, 3]), vec![9]);
+    }
+
+    #[test]
+    fn identical_masks_are_at_distance_zero_and_complementary_ones_at_one() {
+        let a = keep(&[true, false, true]);
+        let b = keep(&[false, true, false]);
+        assert_eq!(channel_distance(&a, &a), 0.0);
+        assert_eq!(channel_distance(&a, &b), 1.0);
+    }
+}
