@@ -15,33 +15,17 @@ use lottery_core::plugin::{DensityOf, find_pruner};
 use lottery_core::{MaskSet, MetricRow, PrunableRule, PruneError, PruneTarget};
 use lottery_data::{ImageShape, synthetic};
 use lottery_models::arch::Plan;
-use lottery_models::{Architecture, InputShape, init};
+use lottery_models::{Architecture, InputShape};
 use lottery_train::ImageTask;
 
 /// A VGG-style net with batch norm on generated 8×8 images: 4 steps an epoch, 6 epochs.
 fn task() -> ImageTask {
-    lottery_plugins::link();
-    let shape = ImageShape {
-        channels: 1,
-        height: 8,
-        width: 8,
-    };
-    let mut data = synthetic::generate(5, shape, 4, 64, 32, 0.5);
-    data.normalise();
     let arch = Architecture::ConvNet {
         plan: vec![Plan::Conv(8), Plan::Pool, Plan::Conv(12), Plan::Conv(12)],
         hidden: vec![],
         batch_norm: true,
         global_pool: true,
     };
-    let input = InputShape {
-        channels: 1,
-        height: 8,
-        width: 8,
-    };
-    let m = arch.build(input, 4, &default_device());
-    let naming = m.naming();
-    let m = init::seeded_init(m, &naming, 7).unwrap();
     let train = TrainSection {
         epochs: 6,
         lr: 0.1,
@@ -49,7 +33,7 @@ fn task() -> ImageTask {
         lr_schedule: LrSchedule::Constant,
         ..TrainSection::default()
     };
-    ImageTask::new(m, Arc::new(data), train, 16, false, 3, default_device())
+    common::small_task(arch, train)
 }
 
 fn early_bird(

@@ -5,51 +5,32 @@
 mod common;
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
-use lottery_core::backend::default_device;
 use lottery_core::config::TrainSection;
 use lottery_core::plugin::{EpochReport, PathFlow};
 use lottery_core::{
     Density, LossSpec, MaskSet, MetricRow, ParamInfo, ParamValues, Precision, PrunableRule,
     PruneError, PruneTarget, TrainClock,
 };
-use lottery_data::{ImageShape, synthetic};
+use lottery_models::Architecture;
 use lottery_models::arch::Plan;
-use lottery_models::{Architecture, InputShape, init};
 use lottery_train::ImageTask;
 
 /// A small conv net with batch norm (so buffers rewind too) on generated 8×8 images: 4 steps an
 /// epoch, 2 epochs a training.
 fn task() -> ImageTask {
-    lottery_plugins::link();
-    let shape = ImageShape {
-        channels: 1,
-        height: 8,
-        width: 8,
-    };
-    let mut data = synthetic::generate(5, shape, 4, 64, 32, 0.5);
-    data.normalise();
     let arch = Architecture::ConvNet {
         plan: vec![Plan::Conv(8), Plan::Pool, Plan::Conv(8)],
         hidden: vec![16],
         batch_norm: true,
         global_pool: false,
     };
-    let input = InputShape {
-        channels: 1,
-        height: 8,
-        width: 8,
-    };
-    let m = arch.build(input, 4, &default_device());
-    let naming = m.naming();
-    let m = init::seeded_init(m, &naming, 7).unwrap();
     let train = TrainSection {
         epochs: 2,
         lr: 0.05,
         ..TrainSection::default()
     };
-    ImageTask::new(m, Arc::new(data), train, 16, false, 3, default_device())
+    common::small_task(arch, train)
 }
 
 fn imp(
