@@ -11,5 +11,6 @@ pub mod table;
 
 pub use store::{LayerRow, MetricRecord, RunSummary, StoreError};
 pub use table::{
-    TableFormat, TableOptions, levels_frame, recorded_frame, render_table, study_frame,
+    TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame, render_table,
+    study_frame,
 };

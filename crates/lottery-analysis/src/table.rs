@@ -105,6 +105,64 @@ pub fn recorded_frame(
     aggregate(&kept, &values, scale).map_err(pl)
 }
 
+/// The mask-distance matrix of a run that recorded one (Early-Bird's `distance/eNNN` rows): the
+/// epochs, and for each pair the distance between the masks after those epochs (symmetric, 0 on
+/// the diagonal; epoch 0 is the mask before training).
+pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>), StoreError> {
+    let pl = |source: PolarsError| StoreError::Polars {
+        path: metrics_path.to_path_buf(),
+        source,
+    };
+    let df = store::read_metrics(metrics_path)?
+        .lazy()
+        .filter(col("split").eq(lit("early-bird")))
+        .select([col("epoch"), col("metric"), col("value")])
+        .collect()
+        .map_err(pl)?;
+    let epoch = df.column("epoch").map_err(pl)?.u64().map_err(pl)?;
+    let metric = df.column("metric").map_err(pl)?.str().map_err(pl)?;
+    let value = df.column("value").map_err(pl)?.f64().map_err(pl)?;
+    let mut pairs = BTreeMap::new();
+    let mut epochs = BTreeSet::new();
+    for i in 0..df.height() {
+        let (Some(a), Some(m), Some(v)) = (epoch.get(i), metric.get(i), value.get(i)) else {
+            continue;
+        };
+        let Some(b) = m
+            .strip_prefix("distance/e")
+            .and_then(|e| e.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        epochs.insert(a);
+        epochs.insert(b);
+        pairs.insert((a, b), v);
+        pairs.insert((b, a), v);
+    }
+    if epochs.is_empty() {
+        return Err(pl(
+            polars_err!(NoData: "no distance/eNNN rows: not an early-bird run"),
+        ));
+    }
+    let epochs: Vec<u64> = epochs.into_iter().collect();
+    let matrix = epochs
+        .iter()
+        .map(|a| {
+            epochs
+                .iter()
+                .map(|b| {
+                    if a == b {
+                        0.0
+                    } else {
+                        pairs.get(&(*a, *b)).copied().unwrap_or(f64::NAN)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok((epochs, matrix))
+}
+
 /// One row per (model, dataset, method, density) of `values` (one per run) times `scale`.
 fn aggregate(runs: &[RunSummary], values: &[f64], scale: f64) -> PolarsResult<DataFrame> {
     let df = df!(

@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lottery_analysis::{
-    TableFormat, TableOptions, levels_frame, recorded_frame, render_table, store, study_frame,
+    TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame, render_table, store,
+    study_frame,
 };
 use lottery_cli::collapse;
 use lottery_cli::experiment::{
@@ -79,6 +80,11 @@ enum Command {
         /// curve, one row per method and phase: the ticket and its controls).
         #[arg(long)]
         levels: bool,
+    },
+    /// Early-Bird's mask-distance matrix of a run (epoch × epoch, the paper's figure), as CSV.
+    Distances {
+        /// A run directory.
+        run: PathBuf,
     },
     /// Layer table of a run's masks: shape, density per layer, collapsed layers.
     Inspect {
@@ -211,6 +217,10 @@ fn dispatch(cmd: Command) -> Result<()> {
         } => {
             let text = table(&results, &study, format, &metric, levels)?;
             print!("{text}");
+            Ok(())
+        }
+        Command::Distances { run } => {
+            print!("{}", distances(&run)?);
             Ok(())
         }
         Command::Inspect { run } => inspect(&run),
@@ -440,6 +450,23 @@ fn table(
     lottery_core::fsutil::write_atomic(&out, text.as_bytes())
         .with_context(|| out.display().to_string())?;
     Ok(text)
+}
+
+fn distances(run: &Path) -> Result<String> {
+    let (epochs, matrix) = distance_matrix(&run.join("metrics.parquet"))?;
+    let mut out = String::from("epoch");
+    for e in &epochs {
+        out.push_str(&format!(",{e}"));
+    }
+    out.push('\n');
+    for (e, row) in epochs.iter().zip(&matrix) {
+        out.push_str(&e.to_string());
+        for v in row {
+            out.push_str(&format!(",{v:.4}"));
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 fn inspect(run: &Path) -> Result<()> {

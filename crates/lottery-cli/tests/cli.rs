@@ -429,6 +429,14 @@ fn early_bird_run_counts_channels_and_tables_its_recorded_metrics() {
     // Half of the channels kept: about a quarter of the conv weights (rows and inputs) survive.
     let achieved = summary["density_achieved"].as_f64().unwrap();
     assert!(achieved > 0.1 && achieved < 0.5, "{achieved}");
+    // The distance matrix of the masks before training and after epoch 1.
+    let o = lottery(d.path(), &["distances", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "epoch,0,1", "{csv}");
+    assert!(lines[1].starts_with("0,0.0000,"), "{csv}");
+    assert!(lines[2].ends_with(",0.0000"), "{csv}");
     let o = lottery(
         d.path(),
         &["table", "t", "--metric", "early-bird/drawn-epoch"],
