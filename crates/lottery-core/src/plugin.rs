@@ -224,6 +224,15 @@ pub trait PruneTarget {
             "this network has no batch-norm penalty".into(),
         ))
     }
+    /// From now on, trains the physically smaller network that keeps only the `keep` channels in
+    /// place of the channel-masked full one (the same function at a fraction of the FLOPs; the
+    /// values are written back at the kept channels after each training); `None`: the full network.
+    fn set_channel_structure(&mut self, keep: Option<ChannelKeep>) -> Result<(), PruneError> {
+        let _ = keep;
+        Err(PruneError::Target(
+            "this network has no prunable batch-norm channels".into(),
+        ))
+    }
     /// The batch-norm channels of the network and the weights each gates, in forward order.
     fn channel_groups(&self) -> Result<Vec<ChannelGroup>, PruneError> {
         Err(PruneError::Target(

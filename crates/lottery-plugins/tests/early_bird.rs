@@ -214,3 +214,52 @@ fn draw_last_trains_the_whole_budget_and_a_net_without_batch_norm_is_refused() {
     let e = early_bird(&mut plain, 0.5, "", None).unwrap_err();
     assert!(e.to_string().contains("batch norm"), "{e}");
 }
+
+#[test]
+fn retraining_the_smaller_network_matches_retraining_the_masked_one() {
+    let opts = "window = 2\nepsilon = 1.0\nretrain_from = \"keep\"";
+    let mut small = task();
+    let mask = early_bird(&mut small, 0.5, opts, None).unwrap();
+    let mut masked = task();
+    early_bird(&mut masked, 0.5, &format!("{opts}\nshrink = false"), None).unwrap();
+    let names: Vec<String> = small.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(
+        small.values(&names).unwrap(),
+        masked.values(&names).unwrap()
+    );
+
+    let end = small.clock().step + 3;
+    small.train_until(&mask, end, &mut |_| {}).unwrap();
+    masked.train_until(&mask, end, &mut |_| {}).unwrap();
+    let (a, b) = (
+        small.values(&names).unwrap(),
+        masked.values(&names).unwrap(),
+    );
+    // Every entry that acts on the output trained alike, up to summation order: kept weights,
+    // and the biases and batch norm of kept channels. (A removed channel's batch norm acts on
+    // nothing; the masked network still decays its statistics.)
+    let keep = channels_of(&small, &mask);
+    for name in &names {
+        let m = mask.get(name);
+        let channel = keep
+            .iter()
+            .find(|(scale, _)| {
+                let layer = scale.trim_end_matches(".bn.weight");
+                name.starts_with(&format!("{layer}.bn.")) || *name == format!("{layer}.conv.bias")
+            })
+            .map(|(_, flags)| flags);
+        for (i, (x, y)) in a[name].values.iter().zip(&b[name].values).enumerate() {
+            if m.is_some_and(|m| !m.keep[i]) {
+                assert_eq!(*x, 0.0, "{name}[{i}] pruned");
+            } else if channel.is_none_or(|flags| flags[i]) {
+                assert!((x - y).abs() < 1e-3, "{name}[{i}]: {x} vs {y}");
+            }
+        }
+    }
+    let (_, acc_small) = PruneTarget::evaluate(&mut small, &mask).unwrap();
+    let (_, acc_masked) = PruneTarget::evaluate(&mut masked, &mask).unwrap();
+    assert!(
+        (acc_small - acc_masked).abs() < 0.05,
+        "{acc_small} vs {acc_masked}"
+    );
+}

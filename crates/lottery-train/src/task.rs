@@ -59,6 +59,8 @@ pub struct ImageTask {
     linearized: Option<(Precision, ImageModel<TrainBackend>)>,
     /// Strength of the L1 penalty on batch-norm scales added to the training loss.
     norm_l1: f64,
+    /// Channels kept when training runs on the physically smaller network.
+    channels: Option<ChannelKeep>,
 }
 
 impl ImageTask {
@@ -91,6 +93,7 @@ impl ImageTask {
             progress: ProgressBar::hidden(),
             linearized: None,
             norm_l1: 0.0,
+            channels: None,
         }
     }
 
@@ -138,8 +141,16 @@ impl ImageTask {
         self.step
     }
 
+    /// Applies the running-statistics update that burn's batch norm keeps aside after a training
+    /// step (a `RunningState` is read and overwritten without it until something syncs it), so that
+    /// what is read is the trained network and what is written is not replaced by a stale update.
+    fn settle(&self) {
+        let _ = self.model.valid();
+    }
+
     /// Every parameter's values (PyTorch names and layout).
     pub fn all_values(&self) -> ParamValues {
+        self.settle();
         let names: Vec<String> = self.params().into_iter().map(|p| p.name).collect();
         view::values::<TrainBackend, _>(&self.model, &self.naming, &names)
     }
@@ -447,6 +458,103 @@ impl ImageTask {
         format!("{:?}", self.model.architecture())
     }
 
+    /// Trains the model itself under `mask` with a fresh optimiser of the run's kind.
+    fn train_in_place(
+        &mut self,
+        mask: &MaskSet,
+        end_step: usize,
+        watch: &[String],
+        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
+    ) {
+        let c = &self.train_cfg;
+        let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
+        match c.optimizer {
+            OptimizerKind::Sgd => {
+                let momentum = (c.momentum > 0.0).then_some(MomentumConfig {
+                    momentum: c.momentum,
+                    dampening: 0.0,
+                    nesterov: c.nesterov,
+                });
+                let optim = SgdConfig::new()
+                    .with_momentum(momentum)
+                    .with_weight_decay(wd)
+                    .init();
+                self.train_with(optim, mask, end_step, watch, on_epoch);
+            }
+            OptimizerKind::Adam => {
+                let optim = AdamConfig::new()
+                    .with_epsilon(1e-8)
+                    .with_weight_decay(wd)
+                    .init();
+                self.train_with(optim, mask, end_step, watch, on_epoch);
+            }
+        }
+    }
+
+    /// Trains the physically smaller network that keeps the `keep` channels in place of the
+    /// masked full one (the same function, a fraction of the FLOPs), then writes its values back at
+    /// the kept channels; every entry `mask` prunes is zero afterwards, as in masked training.
+    fn train_smaller(
+        &mut self,
+        keep: &ChannelKeep,
+        mask: &MaskSet,
+        end_step: usize,
+        watch: &[String],
+        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
+    ) -> Result<(), PruneError> {
+        let target = |e: channels::ChannelError| PruneError::Target(e.to_string());
+        let input = self.input_shape();
+        let arch = self.model.architecture();
+        let full = self.all_values();
+        let small_arch = channels::shrink_architecture(&arch, input, keep).map_err(target)?;
+        let small_values = channels::shrink_values(&arch, input, keep, &full).map_err(target)?;
+        let small = small_arch.build::<TrainBackend>(input, self.data.classes, &self.device);
+        let small_naming = small.naming();
+        let small = view::set_values::<TrainBackend, _>(small, &small_naming, &small_values)
+            .map_err(|e| PruneError::Target(e.to_string()))?;
+        let mask_values: ParamValues = mask
+            .iter()
+            .map(|(n, m)| {
+                (
+                    n.clone(),
+                    lottery_core::FlatTensor::new(m.shape.clone(), m.as_f32()),
+                )
+            })
+            .collect();
+        let small_mask_values =
+            channels::shrink_values(&arch, input, keep, &mask_values).map_err(target)?;
+        let mut small_mask = MaskSet::new();
+        for (name, t) in small_mask_values {
+            let keep = t.values.iter().map(|&v| v != 0.0).collect();
+            small_mask.insert(
+                name,
+                lottery_core::Mask {
+                    shape: t.shape,
+                    keep,
+                },
+            );
+        }
+        let full_model = std::mem::replace(&mut self.model, small);
+        let full_naming = std::mem::replace(&mut self.naming, small_naming);
+        let before: Vec<usize> = self.checkpoints.keys().copied().collect();
+        self.train_in_place(&small_mask, end_step, watch, on_epoch);
+        let trained = self.all_values();
+        self.model = full_model;
+        self.naming = full_naming;
+        let widen = |small: &ParamValues| -> Result<ParamValues, PruneError> {
+            let mut v = channels::embed_values(&arch, input, keep, small, &full).map_err(target)?;
+            mask.apply(&mut v);
+            Ok(v)
+        };
+        for (step, values) in self.checkpoints.iter_mut() {
+            if !before.contains(step) {
+                *values = widen(values)?;
+            }
+        }
+        let merged = widen(&trained)?;
+        PruneTarget::set_values(self, &merged)
+    }
+
     /// Optimiser steps in one epoch (the last batch may be short).
     fn steps_per_epoch(&self) -> usize {
         self.data.train.len().div_ceil(self.batch_size).max(1)
@@ -491,6 +599,7 @@ impl PruneTarget for ImageTask {
     }
 
     fn values(&self, names: &[String]) -> Result<ParamValues, PruneError> {
+        self.settle();
         Ok(view::values::<TrainBackend, _>(
             &self.model,
             &self.naming,
@@ -499,6 +608,7 @@ impl PruneTarget for ImageTask {
     }
 
     fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError> {
+        self.settle();
         self.linearized = None;
         self.model = view::set_values::<TrainBackend, _>(self.model.clone(), &self.naming, values)
             .map_err(|e| PruneError::Target(e.to_string()))?;
@@ -635,29 +745,21 @@ impl PruneTarget for ImageTask {
         watch: &[String],
         on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) -> Result<(), PruneError> {
-        let c = &self.train_cfg;
-        let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
-        match c.optimizer {
-            OptimizerKind::Sgd => {
-                let momentum = (c.momentum > 0.0).then_some(MomentumConfig {
-                    momentum: c.momentum,
-                    dampening: 0.0,
-                    nesterov: c.nesterov,
-                });
-                let optim = SgdConfig::new()
-                    .with_momentum(momentum)
-                    .with_weight_decay(wd)
-                    .init();
-                self.train_with(optim, mask, end_step, watch, on_epoch);
-            }
-            OptimizerKind::Adam => {
-                let optim = AdamConfig::new()
-                    .with_epsilon(1e-8)
-                    .with_weight_decay(wd)
-                    .init();
-                self.train_with(optim, mask, end_step, watch, on_epoch);
+        match self.channels.clone() {
+            Some(keep) => self.train_smaller(&keep, mask, end_step, watch, on_epoch),
+            None => {
+                self.train_in_place(mask, end_step, watch, on_epoch);
+                Ok(())
             }
         }
+    }
+
+    fn set_channel_structure(&mut self, keep: Option<ChannelKeep>) -> Result<(), PruneError> {
+        if let Some(k) = &keep {
+            channels::shrink_architecture(&self.model.architecture(), self.input_shape(), k)
+                .map_err(|e| PruneError::Target(e.to_string()))?;
+        }
+        self.channels = keep;
         Ok(())
     }
 

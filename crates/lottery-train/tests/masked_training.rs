@@ -153,3 +153,30 @@ fn checkpoints_hold_theta_0_and_theta_k() {
     assert_ne!(c[&2], theta0);
     assert_ne!(c[&2], t.all_values());
 }
+
+/// burn's batch norm keeps its last running-statistics update aside until something syncs it: the
+/// values read after training must be those the network evaluates with, and values written (a
+/// rewind) must not be replaced by that stale update.
+#[test]
+fn exported_values_are_the_trained_network_and_a_rewind_sticks() {
+    let mut t = task("resnet-20", OptimizerKind::Sgd, 0);
+    let names: Vec<String> = t.params().into_iter().map(|p| p.name).collect();
+    let theta_0 = t.values(&names).unwrap();
+    let dense = MaskSet::new();
+    t.train_until(&dense, 3, &mut |_| {}).unwrap();
+    let trained = t.values(&names).unwrap();
+    let mut copy = task("resnet-20", OptimizerKind::Sgd, 0);
+    copy.set_values(&trained).unwrap();
+    assert_eq!(
+        PruneTarget::evaluate(&mut t, &dense).unwrap(),
+        PruneTarget::evaluate(&mut copy, &dense).unwrap()
+    );
+    // Rewound to θ₀, the network evaluates as a fresh one does.
+    t.rewind(&theta_0, 0).unwrap();
+    let mut fresh = task("resnet-20", OptimizerKind::Sgd, 0);
+    assert_eq!(
+        PruneTarget::evaluate(&mut t, &dense).unwrap(),
+        PruneTarget::evaluate(&mut fresh, &dense).unwrap()
+    );
+    assert_eq!(t.values(&names).unwrap(), theta_0);
+}

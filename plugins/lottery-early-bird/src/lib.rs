@@ -14,7 +14,8 @@
 //! network computes; the parameters and FLOPs of that smaller network are recorded. The run then
 //! retrains the ticket: by default, like the reference, a fresh initialisation of the smaller
 //! network (`retrain_from = "reinit"`) on the remaining epochs of the schedule (`retrain_clock =
-//! "drawn"`), with the penalty kept on (`l1_in_retrain`).
+//! "drawn"`), with the penalty kept on (`l1_in_retrain`); it trains the physically smaller network
+//! (`shrink`), whose values are written back at the kept channels.
 //!
 //! Rows recorded (round 0): the search's training curve under phase `search`; split `early-bird`:
 //! per epoch `distance-max` (newest mask to the older masks of the window, once full),
@@ -92,6 +93,9 @@ pub struct EarlyBirdOptions {
     pub retrain_clock: RetrainClock,
     /// Keep the L1 penalty while the ticket retrains.
     pub l1_in_retrain: bool,
+    /// Retrain the physically smaller network (the same function as the channel-masked one at a
+    /// fraction of the FLOPs); false: the masked full network.
+    pub shrink: bool,
 }
 
 impl Default for EarlyBirdOptions {
@@ -105,6 +109,7 @@ impl Default for EarlyBirdOptions {
             retrain_from: RetrainFrom::Reinit,
             retrain_clock: RetrainClock::Drawn,
             l1_in_retrain: true,
+            shrink: true,
         }
     }
 }
@@ -462,6 +467,10 @@ impl Pruner for EarlyBird {
         ctx.target.rewind(&values, start)?;
         ctx.target
             .set_norm_l1(if o.l1_in_retrain { o.l1 } else { 0.0 })?;
+        if o.shrink {
+            ctx.target
+                .set_channel_structure(Some(ticket.keep.clone()))?;
+        }
         ctx.target.set_phase(0, "ticket");
         Ok(mask)
     }
