@@ -186,6 +186,7 @@ pub fn prepare(
         input,
         data.classes,
         cfg.seed,
+        cfg.model.init,
         &default_device(),
     )
     .map_err(|why| {
@@ -370,6 +371,7 @@ pub fn task_of(p: &Prepared) -> ImageTask {
         cfg.seed,
         default_device(),
     )
+    .with_model_options(cfg.model.init, cfg.model.batch_norm)
 }
 
 /// Builds the run's method, mapping an options error to the config key at fault.

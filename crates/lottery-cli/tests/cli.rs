@@ -50,6 +50,7 @@ fn list_shows_both_plugins_models_and_datasets() {
         "synflow",
         "imp",
         "early-bird",
+        "gem-miner",
         "lenet-300-100",
         "vgg-16",
         "resnet-20",
@@ -449,5 +450,67 @@ fn early_bird_run_counts_channels_and_tables_its_recorded_metrics() {
         d.path()
             .join("results/tables/t.early-bird-drawn-epoch.md")
             .exists()
+    );
+}
+
+#[test]
+fn gem_miner_run_meets_its_target_and_tables_the_gem_accuracy() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "gm.toml",
+        "[methods.gem-miner]\nepochs = 3\niter_period = 1\n",
+    );
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "prune.method=gem-miner",
+            "--set",
+            "model.init=signed-constant",
+            "--set",
+            "prune.density=0.1",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.train_subset=128",
+            "--set",
+            "data.test_subset=64",
+            "--set",
+            "data.batch_size=64",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let study = d.path().join("results/t");
+    let runs: Vec<_> = std::fs::read_dir(&study).unwrap().collect();
+    assert_eq!(runs.len(), 1, "one run, no work dir left");
+    let run = runs.into_iter().next().unwrap().unwrap().path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let achieved = summary["density_achieved"].as_f64().unwrap();
+    assert!((achieved - 0.1).abs() < 1e-5, "{achieved}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("signed-constant"), "{config}");
+    let o = lottery(d.path(), &["table", "t", "--metric", "mining/accuracy"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| gem-miner |"), "{table}");
+}
+
+#[test]
+fn an_unknown_init_is_refused_with_its_key() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "bad.toml", "");
+    let o = lottery(
+        d.path(),
+        &["run", cfg.to_str().unwrap(), "--set", "model.init=xavier"],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("model.init") && err.contains("xavier"),
+        "{err}"
     );
 }

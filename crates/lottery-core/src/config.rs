@@ -58,6 +58,12 @@ pub struct ModelSection {
     /// Initial weights from a safetensors file with PyTorch names, instead of the seeded init.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// How the seeded init draws convolution and linear weights.
+    #[serde(skip_serializing_if = "is_default")]
+    pub init: WeightInit,
+    /// Whether batch norm learns its scale and shift.
+    #[serde(skip_serializing_if = "is_default")]
+    pub batch_norm: NormKind,
 }
 
 impl Default for ModelSection {
@@ -65,8 +71,40 @@ impl Default for ModelSection {
         Self {
             name: "lenet-300-100".into(),
             init_from: None,
+            init: WeightInit::default(),
+            batch_norm: NormKind::default(),
         }
     }
+}
+
+/// Leaves a key at its default out of the canonical config, so adding one keeps the run ids of
+/// configs that do not set it.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// The seeded initialisation of convolution and linear weights (`model.init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightInit {
+    /// Kaiming normal: N(0, 2/fan_in), as the lottery-ticket papers use.
+    #[default]
+    KaimingNormal,
+    /// The sign of a Kaiming-normal draw times its standard deviation √(2/fan_in): the "signed
+    /// constant" init of the edge-popup and Gem-Miner references.
+    SignedConstant,
+}
+
+/// Batch norm with or without its learned scale and shift (`model.batch_norm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormKind {
+    /// γ and β are trained (PyTorch's `affine=True`).
+    #[default]
+    Affine,
+    /// γ stays 1 and β stays 0 through all training (`affine=False`, the Gem-Miner reference's
+    /// `NonAffineBatchNorm`).
+    NonAffine,
 }
 
 /// `[data]`.

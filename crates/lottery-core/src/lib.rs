@@ -25,8 +25,9 @@ pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};
 pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
 pub use plugin::{
-    BnMode, LossSpec, MetricRow, PathFlow, Precision, PruneContext, PruneGoal, PruneTarget, Pruner,
-    PrunerEntry, PrunerOptions, Scorer, TrainClock,
+    BnMode, LossSpec, MetricRow, MiningReport, MiningSpec, MiningState, PathFlow, Precision,
+    PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions, ScorePenalty, Scorer,
+    TrainClock,
 };
 pub use topk::Scope;
 

@@ -23,9 +23,11 @@
 //!   expands its channel masks over the weights each channel gates ([`PruneTarget::channel_groups`],
 //!   [`crate::channels::expand`]); its entry counts `prune.density` in channels
 //!   ([`PrunerEntry::counting_channels`]).
-//! - **Trainable scores with frozen weights** (Gem-Miner) need a forward that multiplies weights by the
-//!   rounded scores; it arrives as a target query that trains scores for given epochs and returns them,
-//!   so the pruner stays model-agnostic.
+//! - **Trainable scores with frozen weights** (Gem-Miner) hand their scores and flags to
+//!   [`PruneTarget::mine_scores`], which trains the scores through a forward that multiplies each
+//!   weight by its rounded score (straight-through gradient) and calls back after every epoch with
+//!   the whole [`MiningState`], which the method prunes (its flags) and saves; the pruner stays
+//!   model-agnostic.
 //! - **Transformers and graphs** (BERT tickets, GCN tickets) are other model families behind the same
 //!   target: their parameters are named like Hugging Face / PyG names them, and a graph's edge mask is a
 //!   mask over a parameter-like entry (`graph.adjacency`) of kind `Other`.
@@ -38,6 +40,7 @@ use indicatif::ProgressBar;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::channels::{ChannelGroup, ChannelKeep, NetworkCost};
+use crate::config::TrainSection;
 use crate::density::{Density, exponential_schedule, linear_schedule};
 use crate::error::PruneError;
 use crate::mask::MaskSet;
@@ -156,6 +159,101 @@ pub struct PathFlow {
     pub log_gradients: ParamValues,
 }
 
+/// The penalty on trainable scores (Gem-Miner's `regularization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScorePenalty {
+    /// `λ·Σ s²` (gradient `2λs`), the reference's choice.
+    #[default]
+    L2,
+    /// `λ·Σ |s|` (gradient `λ·sign(s)`).
+    L1,
+}
+
+/// How [`PruneTarget::mine_scores`] trains scores with the weights frozen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiningSpec {
+    /// Optimiser (PyTorch's SGD or Adam semantics), learning rate, weight decay and schedule of the
+    /// scores; `epochs` is the length of the mining (the schedule's horizon).
+    pub train: TrainSection,
+    /// The penalty added to the loss.
+    pub penalty: ScorePenalty,
+    /// λ, the penalty's strength.
+    pub strength: f64,
+    /// A weight takes part in the forward pass when its score exceeds this and it is flagged.
+    pub threshold: f32,
+}
+
+/// Where a score mining stands after a whole epoch: everything needed to continue it exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiningState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimiser steps taken.
+    pub step: usize,
+    /// One score in [0, 1] per prunable weight (PyTorch names and layout).
+    pub scores: ParamValues,
+    /// Weights still eligible; a weight without its flag is out of the forward pass whatever its
+    /// score, and its score gets no gradient from the loss.
+    pub flags: MaskSet,
+    /// The optimiser's moments, `momentum/<name>` (SGD) or `m/<name>` and `v/<name>` (Adam);
+    /// empty before the first step.
+    pub moments: ParamValues,
+}
+
+impl MiningState {
+    /// The mask of the forward pass: score above `threshold`, and flagged.
+    pub fn rounded(&self, threshold: f32) -> MaskSet {
+        let mut out = MaskSet::new();
+        for (name, flag) in self.flags.iter() {
+            let keep = match self.scores.get(name) {
+                Some(s) => s
+                    .values
+                    .iter()
+                    .zip(&flag.keep)
+                    .map(|(&v, &f)| f && v > threshold)
+                    .collect(),
+                None => vec![false; flag.keep.len()],
+            };
+            out.insert(
+                name.clone(),
+                crate::mask::Mask {
+                    shape: flag.shape.clone(),
+                    keep,
+                },
+            );
+        }
+        out
+    }
+}
+
+/// One epoch of score mining, as [`PruneTarget::mine_scores`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiningReport {
+    /// Epochs completed (1-based).
+    pub epoch: usize,
+    /// Mean cross-entropy over the epoch's batches (without the penalty).
+    pub train_loss: f64,
+    /// The penalty at the end of the epoch (λ included).
+    pub penalty: f64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Density of the rounded subnetwork (score above the threshold and flagged).
+    pub rounded_density: f64,
+    /// Test accuracy of the rounded subnetwork on the untrained weights.
+    pub rounded_accuracy: f64,
+}
+
+/// What [`PruneTarget::mine_scores`] calls after each epoch: the report, the state (whose flags,
+/// and scores, the method may change before the next epoch), and the target itself (to record,
+/// read values and save; rows it records carry the mining's step and epoch).
+pub type MiningHook<'a> = dyn FnMut(
+        &MiningReport,
+        &mut MiningState,
+        &mut dyn PruneTarget,
+    ) -> Result<ControlFlow<()>, PruneError>
+    + 'a;
+
 /// What a pruner may ask of the network being pruned. Values are keyed by PyTorch names and laid
 /// out as PyTorch lays them out; `mask` arguments are applied to the weights before computing,
 /// and gradients are taken with respect to the masked weights.
@@ -245,6 +343,24 @@ pub trait PruneTarget {
         let _ = keep;
         Err(PruneError::Target(
             "this network cannot count its cost".into(),
+        ))
+    }
+    /// Trains the scores of `state` with every parameter frozen (Gem-Miner's mining) from
+    /// `state.epoch` to `spec.train.epochs`, unless `on_epoch` breaks: each step's forward uses the
+    /// weights times their rounded, flagged scores (batch norm in training mode, its running
+    /// statistics updated), the gradient passes straight through the rounding to the scores (none
+    /// to unflagged ones), the penalty's gradient is added, the optimiser steps, and the scores are
+    /// clamped to [0, 1]. Data order is the run's, epoch by epoch; the training clock is untouched.
+    /// The weights are exactly their values before the call whenever `on_epoch` runs and after.
+    fn mine_scores(
+        &mut self,
+        spec: &MiningSpec,
+        state: &mut MiningState,
+        on_epoch: &mut MiningHook<'_>,
+    ) -> Result<(), PruneError> {
+        let _ = (spec, state, on_epoch);
+        Err(PruneError::Target(
+            "this network cannot train scores".into(),
         ))
     }
     /// Trains until the end of the `epochs`-th epoch from now (an epoch already begun counts as

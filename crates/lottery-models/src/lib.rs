@@ -45,16 +45,17 @@ impl<B: Backend> ImageModel<B> {
     }
 }
 
-/// Builds a registered model and initialises it from `seed`.
+/// Builds a registered model and initialises it from `seed`, weights drawn as `init` says.
 pub fn build(
     name: &str,
     input: InputShape,
     classes: usize,
     seed: u64,
+    init: lottery_core::config::WeightInit,
     device: &TrainDevice,
 ) -> Result<ImageModel<TrainBackend>, String> {
     let entry = find_model(name)?;
     let model = (entry.architecture)().build::<TrainBackend>(input, classes, device);
     let naming = model.naming();
-    init::seeded_init::<TrainBackend, _>(model, &naming, seed).map_err(|e| e.to_string())
+    init::seeded_init_as::<TrainBackend, _>(model, &naming, seed, init).map_err(|e| e.to_string())
 }

@@ -340,6 +340,18 @@ fn upload<B: Backend>(
     B::float_from_data(TensorData::new(data, shape).convert_dtype(dtype), device)
 }
 
+/// Data of `entry`'s parameter in burn's layout as a value in PyTorch's (linear weights transposed
+/// back).
+pub fn torch_layout(entry: &ViewEntry, data: Vec<f32>) -> FlatTensor {
+    let shape = &entry.info.shape;
+    let data = if entry.transposed {
+        transpose(&data, shape[1], shape[0])
+    } else {
+        data
+    };
+    FlatTensor::new(shape.clone(), data)
+}
+
 /// Named values (PyTorch layout) as tensors in burn layout, stored as `dtype`, keyed by the ids of
 /// the parameters in `entries`. A value whose shape is not its parameter's is an error.
 pub fn device_values<B: Backend>(
@@ -578,7 +590,7 @@ where
 }
 
 /// [`map_inner`] for the tensors whose id `wanted` accepts; the others are left as they are.
-fn map_inner_where<AB, M>(
+pub fn map_inner_where<AB, M>(
     module: M,
     wanted: &dyn Fn(&ParamId) -> bool,
     f: &mut dyn FnMut(&ParamId, InnerFloat<AB>) -> InnerFloat<AB>,

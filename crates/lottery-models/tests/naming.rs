@@ -17,7 +17,7 @@ const CIFAR: InputShape = InputShape {
 };
 
 fn names(model: &str, input: InputShape) -> Vec<(String, Vec<usize>, ParamKind)> {
-    let m = build(model, input, 10, 0, &default_device()).unwrap();
+    let m = build(model, input, 10, 0, Default::default(), &default_device()).unwrap();
     view::entries::<TrainBackend, _>(&m, &m.naming())
         .into_iter()
         .map(|e| (e.info.name, e.info.shape, e.info.kind))
@@ -95,7 +95,15 @@ fn resnet_shortcuts_use_sequential_indices() {
         .filter(|(_, _, k)| *k == ParamKind::ConvWeight)
         .count();
     assert_eq!(convs, 1 + 9 * 2 + 2);
-    let m = build("resnet-20", CIFAR, 10, 0, &default_device()).unwrap();
+    let m = build(
+        "resnet-20",
+        CIFAR,
+        10,
+        0,
+        Default::default(),
+        &default_device(),
+    )
+    .unwrap();
     let e = view::entries::<TrainBackend, _>(&m, &m.naming());
     assert!(
         e.iter()
@@ -113,7 +121,15 @@ fn every_registered_model_builds_and_runs_forward() {
         } else {
             MNIST
         };
-        let m = build(entry.name, input, 10, 1, &default_device()).unwrap();
+        let m = build(
+            entry.name,
+            input,
+            10,
+            1,
+            Default::default(),
+            &default_device(),
+        )
+        .unwrap();
         let x = Tensor::<TrainBackend, 4>::zeros(
             [2, input.channels, input.height, input.width],
             &default_device(),
@@ -124,7 +140,15 @@ fn every_registered_model_builds_and_runs_forward() {
 
 #[test]
 fn values_round_trip_in_pytorch_layout_and_init_is_kaiming() {
-    let m = build("lenet-300-100", MNIST, 10, 3, &default_device()).unwrap();
+    let m = build(
+        "lenet-300-100",
+        MNIST,
+        10,
+        3,
+        Default::default(),
+        &default_device(),
+    )
+    .unwrap();
     let naming = m.naming();
     let names = vec!["fc.weight".to_string(), "fc.bias".to_string()];
     let v = view::values::<TrainBackend, _>(&m, &naming, &names);
@@ -159,9 +183,33 @@ fn values_round_trip_in_pytorch_layout_and_init_is_kaiming() {
 
 #[test]
 fn same_seed_same_weights_different_seed_different() {
-    let a = build("conv-2", MNIST, 10, 5, &default_device()).unwrap();
-    let b = build("conv-2", MNIST, 10, 5, &default_device()).unwrap();
-    let c = build("conv-2", MNIST, 10, 6, &default_device()).unwrap();
+    let a = build(
+        "conv-2",
+        MNIST,
+        10,
+        5,
+        Default::default(),
+        &default_device(),
+    )
+    .unwrap();
+    let b = build(
+        "conv-2",
+        MNIST,
+        10,
+        5,
+        Default::default(),
+        &default_device(),
+    )
+    .unwrap();
+    let c = build(
+        "conv-2",
+        MNIST,
+        10,
+        6,
+        Default::default(),
+        &default_device(),
+    )
+    .unwrap();
     let n = vec!["layers.0.conv.weight".to_string()];
     let va = view::values::<TrainBackend, _>(&a, &a.naming(), &n);
     assert_eq!(va, view::values::<TrainBackend, _>(&b, &b.naming(), &n));

@@ -34,7 +34,8 @@ fn main() {
         height: 32,
         width: 32,
     };
-    let m = lottery_models::build(&model, input, 10, 0, &default_device()).expect("model");
+    let m = lottery_models::build(&model, input, 10, 0, Default::default(), &default_device())
+        .expect("model");
     let mut task = ImageTask::new(
         m,
         data,

@@ -6,6 +6,7 @@
 //! this crate's dependencies, and add one `use` line below.
 
 use lottery_early_bird as _;
+use lottery_gem_miner as _;
 use lottery_grasp as _;
 use lottery_imp as _;
 use lottery_magnitude as _;

@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::ops::ControlFlow;
+use common::Crashing;
 
 use lottery_core::config::TrainSection;
-use lottery_core::plugin::{EpochReport, PathFlow};
-use lottery_core::{
-    Density, LossSpec, MaskSet, MetricRow, ParamInfo, ParamValues, Precision, PrunableRule,
-    PruneError, PruneTarget, TrainClock,
-};
+use lottery_core::{Density, MaskSet, MetricRow, PrunableRule, PruneError, PruneTarget};
 use lottery_models::Architecture;
 use lottery_models::arch::Plan;
 use lottery_train::ImageTask;
@@ -166,86 +162,6 @@ fn rewind_step_past_the_schedule_is_refused() {
     assert!(e.to_string().contains("rewind_step = 1000"), "{e}");
 }
 
-/// A target that fails its `n`-th training call, as a crash would stop a run.
-struct Crashing<'a> {
-    inner: &'a mut ImageTask,
-    trainings_left: usize,
-}
-
-impl PruneTarget for Crashing<'_> {
-    fn params(&self) -> Vec<ParamInfo> {
-        self.inner.params()
-    }
-    fn values(&self, names: &[String]) -> Result<ParamValues, PruneError> {
-        self.inner.values(names)
-    }
-    fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError> {
-        self.inner.set_values(values)
-    }
-    fn loss_gradients(
-        &mut self,
-        names: &[String],
-        mask: &MaskSet,
-        spec: &LossSpec,
-    ) -> Result<ParamValues, PruneError> {
-        self.inner.loss_gradients(names, mask, spec)
-    }
-    fn loss_hessian_vector(
-        &mut self,
-        names: &[String],
-        mask: &MaskSet,
-        spec: &LossSpec,
-        vector: &ParamValues,
-    ) -> Result<ParamValues, PruneError> {
-        self.inner.loss_hessian_vector(names, mask, spec, vector)
-    }
-    fn path_flow(
-        &mut self,
-        names: &[String],
-        mask: &MaskSet,
-        precision: Precision,
-    ) -> Result<PathFlow, PruneError> {
-        self.inner.path_flow(names, mask, precision)
-    }
-    fn clock(&self) -> TrainClock {
-        self.inner.clock()
-    }
-    fn train_watching(
-        &mut self,
-        mask: &MaskSet,
-        end_step: usize,
-        watch: &[String],
-        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
-    ) -> Result<(), PruneError> {
-        if self.trainings_left == 0 {
-            return Err(PruneError::Target("simulated crash".into()));
-        }
-        self.trainings_left -= 1;
-        self.inner.train_watching(mask, end_step, watch, on_epoch)
-    }
-    fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {
-        self.inner.rewind(values, step)
-    }
-    fn evaluate(&mut self, mask: &MaskSet) -> Result<(f64, f64), PruneError> {
-        PruneTarget::evaluate(self.inner, mask)
-    }
-    fn fresh_values(&self, seed: u64) -> ParamValues {
-        self.inner.fresh_values(seed)
-    }
-    fn set_phase(&mut self, round: usize, phase: &str) {
-        self.inner.set_phase(round, phase)
-    }
-    fn record(&mut self, split: &str, metric: &str, value: f64) {
-        PruneTarget::record(self.inner, split, metric, value)
-    }
-    fn metrics(&self) -> Vec<MetricRow> {
-        PruneTarget::metrics(self.inner)
-    }
-    fn restore_metrics(&mut self, rows: Vec<MetricRow>) {
-        self.inner.restore_metrics(rows)
-    }
-}
-
 #[test]
 fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     let options = "rate = 0.5\nrewind_step = 2\ncontrols = [\"reinit\", \"random-mask\"]";
@@ -265,8 +181,8 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     {
         let mut first = task();
         let mut crashing = Crashing {
-            inner: &mut first,
             trainings_left: 5,
+            ..Crashing::new(&mut first)
         };
         let e = imp(&mut crashing, 0.2, options, Some(work.clone())).unwrap_err();
         assert!(e.to_string().contains("simulated crash"));
@@ -276,10 +192,7 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
 
     // A fresh process: level 2 onward is recomputed, levels 0 and 1 are not.
     let mut second = task();
-    let mut counting = Crashing {
-        inner: &mut second,
-        trainings_left: usize::MAX,
-    };
+    let mut counting = Crashing::new(&mut second);
     let mask = imp(&mut counting, 0.2, options, Some(work.clone())).unwrap();
     let trainings = usize::MAX - counting.trainings_left;
     assert_eq!(
@@ -294,10 +207,7 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
 
     // Once the levels are done, a restart recomputes nothing at all.
     let mut third = task();
-    let mut counting = Crashing {
-        inner: &mut third,
-        trainings_left: usize::MAX,
-    };
+    let mut counting = Crashing::new(&mut third);
     assert_eq!(
         imp(&mut counting, 0.2, options, Some(work)).unwrap(),
         whole_mask

@@ -15,7 +15,8 @@ use lottery_train::task::loss_and_correct;
 
 fn bench(model: &str, input: InputShape, batch: usize, warmup: usize, reps: usize) {
     let device = default_device();
-    let mut m = lottery_models::build(model, input, 10, 0, &device).expect("model");
+    let mut m =
+        lottery_models::build(model, input, 10, 0, Default::default(), &device).expect("model");
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig {
             momentum: 0.9,

@@ -15,7 +15,7 @@ use burn::tensor::ops::FloatTensorOps;
 use indicatif::ProgressBar;
 pub use lottery_core::MetricRow;
 use lottery_core::backend::{Backend as InnerBackend, TrainBackend};
-use lottery_core::config::{OptimizerKind, TrainSection};
+use lottery_core::config::{NormKind, OptimizerKind, TrainSection, WeightInit};
 use lottery_core::plugin::EpochReport;
 use lottery_core::{
     BnMode, ChannelGroup, ChannelKeep, LossSpec, MaskSet, NetworkCost, ParamInfo, ParamValues,
@@ -26,6 +26,8 @@ use lottery_models::view::{ParamValues64, map_inner, to_f32};
 use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, channels, view};
 
 use crate::schedule::lr_at;
+
+mod mining;
 
 /// Weights saved at chosen optimiser steps (0 is θ₀): the rewind points of IMP.
 pub type Checkpoints = BTreeMap<usize, ParamValues>;
@@ -61,6 +63,10 @@ pub struct ImageTask {
     norm_l1: f64,
     /// Channels kept when training runs on the physically smaller network.
     channels: Option<ChannelKeep>,
+    /// How fresh values draw their weights (the random re-initialisation controls).
+    init: WeightInit,
+    /// Batch norm keeps γ = 1 and β = 0 through training.
+    non_affine_norm: bool,
 }
 
 impl ImageTask {
@@ -94,7 +100,58 @@ impl ImageTask {
             linearized: None,
             norm_l1: 0.0,
             channels: None,
+            init: WeightInit::KaimingNormal,
+            non_affine_norm: false,
         }
+    }
+
+    /// The model's init scheme (for fresh values) and batch-norm kind; a non-affine batch norm has
+    /// its scales set to 1 and shifts to 0 now, and kept there after every training step.
+    pub fn with_model_options(mut self, init: WeightInit, norm: NormKind) -> Self {
+        self.init = init;
+        self.non_affine_norm = norm == NormKind::NonAffine;
+        if self.non_affine_norm {
+            self.reset_norm_affine();
+        }
+        self
+    }
+
+    /// Sets every batch-norm scale to 1 and shift to 0 (the non-affine batch norm).
+    fn reset_norm_affine(&mut self) {
+        let ids: Vec<(burn::module::ParamId, f32)> =
+            view::entries::<TrainBackend, _>(&self.model, &self.naming)
+                .into_iter()
+                .filter(|e| e.info.kind == lottery_core::ParamKind::Norm)
+                .map(|e| {
+                    (
+                        e.id,
+                        if e.info.name.ends_with(".weight") {
+                            1.0
+                        } else {
+                            0.0
+                        },
+                    )
+                })
+                .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let model = self.model.clone();
+        self.model = view::map_inner_where::<TrainBackend, _>(
+            model,
+            &|id| ids.iter().any(|(i, _)| i == id),
+            &mut |id, old| {
+                let v = ids
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, v)| *v)
+                    .unwrap_or(0.0);
+                InnerBackend::float_add_scalar(
+                    InnerBackend::float_mul_scalar(old, 0.0f32.into()),
+                    v.into(),
+                )
+            },
+        );
     }
 
     /// Shows training progress on `bar`.
@@ -404,6 +461,9 @@ impl ImageTask {
                     self.model.clone(),
                     grads,
                 ));
+                if self.non_affine_norm {
+                    self.reset_norm_affine();
+                }
                 self.step += 1;
                 self.progress.inc(1);
                 if self.train_cfg.checkpoints.contains(&self.step) {
@@ -754,6 +814,15 @@ impl PruneTarget for ImageTask {
         }
     }
 
+    fn mine_scores(
+        &mut self,
+        spec: &lottery_core::MiningSpec,
+        state: &mut lottery_core::MiningState,
+        on_epoch: &mut lottery_core::plugin::MiningHook<'_>,
+    ) -> Result<(), PruneError> {
+        self.mine(spec, state, on_epoch)
+    }
+
     fn set_channel_structure(&mut self, keep: Option<ChannelKeep>) -> Result<(), PruneError> {
         if let Some(k) = &keep {
             channels::shrink_architecture(&self.model.architecture(), self.input_shape(), k)
@@ -810,7 +879,8 @@ impl PruneTarget for ImageTask {
             view::entries::<InnerBackend, _>(&small_model, &small_model.naming())
                 .into_iter()
                 .map(|e| {
-                    let v = lottery_models::init::initial_value(
+                    let v = lottery_models::init::initial_value_as(
+                        self.init,
                         seed,
                         &e.info.name,
                         e.info.kind,
@@ -838,7 +908,9 @@ impl PruneTarget for ImageTask {
         self.params()
             .into_iter()
             .map(|p| {
-                let v = lottery_models::init::initial_value(seed, &p.name, p.kind, &p.shape);
+                let v = lottery_models::init::initial_value_as(
+                    self.init, seed, &p.name, p.kind, &p.shape,
+                );
                 (p.name, v)
             })
             .collect()

@@ -34,7 +34,8 @@ fn task(model: &str, optimizer: OptimizerKind, seed: u64) -> ImageTask {
         height: 12,
         width: 12,
     };
-    let m = lottery_models::build(model, input, 4, seed, &default_device()).unwrap();
+    let m = lottery_models::build(model, input, 4, seed, Default::default(), &default_device())
+        .unwrap();
     let cfg = TrainSection {
         epochs: 2,
         optimizer,

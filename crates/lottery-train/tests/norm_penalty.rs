@@ -107,3 +107,56 @@ fn a_network_without_batch_norm_refuses_the_penalty() {
     assert!(t.set_norm_l1(0.0).is_ok());
     assert!(task(bn_net()).set_norm_l1(-1.0).is_err());
 }
+
+#[test]
+fn a_non_affine_batch_norm_keeps_unit_scales_and_zero_shifts_through_training() {
+    use lottery_core::config::{NormKind, WeightInit};
+    let mut t = task(bn_net()).with_model_options(WeightInit::KaimingNormal, NormKind::NonAffine);
+    let norms: Vec<String> = t
+        .params()
+        .into_iter()
+        .filter(|p| p.kind == ParamKind::Norm)
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(norms.len(), 4, "{norms:?}");
+    let mask = MaskSet::new();
+    // Weight decay and the slimming penalty both push on γ; neither may move it.
+    t.set_norm_l1(S).unwrap();
+    t.train(&mask, 1, &mut |_| {}).unwrap();
+    let v = t.values(&norms).unwrap();
+    for name in &norms {
+        let want = if name.ends_with(".weight") { 1.0 } else { 0.0 };
+        assert!(
+            v[name].values.iter().all(|&x| x == want),
+            "{name}: {:?}",
+            v[name].values
+        );
+    }
+    // The network did train.
+    assert_eq!(t.clock().step, 4);
+}
+
+#[test]
+fn signed_constant_weights_are_the_signs_of_the_kaiming_draw_times_its_std() {
+    use lottery_core::config::WeightInit;
+    use lottery_models::init::initial_value_as;
+    let shape = [6, 3, 3, 3];
+    let k = initial_value_as(
+        WeightInit::KaimingNormal,
+        5,
+        "c.weight",
+        ParamKind::ConvWeight,
+        &shape,
+    );
+    let s = initial_value_as(
+        WeightInit::SignedConstant,
+        5,
+        "c.weight",
+        ParamKind::ConvWeight,
+        &shape,
+    );
+    let std = (2.0f64 / 27.0).sqrt() as f32;
+    for (a, b) in k.values.iter().zip(&s.values) {
+        assert_eq!(*b, if *a < 0.0 { -std } else { std });
+    }
+}

@@ -1,13 +1,19 @@
-//! Shared by the method tests: a small training task, and running a registered method on it.
+//! Shared by the method tests: a small training task, running a registered method on it, and a
+//! target that crashes the way an interrupted run stops.
 
+#![allow(dead_code)] // each test file uses part of this module
+
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use indicatif::ProgressBar;
 use lottery_core::backend::default_device;
 use lottery_core::config::TrainSection;
-use lottery_core::plugin::{DensitySchedule, find_pruner};
+use lottery_core::plugin::{DensitySchedule, EpochReport, MiningHook, find_pruner};
 use lottery_core::{
-    Density, MaskSet, PrunableRule, PruneContext, PruneError, PruneGoal, PruneTarget, Scope,
+    Density, LossSpec, MaskSet, MetricRow, MiningSpec, MiningState, ParamInfo, ParamValues,
+    PathFlow, Precision, PrunableRule, PruneContext, PruneError, PruneGoal, PruneTarget, Scope,
+    TrainClock,
 };
 use lottery_data::{ImageShape, synthetic};
 use lottery_models::{Architecture, InputShape, init};
@@ -65,4 +71,121 @@ pub fn run_method(
         work_dir,
     };
     pruner.prune(&mut ctx)
+}
+
+/// A target that fails its next training call once `trainings_left` calls are used up, or its
+/// mining once `mining_epochs_left` epochs are reported, as a crash would stop a run; it counts
+/// down, so `usize::MAX` counts the calls a run makes.
+pub struct Crashing<'a> {
+    /// The real target.
+    pub inner: &'a mut ImageTask,
+    /// Training calls still allowed.
+    pub trainings_left: usize,
+    /// Mining epochs still allowed.
+    pub mining_epochs_left: usize,
+}
+
+impl<'a> Crashing<'a> {
+    /// A target that crashes at nothing yet.
+    pub fn new(inner: &'a mut ImageTask) -> Self {
+        Self {
+            inner,
+            trainings_left: usize::MAX,
+            mining_epochs_left: usize::MAX,
+        }
+    }
+}
+
+fn crash() -> PruneError {
+    PruneError::Target("simulated crash".into())
+}
+
+impl PruneTarget for Crashing<'_> {
+    fn params(&self) -> Vec<ParamInfo> {
+        self.inner.params()
+    }
+    fn values(&self, names: &[String]) -> Result<ParamValues, PruneError> {
+        self.inner.values(names)
+    }
+    fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError> {
+        self.inner.set_values(values)
+    }
+    fn loss_gradients(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        spec: &LossSpec,
+    ) -> Result<ParamValues, PruneError> {
+        self.inner.loss_gradients(names, mask, spec)
+    }
+    fn loss_hessian_vector(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        spec: &LossSpec,
+        vector: &ParamValues,
+    ) -> Result<ParamValues, PruneError> {
+        self.inner.loss_hessian_vector(names, mask, spec, vector)
+    }
+    fn path_flow(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        precision: Precision,
+    ) -> Result<PathFlow, PruneError> {
+        self.inner.path_flow(names, mask, precision)
+    }
+    fn clock(&self) -> TrainClock {
+        self.inner.clock()
+    }
+    fn train_watching(
+        &mut self,
+        mask: &MaskSet,
+        end_step: usize,
+        watch: &[String],
+        on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
+    ) -> Result<(), PruneError> {
+        if self.trainings_left == 0 {
+            return Err(crash());
+        }
+        self.trainings_left -= 1;
+        self.inner.train_watching(mask, end_step, watch, on_epoch)
+    }
+    fn mine_scores(
+        &mut self,
+        spec: &MiningSpec,
+        state: &mut MiningState,
+        on_epoch: &mut MiningHook<'_>,
+    ) -> Result<(), PruneError> {
+        let left = &mut self.mining_epochs_left;
+        let hook: &mut MiningHook<'_> = &mut |r, s, t| {
+            if *left == 0 {
+                return Err(crash());
+            }
+            *left -= 1;
+            on_epoch(r, s, t)
+        };
+        self.inner.mine_scores(spec, state, hook)
+    }
+    fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {
+        self.inner.rewind(values, step)
+    }
+    fn evaluate(&mut self, mask: &MaskSet) -> Result<(f64, f64), PruneError> {
+        PruneTarget::evaluate(self.inner, mask)
+    }
+    fn fresh_values(&self, seed: u64) -> ParamValues {
+        self.inner.fresh_values(seed)
+    }
+    fn set_phase(&mut self, round: usize, phase: &str) {
+        self.inner.set_phase(round, phase)
+    }
+    fn record(&mut self, split: &str, metric: &str, value: f64) {
+        PruneTarget::record(self.inner, split, metric, value)
+    }
+    fn metrics(&self) -> Vec<MetricRow> {
+        PruneTarget::metrics(self.inner)
+    }
+    fn restore_metrics(&mut self, rows: Vec<MetricRow>) {
+        self.inner.restore_metrics(rows)
+    }
 }

@@ -1,0 +1,396 @@
+//! Gem-Miner: rare gems found at initialisation (Sreenivasan et al., NeurIPS 2022; reference
+//! `ksreenivasan/pruning_is_enough`, algorithm `hc_iter`).
+//!
+//! The weights stay frozen at their initialisation. Every prunable weight gets a score in
+//! [0, 1] (uniform at start, as the reference's `score_init: unif`); the forward pass multiplies
+//! each weight by its score rounded at 0.5 (and by its flag), the gradient passes straight through
+//! the rounding to the score, an L2 (or L1) penalty of strength λ pulls the scores down, and the
+//! scores are clamped to [0, 1] after every step. Every `iter_period` epochs the lowest scores
+//! among the weights still flagged lose their flag (bottom-k), along the exponential schedule that
+//! ends at the target density at the last prune. Before the ticket trains, the reference
+//! "unflags": every weight still flagged is kept whatever its score, so the ticket has exactly
+//! the target density. The ticket (the mask on the initial weights) is then trained by the run's
+//! `[train]` schedule.
+//!
+//! Recorded per mining epoch (split `mining`, phase `mining`): the training loss and the penalty,
+//! the learning rate, the density of the rounded subnetwork and its test accuracy before any weight
+//! is trained (the "rare gem" accuracy), and the flagged density after each prune. Progress is
+//! saved after every epoch in the run's work directory, so an interrupted run resumes at the last
+//! finished epoch and ends as the uninterrupted run would.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use lottery_core::config::{LrSchedule, OptimizerKind, TrainSection};
+use lottery_core::density::exponential_schedule;
+use lottery_core::plugin::{
+    MiningReport, MiningSpec, MiningState, PruneContext, Pruner, PrunerEntry, PrunerOptions,
+    ScorePenalty,
+};
+use lottery_core::topk::top_k_mask;
+use lottery_core::{FlatTensor, Mask, MaskSet, MetricRow, ParamValues, PruneError, weights};
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+inventory::submit! {
+    PrunerEntry::new::<GemMinerOptions>(
+        "gem-miner",
+        "scores in [0,1] trained with frozen weights, rounded at 0.5, pruned bottom-k every few epochs (Rare Gems)",
+    )
+}
+
+/// How the scores start (the reference's `score_init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoreInit {
+    /// Uniform on [0, 1] (`unif`, the reference's choice for Gem-Miner).
+    #[default]
+    Uniform,
+    /// All 0.5 (`half`).
+    Half,
+    /// 0 or 1 with probability ½ each (`bern`).
+    Bernoulli,
+}
+
+/// `[methods.gem-miner]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GemMinerOptions {
+    /// Epochs of score training (0: the run's `train.epochs`, as the reference mines for as many
+    /// epochs as it fine-tunes).
+    pub epochs: usize,
+    /// `sgd` or `adam`, for the scores.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate of the scores.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay on the scores (the reference uses 0).
+    pub weight_decay: f64,
+    /// Learning-rate schedule of the scores (`cosine`, `constant`, `multistep`, `step`).
+    pub lr_schedule: LrSchedule,
+    /// Epochs at which `multistep` decays.
+    pub milestones: Vec<usize>,
+    /// Decay factor of `step` and `multistep`.
+    pub gamma: f64,
+    /// `l2` (λ·Σs²) or `l1` (λ·Σ|s|).
+    pub regularization: ScorePenalty,
+    /// λ, the strength of the penalty.
+    pub lambda: f64,
+    /// Epochs between two prunes of the lowest scores.
+    pub iter_period: usize,
+    /// How the scores start.
+    pub score_init: ScoreInit,
+}
+
+impl Default for GemMinerOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 0,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            lr_schedule: LrSchedule::Cosine,
+            milestones: vec![],
+            gamma: 0.1,
+            regularization: ScorePenalty::L2,
+            lambda: 7e-6,
+            iter_period: 5,
+            score_init: ScoreInit::Uniform,
+        }
+    }
+}
+
+impl GemMinerOptions {
+    fn check(&self) -> Result<(), String> {
+        if self.iter_period == 0 {
+            return Err("iter_period must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("lr must be positive, got {}", self.lr));
+        }
+        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
+            return Err(format!("lambda must be 0 or more, got {}", self.lambda));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        Ok(())
+    }
+
+    /// The score-training settings for a mining of `epochs` epochs.
+    fn spec(&self, epochs: usize) -> MiningSpec {
+        MiningSpec {
+            train: TrainSection {
+                epochs,
+                optimizer: self.optimizer,
+                lr: self.lr,
+                momentum: self.momentum,
+                nesterov: false,
+                weight_decay: self.weight_decay,
+                lr_schedule: self.lr_schedule,
+                milestones: self.milestones.clone(),
+                gamma: self.gamma,
+                ..TrainSection::default()
+            },
+            penalty: self.regularization,
+            strength: self.lambda,
+            threshold: 0.5,
+        }
+    }
+}
+
+impl PrunerOptions for GemMinerOptions {
+    fn build(self) -> Box<dyn Pruner> {
+        Box::new(GemMiner { options: self })
+    }
+}
+
+/// The Gem-Miner pruner.
+pub struct GemMiner {
+    options: GemMinerOptions,
+}
+
+/// When the prunes of a mining of `epochs` epochs happen: after the completed epochs listed
+/// (1-based). The reference prunes after 0-based epochs `T, 2T, …` below `epochs − 1`, that is
+/// `⌊(epochs − 1)/T⌋` times; a mining too short for one period prunes once, at its end.
+pub fn prune_epochs(epochs: usize, iter_period: usize) -> Vec<usize> {
+    let t = iter_period.max(1);
+    let n = epochs.saturating_sub(1) / t;
+    if n == 0 {
+        return vec![epochs.max(1)];
+    }
+    (1..=n).map(|k| k * t + 1).collect()
+}
+
+/// Initial scores of the named shapes, one seeded stream per run.
+pub fn initial_scores(init: ScoreInit, seed: u64, shapes: &[(String, Vec<usize>)]) -> ParamValues {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6765_6d2d_6d69_6e65);
+    shapes
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n)
+                .map(|_| match init {
+                    ScoreInit::Uniform => rng.random::<f32>(),
+                    ScoreInit::Half => 0.5,
+                    ScoreInit::Bernoulli => {
+                        if rng.random::<bool>() {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    }
+                })
+                .collect();
+            (name.clone(), FlatTensor::new(shape.clone(), values))
+        })
+        .collect()
+}
+
+fn failed(path: &Path, why: impl ToString) -> PruneError {
+    PruneError::Progress {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// Where mining stands, beside the tensors of the saved state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    epoch: usize,
+    step: usize,
+    prunes_done: usize,
+}
+
+const SCORE: &str = "score/";
+const FLAG: &str = "flag/";
+const MOMENT: &str = "moment/";
+const VALUE: &str = "value/";
+
+/// Saves the state after an epoch (scores, flags, optimiser moments, every model value) with the
+/// rows recorded so far, atomically.
+fn save_state(
+    path: &Path,
+    state: &MiningState,
+    values: &ParamValues,
+    prunes_done: usize,
+    rows: &[MetricRow],
+) -> Result<(), PruneError> {
+    let mut all = ParamValues::new();
+    for (n, t) in &state.scores {
+        all.insert(format!("{SCORE}{n}"), t.clone());
+    }
+    for (n, m) in state.flags.iter() {
+        all.insert(
+            format!("{FLAG}{n}"),
+            FlatTensor::new(m.shape.clone(), m.as_f32()),
+        );
+    }
+    for (n, t) in &state.moments {
+        all.insert(format!("{MOMENT}{n}"), t.clone());
+    }
+    for (n, t) in values {
+        all.insert(format!("{VALUE}{n}"), t.clone());
+    }
+    let progress = Progress {
+        epoch: state.epoch,
+        step: state.step,
+        prunes_done,
+    };
+    let meta = BTreeMap::from([
+        (
+            "progress".to_string(),
+            serde_json::to_string(&progress).map_err(|e| failed(path, e))?,
+        ),
+        (
+            "metrics".to_string(),
+            serde_json::to_string(rows).map_err(|e| failed(path, e))?,
+        ),
+    ]);
+    lottery_core::fsutil::write_atomic(path, &weights::to_bytes(&all, &meta))
+        .map_err(|e| failed(path, e))
+}
+
+/// Loads a saved state: the mining state, every model value, prunes done, rows.
+fn load_state(
+    path: &Path,
+) -> Result<(MiningState, ParamValues, usize, Vec<MetricRow>), PruneError> {
+    let all = weights::read(path).map_err(|e| failed(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| failed(path, e))?;
+    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| failed(path, e))?;
+    let get = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| failed(path, format!("no `{key}` metadata")))
+    };
+    let progress: Progress = serde_json::from_str(get("progress")?).map_err(|e| failed(path, e))?;
+    let rows: Vec<MetricRow> =
+        serde_json::from_str(get("metrics")?).map_err(|e| failed(path, e))?;
+    let mut state = MiningState {
+        epoch: progress.epoch,
+        step: progress.step,
+        scores: ParamValues::new(),
+        flags: MaskSet::new(),
+        moments: ParamValues::new(),
+    };
+    let mut values = ParamValues::new();
+    for (key, t) in all {
+        if let Some(n) = key.strip_prefix(SCORE) {
+            state.scores.insert(n.to_string(), t);
+        } else if let Some(n) = key.strip_prefix(FLAG) {
+            let keep = t.values.iter().map(|&v| v != 0.0).collect();
+            state.flags.insert(
+                n.to_string(),
+                Mask {
+                    shape: t.shape,
+                    keep,
+                },
+            );
+        } else if let Some(n) = key.strip_prefix(MOMENT) {
+            state.moments.insert(n.to_string(), t);
+        } else if let Some(n) = key.strip_prefix(VALUE) {
+            values.insert(n.to_string(), t);
+        }
+    }
+    Ok((state, values, progress.prunes_done, rows))
+}
+
+impl Pruner for GemMiner {
+    fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
+        self.options
+            .check()
+            .map_err(|why| PruneError::Unsupported {
+                method: "gem-miner".into(),
+                why,
+            })?;
+        let clock = ctx.target.clock();
+        let epochs = match self.options.epochs {
+            0 => clock.run_steps / clock.steps_per_epoch.max(1),
+            e => e,
+        }
+        .max(1);
+        let spec = self.options.spec(epochs);
+        let prune_at = prune_epochs(epochs, self.options.iter_period);
+        let target = ctx.goal.density;
+        let scope = ctx.goal.scope;
+        let prunable = ctx.prunable();
+        let all_names: Vec<String> = ctx.target.params().into_iter().map(|p| p.name).collect();
+        let saved: Option<PathBuf> = ctx
+            .work_dir
+            .as_ref()
+            .map(|d| d.join("gem-miner").join("state.safetensors"));
+        if let Some(dir) = saved.as_ref().and_then(|p| p.parent()) {
+            std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+        }
+
+        let (mut state, mut prunes_done) = match saved.as_ref().filter(|p| p.exists()) {
+            Some(path) => {
+                let (state, values, prunes_done, rows) = load_state(path)?;
+                ctx.target.set_values(&values)?;
+                ctx.target.restore_metrics(rows);
+                tracing::info!(epoch = state.epoch, "gem-miner resumes");
+                (state, prunes_done)
+            }
+            None => {
+                let shapes: Vec<(String, Vec<usize>)> = prunable
+                    .iter()
+                    .map(|p| (p.name.clone(), p.shape.clone()))
+                    .collect();
+                let state = MiningState {
+                    epoch: 0,
+                    step: 0,
+                    scores: initial_scores(self.options.score_init, ctx.seed, &shapes),
+                    flags: ctx.dense_mask(),
+                    moments: ParamValues::new(),
+                };
+                (state, 0)
+            }
+        };
+
+        ctx.target.set_phase(0, "mining");
+        ctx.progress.set_length(epochs as u64);
+        ctx.progress.set_position(state.epoch as u64);
+        if state.epoch < epochs {
+            let progress = ctx.progress.clone();
+            let target_density = target;
+            let mut on_epoch = |report: &MiningReport,
+                                state: &mut MiningState,
+                                target: &mut dyn lottery_core::PruneTarget|
+             -> Result<ControlFlow<()>, PruneError> {
+                if prunes_done < prune_at.len() && report.epoch == prune_at[prunes_done] {
+                    prunes_done += 1;
+                    let d = exponential_schedule(target_density, prunes_done, prune_at.len());
+                    state.flags = top_k_mask(&state.scores, d, scope, Some(&state.flags))?;
+                    target.record("mining", "flag-density", state.flags.density());
+                }
+                tracing::info!(
+                    epoch = report.epoch,
+                    loss = format!("{:.4}", report.train_loss),
+                    gem_accuracy = format!("{:.4}", report.rounded_accuracy),
+                    rounded_density = format!("{:.4}", report.rounded_density),
+                    flag_density = format!("{:.4}", state.flags.density()),
+                    "mining epoch"
+                );
+                if let Some(path) = &saved {
+                    let values = target.values(&all_names)?;
+                    save_state(path, state, &values, prunes_done, &target.metrics())?;
+                }
+                progress.inc(1);
+                Ok(ControlFlow::Continue(()))
+            };
+            ctx.target.mine_scores(&spec, &mut state, &mut on_epoch)?;
+        }
+        // A mining cut short of its last prune (or too short for one) ends at the target.
+        if prunes_done < prune_at.len() {
+            state.flags = top_k_mask(&state.scores, target, scope, Some(&state.flags))?;
+        }
+        let gem = state.rounded(spec.threshold);
+        ctx.target
+            .record("mining", "rounded-density-at-unflag", gem.density());
+        ctx.target.set_phase(0, "ticket");
+        // Unflag: every weight still flagged is kept, whatever its score.
+        Ok(state.flags)
+    }
+}
