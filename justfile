@@ -20,11 +20,12 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks against PyTorch on this CPU: one training step (burn-flex variants), and SynFlow's
-# 100 rounds on VGG-16.
+# Benchmarks against PyTorch on this CPU: one training step (burn-flex variants), SynFlow's
+# 100 rounds on VGG-16, and Gem-Miner's score mining on LeNet-300-100.
 bench:
     bash benches/step_bench.sh
     bash benches/synflow_bench.sh
+    bash benches/mining_bench.sh
 
 # The comparison table of a study.
 table study="quickstart":
