@@ -9,8 +9,8 @@
 pub mod store;
 pub mod table;
 
-pub use store::{LayerRow, MetricRecord, RunSummary, StoreError};
+pub use store::{LayerRow, MetricRecord, RunClaim, RunSummary, StoreError};
 pub use table::{
-    TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame, render_table,
-    study_frame,
+    FILTER_FIELDS, ROW_FIELDS, TableFormat, TableOptions, distance_matrix, levels_frame,
+    recorded_frame, render_table, row_fields, select_runs, study_frame,
 };

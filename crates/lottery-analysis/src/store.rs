@@ -33,6 +33,9 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// A query the runs cannot answer (unknown field, filter value of the wrong type).
+    #[error("{0}")]
+    Query(String),
 }
 
 /// One metric observation (the row type of `metrics.parquet`).
@@ -196,9 +199,108 @@ pub fn finished_runs(study_dir: &Path) -> Result<Vec<RunSummary>, StoreError> {
     Ok(out)
 }
 
+/// Where a study keeps the claims and failure records of its runs (hidden, never tabled).
+pub const CLAIMS_DIR: &str = ".claims";
+
+/// The lock file of a run, `<study>/.claims/<run-id>.lock`. Lock files are never removed:
+/// removing one while another process has it open would let two processes hold "the" lock at once.
+pub fn lock_path(study_dir: &Path, run_id: &str) -> PathBuf {
+    study_dir.join(CLAIMS_DIR).join(format!("{run_id}.lock"))
+}
+
+/// The file that records why the last attempt at a run failed, `<study>/.claims/<run-id>.failed`.
+pub fn failure_path(study_dir: &Path, run_id: &str) -> PathBuf {
+    study_dir.join(CLAIMS_DIR).join(format!("{run_id}.failed"))
+}
+
+/// An exclusive claim on one run of a study, held while a process computes it (an advisory file
+/// lock, released by the operating system when the process ends, however it ends), so that two
+/// processes (local workers, Slurm tasks, a second sweep) never write the same run.
+#[derive(Debug)]
+pub struct RunClaim {
+    _file: File,
+}
+
+impl RunClaim {
+    /// Claims the run, or `None` when another process holds it.
+    pub fn try_acquire(study_dir: &Path, run_id: &str) -> Result<Option<RunClaim>, StoreError> {
+        let path = lock_path(study_dir, run_id);
+        let dir = path.parent().expect("a lock path has a parent");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RunClaim { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
+        }
+    }
+}
+
+/// Whether some process holds the run's claim now.
+pub fn is_claimed(study_dir: &Path, run_id: &str) -> bool {
+    let path = lock_path(study_dir, run_id);
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Records why a run failed (replacing an earlier record), for `lottery sweep --status`.
+pub fn record_failure(study_dir: &Path, run_id: &str, why: &str) -> Result<(), StoreError> {
+    let path = failure_path(study_dir, run_id);
+    lottery_core::fsutil::write_atomic(&path, why.as_bytes()).map_err(io(&path))
+}
+
+/// Why the last attempt at a run failed, if it did and has not succeeded since.
+pub fn read_failure(study_dir: &Path, run_id: &str) -> Option<String> {
+    std::fs::read_to_string(failure_path(study_dir, run_id)).ok()
+}
+
+/// Forgets a recorded failure (after the run succeeded).
+pub fn clear_failure(study_dir: &Path, run_id: &str) -> Result<(), StoreError> {
+    let path = failure_path(study_dir, run_id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io { path, source }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_excludes_a_second_one_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let first = RunClaim::try_acquire(d.path(), "abc").unwrap();
+        assert!(first.is_some());
+        assert!(is_claimed(d.path(), "abc"));
+        assert!(RunClaim::try_acquire(d.path(), "abc").unwrap().is_none());
+        assert!(RunClaim::try_acquire(d.path(), "other").unwrap().is_some());
+        drop(first);
+        assert!(!is_claimed(d.path(), "abc"));
+        assert!(RunClaim::try_acquire(d.path(), "abc").unwrap().is_some());
+    }
+
+    #[test]
+    fn failures_are_recorded_and_cleared() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_failure(d.path(), "r"), None);
+        record_failure(d.path(), "r", "pruning failed: boom").unwrap();
+        assert_eq!(
+            read_failure(d.path(), "r").as_deref(),
+            Some("pruning failed: boom")
+        );
+        clear_failure(d.path(), "r").unwrap();
+        clear_failure(d.path(), "r").unwrap();
+        assert_eq!(read_failure(d.path(), "r"), None);
+    }
 
     #[test]
     fn metrics_and_layers_round_trip() {

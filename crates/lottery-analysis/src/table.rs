@@ -27,6 +27,9 @@ pub struct TableOptions {
     pub metric: String,
     /// Multiply values by this for display (100 for accuracy in percent).
     pub scale: f64,
+    /// What a row is: summary fields among `method`, `model`, `dataset`, `seed`. Empty: the
+    /// method, preceded by the model and the dataset when the runs have more than one.
+    pub by: Vec<String>,
 }
 
 impl Default for TableOptions {
@@ -34,8 +37,118 @@ impl Default for TableOptions {
         Self {
             metric: "test_accuracy".into(),
             scale: 100.0,
+            by: vec![],
         }
     }
+}
+
+/// Fields a row may be keyed by.
+pub const ROW_FIELDS: [&str; 4] = ["model", "dataset", "method", "seed"];
+
+/// Fields a filter may test.
+pub const FILTER_FIELDS: [&str; 5] = ["model", "dataset", "method", "seed", "density"];
+
+fn field_of(r: &RunSummary, field: &str) -> String {
+    match field {
+        "model" => r.model.clone(),
+        "dataset" => r.dataset.clone(),
+        "method" => r.method.clone(),
+        "seed" => r.seed.to_string(),
+        "density" => r.density_requested.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The runs whose fields equal every `(field, value)` of `filters` (a field given more than once
+/// accepts any of its values; densities compare as numbers).
+pub fn select_runs(
+    runs: &[RunSummary],
+    filters: &[(String, String)],
+) -> Result<Vec<RunSummary>, StoreError> {
+    for (k, v) in filters {
+        if !FILTER_FIELDS.contains(&k.as_str()) {
+            return Err(StoreError::Query(format!(
+                "--filter {k}={v}: unknown field `{k}`; expected one of {}",
+                FILTER_FIELDS.join(", ")
+            )));
+        }
+        if k == "density" && v.parse::<f64>().is_err() {
+            return Err(StoreError::Query(format!(
+                "--filter {k}={v}: `{v}` is not a number"
+            )));
+        }
+    }
+    let accepts = |r: &RunSummary, field: &str| {
+        let wanted: Vec<&String> = filters
+            .iter()
+            .filter(|(k, _)| k == field)
+            .map(|(_, v)| v)
+            .collect();
+        wanted.is_empty()
+            || wanted.iter().any(|v| {
+                if field == "density" {
+                    v.parse::<f64>()
+                        .is_ok_and(|d| (d - r.density_requested).abs() <= 1e-12)
+                } else {
+                    field_of(r, field) == **v
+                }
+            })
+    };
+    Ok(runs
+        .iter()
+        .filter(|r| FILTER_FIELDS.iter().all(|f| accepts(r, f)))
+        .cloned()
+        .collect())
+}
+
+/// The row fields for `runs`: `by` checked, or the automatic choice when it is empty. Every one of
+/// model, dataset and method that differs between runs must be a row field, or rows would average
+/// different settings.
+pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, StoreError> {
+    let varies = |field: &str| {
+        runs.iter()
+            .map(|r| field_of(r, field))
+            .collect::<BTreeSet<_>>()
+            .len()
+            > 1
+    };
+    if by.is_empty() {
+        let mut out: Vec<String> = ["model", "dataset"]
+            .into_iter()
+            .filter(|f| varies(f))
+            .map(String::from)
+            .collect();
+        out.push("method".into());
+        return Ok(out);
+    }
+    for f in by {
+        if !ROW_FIELDS.contains(&f.as_str()) {
+            return Err(StoreError::Query(format!(
+                "--by {f}: unknown field; expected some of {}",
+                ROW_FIELDS.join(", ")
+            )));
+        }
+    }
+    for f in ["model", "dataset", "method"] {
+        if varies(f) && !by.iter().any(|b| b == f) {
+            return Err(StoreError::Query(format!(
+                "--by {}: the runs have more than one {f}; add {f} to --by or pick one with --filter {f}=…",
+                by.join(",")
+            )));
+        }
+    }
+    Ok(by.to_vec())
+}
+
+fn row_label(r: &RunSummary, fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| match f.as_str() {
+            "seed" => format!("seed {}", r.seed),
+            _ => field_of(r, f),
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn metric_of(s: &RunSummary, metric: &str) -> Option<f64> {
@@ -52,15 +165,23 @@ fn metric_of(s: &RunSummary, metric: &str) -> Option<f64> {
 
 /// The aggregated frame: one row per (model, dataset, method, density) with `mean`, `std` (sample
 /// std, null for one seed) and `n`, sorted by method then decreasing density.
-pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> PolarsResult<DataFrame> {
+pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> Result<DataFrame, StoreError> {
     let values: Vec<f64> = runs
         .iter()
         .map(|r| {
-            metric_of(r, &opts.metric)
-                .ok_or_else(|| polars_err!(ColumnNotFound: "unknown metric `{}`", opts.metric))
+            metric_of(r, &opts.metric).ok_or_else(|| {
+                StoreError::Query(format!(
+                    "--metric {}: unknown; expected test_accuracy, test_loss, test_accuracy_at_init, density_achieved, prune_seconds, train_seconds, or split/metric of a recorded metric",
+                    opts.metric
+                ))
+            })
         })
-        .collect::<PolarsResult<_>>()?;
-    aggregate(runs, &values, opts.scale)
+        .collect::<Result<_, _>>()?;
+    let fields = row_fields(runs, &opts.by)?;
+    aggregate(runs, &values, opts.scale, &fields).map_err(|source| StoreError::Polars {
+        path: "<runs>".into(),
+        source,
+    })
 }
 
 /// [`study_frame`] of a metric recorded in the runs' `metrics.parquet` rather than their summary:
@@ -71,6 +192,7 @@ pub fn recorded_frame(
     runs: &[RunSummary],
     split_metric: &str,
     scale: f64,
+    by: &[String],
 ) -> Result<DataFrame, StoreError> {
     let pl = |source: PolarsError| StoreError::Polars {
         path: study_dir.to_path_buf(),
@@ -102,7 +224,8 @@ pub fn recorded_frame(
     if kept.is_empty() {
         return Err(pl(polars_err!(NoData: "no run recorded {split_metric}")));
     }
-    aggregate(&kept, &values, scale).map_err(pl)
+    let fields = row_fields(&kept, by)?;
+    aggregate(&kept, &values, scale, &fields).map_err(pl)
 }
 
 /// The mask-distance matrix of a run that recorded one (Early-Bird's `distance/eNNN` rows): the
@@ -163,9 +286,17 @@ pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>),
     Ok((epochs, matrix))
 }
 
-/// One row per (model, dataset, method, density) of `values` (one per run) times `scale`.
-fn aggregate(runs: &[RunSummary], values: &[f64], scale: f64) -> PolarsResult<DataFrame> {
+/// One row per (row label, density) of `values` (one per run) times `scale`; the row label joins
+/// the run's `fields` (checked by [`row_fields`]), in column `row` (its name: the fields joined by
+/// `/`).
+fn aggregate(
+    runs: &[RunSummary],
+    values: &[f64],
+    scale: f64,
+    fields: &[String],
+) -> PolarsResult<DataFrame> {
     let df = df!(
+        "row" => runs.iter().map(|r| row_label(r, fields)).collect::<Vec<_>>(),
         "model" => runs.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
         "dataset" => runs.iter().map(|r| r.dataset.as_str()).collect::<Vec<_>>(),
         "method" => runs.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
@@ -174,15 +305,18 @@ fn aggregate(runs: &[RunSummary], values: &[f64], scale: f64) -> PolarsResult<Da
         "value" => values.iter().map(|v| v * scale).collect::<Vec<_>>(),
     )?;
     df.lazy()
-        .group_by([col("model"), col("dataset"), col("method"), col("density")])
+        .group_by([col("row"), col("density")])
         .agg([
+            col("model").first(),
+            col("dataset").first(),
+            col("method").first(),
             col("value").mean().alias("mean"),
             col("value").std(1).alias("std"),
             col("value").count().cast(DataType::UInt32).alias("n"),
         ])
         .sort_by_exprs(
-            [col("model"), col("dataset"), col("method"), col("density")],
-            SortMultipleOptions::default().with_order_descending_multi([false, false, false, true]),
+            [col("row"), col("density")],
+            SortMultipleOptions::default().with_order_descending_multi([false, true]),
         )
         .collect()
 }
@@ -238,7 +372,14 @@ pub fn levels_frame(
     }
     concat(parts, UnionArgs::default())
         .map_err(pl)?
-        .group_by([col("model"), col("dataset"), col("method"), col("density")])
+        .with_column(col("method").alias("row"))
+        .group_by([
+            col("row"),
+            col("model"),
+            col("dataset"),
+            col("method"),
+            col("density"),
+        ])
         .agg([
             (col("value") * lit(scale)).mean().alias("mean"),
             (col("value") * lit(scale)).std(1).alias("std"),
@@ -252,9 +393,15 @@ pub fn levels_frame(
         .map_err(pl)
 }
 
-/// Renders the aggregated frame as a method × density table.
-pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> PolarsResult<String> {
-    let method = frame.column("method")?.str()?;
+/// Renders the aggregated frame as a row × density table; `row_header` names the rows (`method`,
+/// `model/method`, ...).
+pub fn render_table(
+    frame: &DataFrame,
+    format: TableFormat,
+    title: &str,
+    row_header: &str,
+) -> PolarsResult<String> {
+    let method = frame.column("row")?.str()?;
     let density = frame.column("density")?.f64()?;
     let mean = frame.column("mean")?.f64()?;
     let std = frame.column("std")?.f64()?;
@@ -315,7 +462,7 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
                 "### {title} ({})\n\n",
                 setting.into_iter().collect::<Vec<_>>().join("; ")
             ));
-            out.push_str("| method | ");
+            out.push_str(&format!("| {row_header} | "));
             out.push_str(
                 &cols
                     .iter()
@@ -342,8 +489,13 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
             out.push_str("\nColumns: density (fraction of prunable weights kept) and compression 10^x; cells: mean ± sample std over seeds.\n");
         }
         TableFormat::Csv => {
-            out.push_str("method,density,mean,std,n\n");
+            out.push_str(&format!("{row_header},density,mean,std,n\n"));
             for ((m, c), v) in &cells {
+                let m = if m.contains(',') || m.contains('"') {
+                    format!("\"{}\"", m.replace('"', "\"\""))
+                } else {
+                    m.clone()
+                };
                 out.push_str(&format!(
                     "{m},{},{},{},{}\n",
                     f64::from_bits(*c),
@@ -355,8 +507,9 @@ pub fn render_table(frame: &DataFrame, format: TableFormat, title: &str) -> Pola
         }
         TableFormat::Latex => {
             out.push_str(&format!(
-                "% {title}\n\\begin{{tabular}}{{l{}}}\n\\hline\nmethod",
-                "r".repeat(cols.len())
+                "% {title}\n\\begin{{tabular}}{{l{}}}\n\\hline\n{}",
+                "r".repeat(cols.len()),
+                row_header.replace('_', "\\_")
             ));
             for c in &cols {
                 out.push_str(&format!(" & {}\\%", trim(f64::from_bits(*c) * 100.0)));
@@ -435,7 +588,7 @@ mod tests {
         let f = study_frame(&runs, &TableOptions::default()).unwrap();
         assert_eq!(f.height(), 3);
         // First row: method a, density 0.1 (densities descending within a method).
-        assert_eq!(f.column("method").unwrap().str().unwrap().get(0), Some("a"));
+        assert_eq!(f.column("row").unwrap().str().unwrap().get(0), Some("a"));
         assert_eq!(
             f.column("density").unwrap().f64().unwrap().get(0),
             Some(0.1)
@@ -445,13 +598,73 @@ mod tests {
         assert!((mean - 85.0).abs() < 1e-9);
         assert!((std - (50.0f64).sqrt()).abs() < 1e-9, "{std}"); // sample std of 80, 90
         assert_eq!(f.column("std").unwrap().f64().unwrap().get(1), None);
-        let md = render_table(&f, TableFormat::Markdown, "t").unwrap();
+        let md = render_table(&f, TableFormat::Markdown, "t", "method").unwrap();
         assert!(md.contains("**85.00 ± 7.07 (n=2)**"), "{md}");
         assert!(md.contains("| b | 70.00 ± 0.00 (n=2) | – |"), "{md}");
-        let csv = render_table(&f, TableFormat::Csv, "t").unwrap();
+        let csv = render_table(&f, TableFormat::Csv, "t", "method").unwrap();
         assert!(csv.starts_with("method,density,mean,std,n\n"));
-        let tex = render_table(&f, TableFormat::Latex, "t").unwrap();
+        let tex = render_table(&f, TableFormat::Latex, "t", "method").unwrap();
         assert!(tex.contains("\\textbf{85.00 $\\pm$ 7.07}"), "{tex}");
+    }
+
+    #[test]
+    fn filters_and_row_fields_select_and_key_the_rows() {
+        let mut runs = vec![
+            run("a", 0.1, 0, 0.80),
+            run("a", 0.1, 1, 0.90),
+            run("b", 0.1, 0, 0.70),
+            run("b", 0.01, 0, 0.60),
+        ];
+        let mut other = run("a", 0.1, 0, 0.5);
+        other.model = "m2".into();
+        other.run_id = "other".into();
+        runs.push(other);
+        // Two models: the automatic rows put the model first.
+        assert_eq!(row_fields(&runs, &[]).unwrap(), ["model", "method"]);
+        let e = row_fields(&runs, &["method".into()]).unwrap_err();
+        assert!(e.to_string().contains("more than one model"), "{e}");
+        let f = study_frame(
+            &runs,
+            &TableOptions {
+                by: vec!["model".into(), "method".into()],
+                ..TableOptions::default()
+            },
+        )
+        .unwrap();
+        let md = render_table(&f, TableFormat::Markdown, "t", "model/method").unwrap();
+        assert!(md.contains("| model/method |"), "{md}");
+        assert!(
+            md.contains("| m / a | **85.00 ± 7.07 (n=2)** | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| m2 / a | 50.00 (n=1) | – |"), "{md}");
+
+        let only_m = select_runs(&runs, &[("model".into(), "m".into())]).unwrap();
+        assert_eq!(only_m.len(), 4);
+        let seeds = study_frame(
+            &only_m,
+            &TableOptions {
+                by: vec!["method".into(), "seed".into()],
+                ..TableOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(seeds.height(), 4);
+        let csv = render_table(&seeds, TableFormat::Csv, "t", "method/seed").unwrap();
+        assert!(csv.contains("a / seed 1,0.1,90,,1\n"), "{csv}");
+        let dense = select_runs(
+            &runs,
+            &[
+                ("density".into(), "0.1".into()),
+                ("method".into(), "b".into()),
+                ("method".into(), "a".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(dense.len(), 4);
+        assert!(select_runs(&runs, &[("colour".into(), "red".into())]).is_err());
+        assert!(select_runs(&runs, &[("density".into(), "high".into())]).is_err());
+        assert!(row_fields(&runs, &["colour".into()]).is_err());
     }
 
     #[test]

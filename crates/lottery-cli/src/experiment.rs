@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use lottery_analysis::store::{self, LayerRow, RunSummary, StoreError};
+use lottery_analysis::store::{self, LayerRow, RunClaim, RunSummary, StoreError};
 use lottery_core::backend::{TrainBackend, backend_name, default_device};
 use lottery_core::config::{ResolvedConfig, RunConfig};
 use lottery_core::error::{ConfigError, ConfigErrorKind};
@@ -38,6 +38,12 @@ pub enum RunError {
     /// Writing the results failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another process is computing this run now (it holds the run's claim).
+    #[error("run {run_id} is being computed by another process")]
+    Busy {
+        /// The run id.
+        run_id: String,
+    },
     /// Other I/O on a named path.
     #[error("{}", path.display())]
     Io {
@@ -256,22 +262,68 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 }
 
 /// Prunes, trains, evaluates and records the run under `results/`. A finished run with the same id
-/// is skipped unless `force`.
+/// is skipped unless `force`. The run is claimed for the whole computation ([`RunError::Busy`]
+/// when another process has it); a failure is recorded beside the run for `lottery sweep
+/// --status` and forgotten once the run succeeds.
 pub fn execute(
     p: Prepared,
     results: &Path,
     force: bool,
     bar: ProgressBar,
 ) -> Result<RunOutcome, RunError> {
+    let study_dir = results.join(&p.canonical.study);
+    let run_id = p.run_id.clone();
+    let finished = |dir: &Path| -> Result<Option<RunOutcome>, RunError> {
+        Ok(if dir.join("summary.json").exists() && !force {
+            Some(RunOutcome {
+                summary: store::read_summary(&dir.join("summary.json"))?,
+                dir: dir.to_path_buf(),
+                skipped: true,
+            })
+        } else {
+            None
+        })
+    };
+    let dir = run_dir(results, &p.canonical, &run_id);
+    if let Some(done) = finished(&dir)? {
+        return Ok(done);
+    }
+    let Some(_claim) = RunClaim::try_acquire(&study_dir, &run_id)? else {
+        return Err(RunError::Busy { run_id });
+    };
+    // Another process may have finished it between the check and the claim.
+    if let Some(done) = finished(&dir)? {
+        return Ok(done);
+    }
+    match compute(p, results, bar) {
+        Ok(outcome) => {
+            store::clear_failure(&study_dir, &run_id)?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            let why = error_chain(&e);
+            if let Err(w) = store::record_failure(&study_dir, &run_id, &why) {
+                tracing::warn!("could not record the failure of {run_id}: {w}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The error and its causes, one per line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, RunError> {
     let cfg = p.canonical.clone();
     let dir = run_dir(results, &cfg, &p.run_id);
-    if dir.join("summary.json").exists() && !force {
-        return Ok(RunOutcome {
-            summary: store::read_summary(&dir.join("summary.json"))?,
-            dir,
-            skipped: true,
-        });
-    }
     let goal = cfg.goal()?;
     let mut task = task_of(&p).with_progress(bar.clone());
     let work_dir = work_dir(results, &cfg, &p.run_id);

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lottery_analysis::{
-    TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame, render_table, store,
-    study_frame,
+    TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame, render_table,
+    row_fields, select_runs, store, study_frame,
 };
 use lottery_cli::collapse;
 use lottery_cli::experiment::{
@@ -80,6 +80,31 @@ enum Command {
         /// curve, one row per method and phase: the ticket and its controls).
         #[arg(long)]
         levels: bool,
+        #[command(flatten)]
+        select: Selection,
+    },
+    /// Run every run of a config's grid as its own process: on local workers (resumable: finished
+    /// runs are skipped, a failed run is retried and never stops the others, Ctrl-C loses only the
+    /// runs in flight), or as a Slurm job array with --slurm.
+    Sweep(SweepArgs),
+    /// Figures of a study as PNG and SVG under <results>/plots/: the metric versus compression
+    /// (log axis, ± std error bars, one line per row of the table), or with --layers RUN the
+    /// density of each layer of one run's masks.
+    Plot {
+        /// Study name (folder under the results root); not needed with --layers.
+        #[arg(required_unless_present = "layers")]
+        study: Option<String>,
+        /// Plot the layer-wise density of this run directory's masks instead.
+        #[arg(long, value_name = "RUN")]
+        layers: Option<PathBuf>,
+        /// Results root.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// The metric, as for `table`.
+        #[arg(long, default_value = "test_accuracy")]
+        metric: String,
+        #[command(flatten)]
+        select: Selection,
     },
     /// Early-Bird's mask-distance matrix of a run (epoch × epoch, the paper's figure), as CSV.
     Distances {
@@ -132,6 +157,82 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<Override>,
     },
+}
+
+/// Which runs a table or figure covers and what its rows are.
+#[derive(clap::Args, Clone, Default)]
+struct Selection {
+    /// Keep only runs whose field has this value: method, model, dataset, seed or density
+    /// (repeatable; a field given twice accepts either value).
+    #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter)]
+    filters: Vec<(String, String)>,
+    /// Row fields, comma-separated, among method, model, dataset, seed (default: the method,
+    /// after the model and dataset when the runs have several).
+    #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
+    by: Vec<String>,
+}
+
+fn parse_filter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))
+}
+
+/// Arguments of `lottery sweep`.
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// The config file (TOML) whose [grid] the sweep runs.
+    config: PathBuf,
+    /// Overrides, as for `run`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<Override>,
+    /// Results root (shared by every worker and Slurm task).
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Print where each run of the sweep stands (finished, running, failed, pending) and stop.
+    #[arg(long)]
+    status: bool,
+    /// Runs at a time (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Threads per run (default: cores / workers).
+    #[arg(long)]
+    threads_per_run: Option<usize>,
+    /// Further attempts at a failed run.
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+    /// Do not print the study tables at the end.
+    #[arg(long)]
+    no_table: bool,
+    /// Write a Slurm job array (one task per unfinished run) and submit it when sbatch exists.
+    #[arg(long)]
+    slurm: bool,
+    /// With --slurm: write the script but do not submit it.
+    #[arg(long, requires = "slurm")]
+    no_submit: bool,
+    /// With --slurm: the partition.
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// With --slurm: the time limit of each task (e.g. 02:00:00).
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// With --slurm: cores per task (also the run's thread count).
+    #[arg(long, default_value_t = 1)]
+    cpus_per_task: usize,
+    /// With --slurm: memory per task (e.g. 8G).
+    #[arg(long, requires = "slurm")]
+    mem: Option<String>,
+    /// With --slurm: at most this many tasks at once.
+    #[arg(long, requires = "slurm")]
+    max_parallel: Option<usize>,
+    /// With --slurm: a further #SBATCH option, verbatim (repeatable), e.g. --sbatch=--account=lab.
+    #[arg(
+        long = "sbatch",
+        value_name = "OPTION",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    sbatch: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -214,11 +315,28 @@ fn dispatch(cmd: Command) -> Result<()> {
             format,
             metric,
             levels,
+            select,
         } => {
-            let text = table(&results, &study, format, &metric, levels)?;
+            let text = table(&results, &study, format, &metric, levels, &select)?;
             print!("{text}");
             Ok(())
         }
+        Command::Sweep(args) => sweep(args),
+        Command::Plot {
+            study,
+            layers,
+            results,
+            metric,
+            select,
+        } => match layers {
+            Some(run) => plot_layers(&run, &results),
+            None => plot_study(
+                &results,
+                study.as_deref().expect("clap requires a study"),
+                &metric,
+                &select,
+            ),
+        },
         Command::Distances { run } => {
             print!("{}", distances(&run)?);
             Ok(())
@@ -349,7 +467,15 @@ fn run(
         s.dedup();
         s
     };
-    let multi = MultiProgress::new();
+    // A sweep worker reports progress as lines for its parent to draw.
+    let lines = lottery_sweep::local::progress_lines_requested();
+    let multi = if lines {
+        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    } else {
+        MultiProgress::new()
+    };
+    let current = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let _reporter = lines.then(|| lottery_sweep::local::ProgressLines::start(current.clone()));
     let overall = multi.add(ProgressBar::new(prepared.len() as u64));
     overall.set_style(
         ProgressStyle::with_template("runs {bar:30} {pos}/{len} {elapsed_precise} {msg}")
@@ -370,7 +496,31 @@ fn run(
             p.method.name, p.canonical.prune.density, p.canonical.seed
         );
         overall.set_message(label.clone());
-        let outcome = execute(p, results, force, bar.clone())?;
+        if let Ok(mut c) = current.lock() {
+            *c = Some(bar.clone());
+        }
+        let outcome = match execute(p, results, force, bar.clone()) {
+            Err(RunError::Busy { run_id }) => {
+                lottery_sweep::local::report_outcome(&run_id, "elsewhere");
+                bar.finish_and_clear();
+                multi.remove(&bar);
+                overall.inc(1);
+                tracing::warn!(
+                    "run {}/{total} {label}: {run_id} is being computed by another process, left to it",
+                    i + 1
+                );
+                continue;
+            }
+            other => other?,
+        };
+        lottery_sweep::local::report_outcome(
+            &outcome.summary.run_id,
+            if outcome.skipped {
+                "skipped"
+            } else {
+                "computed"
+            },
+        );
         bar.finish_and_clear();
         multi.remove(&bar);
         overall.inc(1);
@@ -403,7 +553,14 @@ fn run(
         for study in studies {
             print!(
                 "{}",
-                table(results, &study, Format::Markdown, "test_accuracy", false)?
+                table(
+                    results,
+                    &study,
+                    Format::Markdown,
+                    "test_accuracy",
+                    false,
+                    &Selection::default()
+                )?
             );
         }
     }
@@ -416,40 +573,304 @@ fn table(
     format: Format,
     metric: &str,
     levels: bool,
+    select: &Selection,
 ) -> Result<String> {
-    let runs = store::finished_runs(&results.join(study))?;
-    if runs.is_empty() {
-        bail!("no finished runs under {}", results.join(study).display());
-    }
-    let opts = TableOptions {
-        metric: metric.to_string(),
-        scale: if metric.contains("accuracy") {
-            100.0
-        } else {
-            1.0
-        },
-    };
-    let (frame, metric) = if levels {
-        let frame = levels_frame(&results.join(study), &runs, 100.0)?;
-        (frame, "levels")
-    } else if metric.contains('/') {
-        let frame = recorded_frame(&results.join(study), &runs, metric, opts.scale)?;
-        (frame, metric)
-    } else {
-        (study_frame(&runs, &opts)?, metric)
-    };
+    let (frame, header, name) = study_table_frame(results, study, metric, levels, select)?;
     let (fmt, ext) = match format {
         Format::Markdown => (TableFormat::Markdown, "md"),
         Format::Csv => (TableFormat::Csv, "csv"),
         Format::Latex => (TableFormat::Latex, "tex"),
     };
-    let text = render_table(&frame, fmt, &format!("{study}: {metric}"))?;
-    let out = results
-        .join("tables")
-        .join(format!("{study}.{}.{ext}", metric.replace('/', "-")));
+    let text = render_table(&frame, fmt, &format!("{study}: {name}"), &header)?;
+    let out = results.join("tables").join(format!(
+        "{study}.{}{}.{ext}",
+        name.replace('/', "-"),
+        suffix(select)
+    ));
     lottery_core::fsutil::write_atomic(&out, text.as_bytes())
         .with_context(|| out.display().to_string())?;
     Ok(text)
+}
+
+/// A file-name suffix for a selection that is not the default (`.by-method-seed.method=imp`).
+fn suffix(select: &Selection) -> String {
+    let mut s = String::new();
+    if !select.by.is_empty() {
+        s.push_str(&format!(".by-{}", select.by.join("-")));
+    }
+    for (k, v) in &select.filters {
+        s.push_str(&format!(".{k}={v}"));
+    }
+    s.chars()
+        .map(|c| if c == '/' || c == ' ' { '_' } else { c })
+        .collect()
+}
+
+/// The aggregated frame of a study's table, its row header and the metric's name.
+fn study_table_frame(
+    results: &Path,
+    study: &str,
+    metric: &str,
+    levels: bool,
+    select: &Selection,
+) -> Result<(polars::prelude::DataFrame, String, String)> {
+    let study_dir = results.join(study);
+    let all = store::finished_runs(&study_dir)?;
+    if all.is_empty() {
+        bail!("no finished runs under {}", study_dir.display());
+    }
+    let runs = select_runs(&all, &select.filters)?;
+    if runs.is_empty() {
+        bail!(
+            "no run of {} passes the filters {:?}",
+            study_dir.display(),
+            select.filters
+        );
+    }
+    let scale = if metric.contains("accuracy") {
+        100.0
+    } else {
+        1.0
+    };
+    if levels {
+        let frame = levels_frame(&study_dir, &runs, 100.0)?;
+        return Ok((frame, "method".into(), "levels".into()));
+    }
+    let header = row_fields(&runs, &select.by)?.join("/");
+    let frame = if metric.contains('/') {
+        recorded_frame(&study_dir, &runs, metric, scale, &select.by)?
+    } else {
+        let opts = TableOptions {
+            metric: metric.to_string(),
+            scale,
+            by: select.by.clone(),
+        };
+        study_frame(&runs, &opts)?
+    };
+    Ok((frame, header, metric.to_string()))
+}
+
+fn plot_study(results: &Path, study: &str, metric: &str, select: &Selection) -> Result<()> {
+    let (frame, header, name) = study_table_frame(results, study, metric, false, select)?;
+    let row = frame.column("row")?.str()?;
+    let density = frame.column("density")?.f64()?;
+    let mean = frame.column("mean")?.f64()?;
+    let std = frame.column("std")?.f64()?;
+    let mut series: Vec<lottery_plot::Series> = vec![];
+    for i in 0..frame.height() {
+        let (Some(label), Some(d), Some(m)) = (row.get(i), density.get(i), mean.get(i)) else {
+            continue;
+        };
+        let point = lottery_plot::Point {
+            density: d,
+            mean: m,
+            std: std.get(i),
+        };
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push(point),
+            None => series.push(lottery_plot::Series {
+                label: label.to_string(),
+                points: vec![point],
+            }),
+        }
+    }
+    let y_label = if name.contains("accuracy") {
+        format!("{name} (%)")
+    } else {
+        name.clone()
+    };
+    let stem = results.join("plots").join(format!(
+        "{study}.{}{}",
+        name.replace('/', "-"),
+        suffix(select)
+    ));
+    std::fs::create_dir_all(results.join("plots"))?;
+    let png = PathBuf::from(format!("{}.png", stem.display()));
+    let svg = PathBuf::from(format!("{}.svg", stem.display()));
+    lottery_plot::accuracy_plot(
+        &format!("{study}: {name} by {header}, mean ± std over seeds"),
+        &y_label,
+        &series,
+        &png,
+        &svg,
+    )?;
+    println!("wrote {} and {}", png.display(), svg.display());
+    Ok(())
+}
+
+fn plot_layers(run: &Path, results: &Path) -> Result<()> {
+    let masks = MaskSet::load(&run.join("masks.safetensors"))?;
+    let layers: Vec<lottery_plot::LayerDensity> = masks
+        .layers()
+        .into_iter()
+        .map(|l| lottery_plot::LayerDensity {
+            density: l.kept as f64 / l.numel.max(1) as f64,
+            name: l.name,
+        })
+        .collect();
+    let summary = store::read_summary(&run.join("summary.json"))?;
+    let stem = results
+        .join("plots")
+        .join(format!("{}.{}.layers", summary.study, summary.run_id));
+    let png = PathBuf::from(format!("{}.png", stem.display()));
+    let svg = PathBuf::from(format!("{}.svg", stem.display()));
+    std::fs::create_dir_all(results.join("plots"))?;
+    lottery_plot::layer_plot(
+        &format!(
+            "{} {} at density {:.4} (seed {}): density per layer",
+            summary.model, summary.method, summary.density_achieved, summary.seed
+        ),
+        &layers,
+        &png,
+        &svg,
+    )?;
+    println!("wrote {} and {}", png.display(), svg.display());
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let name = lottery_sweep::sweep_name(&a.config);
+    if a.status {
+        let plan = match lottery_sweep::SweepPlan::load(&a.results, &name) {
+            Ok(plan) => plan,
+            Err(_) => plan_sweep(&a, &name)?,
+        };
+        print!("{}", lottery_sweep::render_status(&plan));
+        return Ok(());
+    }
+    let plan = plan_sweep(&a, &name)?;
+    let exe = std::env::current_exe().context("the lottery executable")?;
+    if a.slurm {
+        let opts = lottery_sweep::SlurmOptions {
+            exe,
+            workdir: std::env::current_dir()?,
+            partition: a.partition.clone(),
+            time: a.time.clone(),
+            cpus_per_task: a.cpus_per_task,
+            mem: a.mem.clone(),
+            max_parallel: a.max_parallel,
+            extra: a.sbatch.clone(),
+        };
+        let Some(job) = lottery_sweep::write_job(&plan, &opts)? else {
+            println!("sweep {name}: every run is finished or running; nothing to submit");
+            return Ok(());
+        };
+        println!(
+            "sweep {name}: {} of {} runs as a job array: {}",
+            job.tasks,
+            plan.runs.len(),
+            job.script.display()
+        );
+        if a.no_submit {
+            println!(
+                "not submitted (--no-submit): sbatch {}",
+                job.script.display()
+            );
+            return Ok(());
+        }
+        match lottery_sweep::submit(&job)? {
+            lottery_sweep::Submission::Submitted(id) => println!(
+                "submitted job {id}; logs in {}; progress: lottery sweep {} --status",
+                job.logs.display(),
+                a.config.display()
+            ),
+            lottery_sweep::Submission::NoSbatch => println!(
+                "sbatch is not on this machine: submit with sbatch {}",
+                job.script.display()
+            ),
+        }
+        return Ok(());
+    }
+    let mut opts = lottery_sweep::LocalOptions::fitting_the_cores(exe);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(w) = a.workers {
+        opts.workers = w;
+    }
+    opts.threads_per_run = a
+        .threads_per_run
+        .unwrap_or_else(|| (cores / opts.workers.max(1)).max(1));
+    opts.retries = a.retries;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let t0 = std::time::Instant::now();
+    let report = lottery_sweep::run_local(&plan, &opts, &stop, &MultiProgress::new())?;
+    tracing::info!(
+        "sweep {name}: {} computed, {} already finished, {} left to another process, {} failed, {} interrupted, in {:.1}s ({} workers × {} threads; logs in {})",
+        report.computed.len(),
+        report.already_finished.len(),
+        report.elsewhere.len(),
+        report.failed.len(),
+        report.interrupted.len(),
+        t0.elapsed().as_secs_f64(),
+        opts.workers,
+        opts.threads_per_run,
+        plan.dir().join("logs").display()
+    );
+    if !a.no_table {
+        let mut studies: Vec<&str> = plan.runs.iter().map(|r| r.study.as_str()).collect();
+        studies.dedup();
+        for study in studies {
+            if store::finished_runs(&a.results.join(study))?.is_empty() {
+                continue;
+            }
+            print!(
+                "{}",
+                table(
+                    &a.results,
+                    study,
+                    Format::Markdown,
+                    "test_accuracy",
+                    false,
+                    &Selection::default()
+                )?
+            );
+        }
+    }
+    if !report.interrupted.is_empty() {
+        bail!(
+            "interrupted: {} runs not finished; run the same command again to resume",
+            report.interrupted.len()
+        );
+    }
+    if !report.failed.is_empty() {
+        let list: Vec<String> = report
+            .failed
+            .iter()
+            .map(|(id, why)| format!("{id}: {}", why.lines().next().unwrap_or("")))
+            .collect();
+        bail!(
+            "{} runs failed (the others are recorded):\n  {}",
+            report.failed.len(),
+            list.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Validates every run of the config and writes the sweep's plan.
+fn plan_sweep(a: &SweepArgs, name: &str) -> Result<lottery_sweep::SweepPlan> {
+    let prepared = prepare_all(&a.config, &a.sets)?;
+    let specs = prepared
+        .iter()
+        .map(|p| {
+            Ok(lottery_sweep::RunSpec {
+                run_id: p.run_id.clone(),
+                study: p.canonical.study.clone(),
+                label: format!(
+                    "{} d={} seed={}",
+                    p.method.name, p.canonical.prune.density, p.canonical.seed
+                ),
+                config_toml: toml::to_string(&p.resolved.config)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(lottery_sweep::SweepPlan::create(
+        &a.results, name, &a.config, specs,
+    )?)
 }
 
 fn distances(run: &Path) -> Result<String> {

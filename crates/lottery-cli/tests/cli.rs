@@ -32,6 +32,17 @@ fn results_entries(dir: &Path) -> Vec<String> {
     }
 }
 
+/// The entries of a study folder but its claims (the lock files every run leaves, hidden).
+fn study_entries(study: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(study)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(".claims"))
+        .collect();
+    out.sort();
+    out
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -80,6 +91,7 @@ fn grid_runs_rerun_bit_identical_and_skip_when_done() {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(&study)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(".claims"))
         .collect();
     runs.sort();
     assert_eq!(runs.len(), 2);
@@ -174,12 +186,7 @@ fn export_weights_then_init_from_reproduces_the_seeded_run() {
     assert!(b.status.success(), "{}", stderr(&b));
     let mask = |root: &str| {
         let study = d.path().join(root).join("t");
-        let run = std::fs::read_dir(study)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let run = study_entries(&study).remove(0);
         lottery_core::MaskSet::load(&run.join("masks.safetensors")).unwrap()
     };
     assert_eq!(mask("r1"), mask("r2"));
@@ -371,6 +378,7 @@ fn imp_run_records_its_levels_and_controls_and_cleans_its_work_dir() {
     let entries: Vec<String> = std::fs::read_dir(&study)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".claims")
         .collect();
     assert_eq!(entries.len(), 1, "one run, no work dir left: {entries:?}");
     let o = lottery(d.path(), &["table", "t", "--levels"]);
@@ -422,9 +430,9 @@ fn early_bird_run_counts_channels_and_tables_its_recorded_metrics() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let study = d.path().join("results/t");
-    let runs: Vec<_> = std::fs::read_dir(&study).unwrap().collect();
-    assert_eq!(runs.len(), 1, "one run, no work dir left");
-    let run = runs.into_iter().next().unwrap().unwrap().path();
+    let runs = study_entries(&study);
+    assert_eq!(runs.len(), 1, "one run, no work dir left: {runs:?}");
+    let run = runs[0].clone();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     // Half of the channels kept: about a quarter of the conv weights (rows and inputs) survive.
@@ -484,9 +492,9 @@ fn gem_miner_run_meets_its_target_and_tables_the_gem_accuracy() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let study = d.path().join("results/t");
-    let runs: Vec<_> = std::fs::read_dir(&study).unwrap().collect();
-    assert_eq!(runs.len(), 1, "one run, no work dir left");
-    let run = runs.into_iter().next().unwrap().unwrap().path();
+    let runs = study_entries(&study);
+    assert_eq!(runs.len(), 1, "one run, no work dir left: {runs:?}");
+    let run = runs[0].clone();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     let achieved = summary["density_achieved"].as_f64().unwrap();

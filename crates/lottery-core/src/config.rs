@@ -565,7 +565,7 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
         }
         fig = fig.merge(
             Env::prefixed("LOTTERY_")
-                .ignore(&["log"])
+                .ignore(&["log", "progress"])
                 .split("__")
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         );

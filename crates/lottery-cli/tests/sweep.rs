@@ -1,0 +1,376 @@
+//! Sweeps, tables and figures end to end on the generated `synthetic` dataset: every grid point is
+//! computed exactly once (across workers, across concurrent sweeps and through a Slurm job array),
+//! finished runs are skipped, a failing run is retried and reported without stopping the others,
+//! a killed run leaves nothing in the tables, and the figures are valid images.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn lottery_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lottery"));
+    c.args(args).current_dir(dir).env_remove("LOTTERY_LOG");
+    c
+}
+
+fn lottery(dir: &Path, args: &[&str]) -> Output {
+    lottery_cmd(dir, args).output().expect("run lottery")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let body = format!(
+        "study = \"t\"\nseed = 0\n[model]\nname = \"lenet-300-100\"\n[data]\nname = \"synthetic\"\nbatch_size = 64\ntrain_subset = 256\ntest_subset = 128\n[prune]\nmethod = \"magnitude\"\ndensity = 0.1\n[train]\nepochs = 1\nlr = 0.05\n{extra}"
+    );
+    let p = dir.join("c.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Finished run directories of study `t`.
+fn finished(dir: &Path) -> BTreeSet<String> {
+    let study = dir.join("results/t");
+    match std::fs::read_dir(&study) {
+        Ok(rd) => rd
+            .filter_map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (!name.starts_with('.') && e.path().join("summary.json").exists()).then_some(name)
+            })
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+fn planned(dir: &Path, name: &str) -> Vec<String> {
+    let plan: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("results/.sweeps/{name}/plan.json"))).unwrap(),
+    )
+    .unwrap();
+    plan["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const GRID8: &str = "[grid]\n\"prune.method\" = [\"random\", \"magnitude\"]\n\"prune.density\" = [0.1, 0.05]\nseed = [0, 1]\n";
+
+#[test]
+fn a_sweep_computes_each_grid_point_once_and_skips_finished_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), GRID8);
+    let o = lottery(
+        d.path(),
+        &["sweep", cfg.to_str().unwrap(), "--workers", "2"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ids = planned(d.path(), "c");
+    assert_eq!(ids.len(), 8);
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 8);
+    assert_eq!(finished(d.path()), ids.iter().cloned().collect());
+    assert!(
+        text(&o.stderr).contains("8 computed, 0 already finished"),
+        "{}",
+        text(&o.stderr)
+    );
+    let table = text(&o.stdout);
+    assert!(
+        table.contains("| magnitude |") && table.contains("| random |"),
+        "{table}"
+    );
+    assert!(table.contains("(n=2)"), "{table}");
+
+    // The resolved configs are the grid's runs: `lottery run` on the source finds them done.
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"]);
+    assert!(o.status.success());
+    assert_eq!(text(&o.stderr).matches("already finished").count(), 8);
+
+    let stamp = |id: &str| {
+        std::fs::metadata(d.path().join("results/t").join(id).join("summary.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before: Vec<_> = ids.iter().map(|i| stamp(i)).collect();
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--no-table"]);
+    assert!(o.status.success());
+    assert!(
+        text(&o.stderr).contains("0 computed, 8 already finished"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(before, ids.iter().map(|i| stamp(i)).collect::<Vec<_>>());
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(text(&o.stdout).contains("8 runs: 8 finished, 0 running, 0 failed, 0 pending"));
+
+    // Tables with a filter and per-seed rows; the figure of the study and of one run's layers.
+    let o = lottery(
+        d.path(),
+        &[
+            "table",
+            "t",
+            "--filter",
+            "method=random",
+            "--by",
+            "method,seed",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let csv = text(&o.stdout);
+    assert!(csv.starts_with("method/seed,density,mean,std,n\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(!csv.contains("magnitude"));
+    assert!(
+        d.path()
+            .join("results/tables/t.test_accuracy.by-method-seed.method=random.csv")
+            .exists()
+    );
+    let o = lottery(d.path(), &["plot", "t"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let png = d.path().join("results/plots/t.test_accuracy.png");
+    let img = image::open(&png).expect("a valid PNG").to_rgb8();
+    assert_eq!((img.width(), img.height()), (960, 640));
+    let svg = std::fs::read_to_string(d.path().join("results/plots/t.test_accuracy.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("magnitude") && svg.contains("random"));
+    let run = d.path().join("results/t").join(&ids[0]);
+    let o = lottery(d.path(), &["plot", "--layers", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let png = d
+        .path()
+        .join(format!("results/plots/t.{}.layers.png", ids[0]));
+    image::open(&png).expect("a valid PNG");
+    let o = lottery(d.path(), &["table", "t", "--filter", "colour=red"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("unknown field `colour`"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_failing_run_is_retried_and_reported_without_stopping_the_others() {
+    let d = tempfile::tempdir().unwrap();
+    // IMP refuses a rewind step past the end of training when it starts pruning: a failure at
+    // run time, after the sweep validated every run.
+    let cfg = write_config(
+        d.path(),
+        "[methods.imp]\nrewind_step = 1000000\n[grid]\n\"prune.method\" = [\"imp\", \"magnitude\", \"random\"]\n",
+    );
+    let o = lottery(
+        d.path(),
+        &[
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--retries",
+            "1",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("1 runs failed"), "{err}");
+    assert!(err.contains("2 computed"), "{err}");
+    assert_eq!(finished(d.path()).len(), 2);
+    let ids = planned(d.path(), "c");
+    let log = std::fs::read_to_string(
+        d.path()
+            .join(format!("results/.sweeps/c/logs/{}.log", ids[0])),
+    )
+    .unwrap();
+    assert!(
+        log.contains("attempt 1") && log.contains("attempt 2"),
+        "{log}"
+    );
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    let status = text(&o.stdout);
+    assert!(
+        status.contains("3 runs: 2 finished, 0 running, 1 failed, 0 pending"),
+        "{status}"
+    );
+    assert!(status.contains("rewind_step"), "{status}");
+}
+
+#[test]
+fn a_run_being_computed_is_left_alone_and_a_killed_run_leaves_no_row() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("epochs = 1", "epochs = 400"),
+    )
+    .unwrap();
+    let mut long = lottery_cmd(d.path(), &["run", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let study = d.path().join("results/t");
+    let t0 = Instant::now();
+    let lock = loop {
+        let lock = std::fs::read_dir(study.join(".claims"))
+            .ok()
+            .and_then(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .find(|e| e.file_name().to_string_lossy().ends_with(".lock"))
+            });
+        if let Some(l) = lock {
+            break l.path();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the run never claimed itself"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // A second process leaves the claimed run to its owner, and writes nothing.
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("being computed by another process"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(text(&o.stdout).contains("1 running"), "{}", text(&o.stdout));
+    long.kill().unwrap();
+    long.wait().unwrap();
+    assert!(lock.exists());
+    assert!(finished(d.path()).is_empty());
+    let o = lottery(d.path(), &["table", "t"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("no finished runs"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(text(&o.stdout).contains("1 pending"), "{}", text(&o.stdout));
+}
+
+#[test]
+fn two_sweeps_at_once_compute_each_run_exactly_once() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), GRID8);
+    let spawn = || {
+        lottery_cmd(
+            d.path(),
+            &[
+                "sweep",
+                cfg.to_str().unwrap(),
+                "--workers",
+                "2",
+                "--no-table",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    let computed = |o: &Output| -> usize {
+        let err = text(&o.stderr);
+        let at = err.find(" computed,").expect("the sweep's report");
+        let head = &err[..at];
+        head[head.rfind(' ').unwrap() + 1..].parse().unwrap()
+    };
+    assert_eq!(
+        computed(&a) + computed(&b),
+        8,
+        "{}\n{}",
+        text(&a.stderr),
+        text(&b.stderr)
+    );
+    assert_eq!(finished(d.path()).len(), 8);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_slurm_job_array_runs_every_pending_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "[grid]\n\"prune.method\" = [\"random\", \"magnitude\"]\nseed = [0, 1]\n",
+    );
+    // Written without submitting: one task per run.
+    let o = lottery(
+        d.path(),
+        &["sweep", cfg.to_str().unwrap(), "--slurm", "--no-submit"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let script = d.path().join("results/.sweeps/c/slurm/job.sh");
+    let body = std::fs::read_to_string(&script).unwrap();
+    assert!(body.contains("#SBATCH --array=0-3\n"), "{body}");
+    // A stand-in for sbatch that runs the array's tasks one after the other, as Slurm would on
+    // one node, then prints the job id like `sbatch --parsable`.
+    let bin = d.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("sbatch");
+    std::fs::write(
+        &fake,
+        "#!/usr/bin/env bash\nset -euo pipefail\nscript=\"${@: -1}\"\nrange=$(sed -n 's/^#SBATCH --array=\\([0-9]*\\)-\\([0-9]*\\).*/\\1 \\2/p' \"$script\")\nfor i in $(seq $range); do SLURM_ARRAY_TASK_ID=$i SLURM_CPUS_PER_TASK=1 bash \"$script\" > \"$script.task$i.log\" 2>&1; done\necho 4242\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // One run finished beforehand is not part of the array.
+    let single = d.path().join("single.toml");
+    let body = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&single, &body[..body.find("[grid]").unwrap()]).unwrap();
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            single.to_str().unwrap(),
+            "--set",
+            "prune.method=random",
+            "--no-table",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = lottery_cmd(d.path(), &["sweep", cfg.to_str().unwrap(), "--slurm"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("3 of 4 runs"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(
+        text(&o.stdout).contains("submitted job 4242"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(finished(d.path()).len(), 4);
+    let record =
+        std::fs::read_to_string(d.path().join("results/.sweeps/c/slurm/submissions.txt")).unwrap();
+    assert_eq!(record.trim(), "4242 3 tasks");
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(
+        text(&o.stdout).contains("4 runs: 4 finished"),
+        "{}",
+        text(&o.stdout)
+    );
+}

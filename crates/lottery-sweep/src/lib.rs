@@ -1,0 +1,63 @@
+//! Sweeps: every run of a study's grid as its own `lottery run` process, on local workers or as a
+//! Slurm job array, into one shared results directory.
+//!
+//! A sweep is planned once ([`SweepPlan::create`]): each run's resolved config is written to
+//! `results/.sweeps/<name>/configs/<run-id>.toml`, so that whoever executes it (a local worker, a
+//! Slurm task on another node) computes exactly that run. Runs claim themselves while they compute
+//! (a file lock beside the run, see `lottery_analysis::store::RunClaim`), are recorded atomically,
+//! and record why they failed; [`status`] reads all of this back. Finished runs are never redone,
+//! so a sweep that was stopped is resumed by starting it again.
+
+pub mod local;
+pub mod plan;
+pub mod slurm;
+pub mod status;
+
+pub use local::{LocalOptions, SweepReport, run_local};
+pub use plan::{PlannedRun, RunSpec, SweepPlan, sweep_name};
+pub use slurm::{SlurmJob, SlurmOptions, Submission, submit, write_job};
+pub use status::{RunState, StatusCounts, render_status, state_of};
+
+use std::path::PathBuf;
+
+/// Errors of a sweep, naming the path or command at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A plan file that does not parse.
+    #[error("{path}: {why}")]
+    Format {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A command that could not be started or failed.
+    #[error("{command}: {why}")]
+    Command {
+        /// The command.
+        command: String,
+        /// Why.
+        why: String,
+    },
+    /// Bad sweep options.
+    #[error("{0}")]
+    Options(String),
+    /// The results store.
+    #[error(transparent)]
+    Store(#[from] lottery_analysis::StoreError),
+}
+
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
+    move |source| SweepError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
