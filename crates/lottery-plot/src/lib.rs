@@ -115,6 +115,13 @@ fn draw_accuracy<DB: DrawingBackend>(
         y1 = y1.max(p.mean + s);
     }
     let (x0, x1) = (x0 / 1.25, x1 * 1.25);
+    // Ticks at the compressions that were run, labelled with their density too.
+    let mut ticks: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| 1.0 / p.density))
+        .collect();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup_by(|a, b| (*a / *b - 1.0).abs() < 1e-9);
     let pad = ((y1 - y0) * 0.08).max(0.5);
     let (y0, y1) = (y0 - pad, y1 + pad);
     let mut chart = ChartBuilder::on(root)
@@ -122,16 +129,17 @@ fn draw_accuracy<DB: DrawingBackend>(
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(64)
-        .build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
+        .build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks), y0..y1)?;
     chart
         .configure_mesh()
-        .x_desc("compression (1 / density), log scale")
+        .x_desc("compression (1 / density, log scale) and density")
         .y_desc(y_label)
         .x_label_formatter(&|x| {
+            let density = 100.0 / x;
             if *x >= 10.0 {
-                format!("{x:.0}×")
+                format!("{x:.0}× ({density:.3}%)")
             } else {
-                format!("{x:.1}×")
+                format!("{x:.1}× ({density:.3}%)")
             }
         })
         .label_style((FONT, 14))
