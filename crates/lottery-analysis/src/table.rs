@@ -201,24 +201,51 @@ pub fn recorded_frame(
     let (split, metric) = split_metric
         .split_once('/')
         .ok_or_else(|| pl(polars_err!(ColumnNotFound: "`{split_metric}` is not split/metric")))?;
+    // One lazy scan over every run's file: only the three columns read, the filter pushed down,
+    // the files read in parallel; the last matching row of each file kept.
+    let files: Vec<PlRefPath> = runs
+        .iter()
+        .map(|r| {
+            PlRefPath::new(
+                study_dir
+                    .join(&r.run_id)
+                    .join("metrics.parquet")
+                    .to_string_lossy()
+                    .as_ref(),
+            )
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(pl(polars_err!(NoData: "no runs")));
+    }
+    let args = ScanArgsParquet {
+        include_file_paths: Some("file".into()),
+        ..ScanArgsParquet::default()
+    };
+    let last = LazyFrame::scan_parquet_files(files.into(), args)
+        .map_err(pl)?
+        .filter(
+            col("split")
+                .eq(lit(split))
+                .and(col("metric").eq(lit(metric))),
+        )
+        .select([col("file"), col("value")])
+        .group_by([col("file")])
+        .agg([col("value").last()])
+        .collect()
+        .map_err(pl)?;
+    let file = last.column("file").map_err(pl)?.str().map_err(pl)?;
+    let value = last.column("value").map_err(pl)?.f64().map_err(pl)?;
+    let by_file: BTreeMap<&str, f64> = (0..last.height())
+        .filter_map(|i| Some((file.get(i)?, value.get(i)?)))
+        .collect();
     let mut kept = vec![];
     let mut values = vec![];
     for r in runs {
         let path = study_dir.join(&r.run_id).join("metrics.parquet");
-        let df = store::read_metrics(&path)?
-            .lazy()
-            .filter(
-                col("split")
-                    .eq(lit(split))
-                    .and(col("metric").eq(lit(metric))),
-            )
-            .select([col("value")])
-            .collect()
-            .map_err(pl)?;
-        let column = df.column("value").map_err(pl)?.f64().map_err(pl)?;
-        if let Some(v) = column.iter().flatten().last() {
+        if let Some(v) = by_file.get(path.to_string_lossy().as_ref()) {
             kept.push(r.clone());
-            values.push(v);
+            values.push(*v);
         }
     }
     if kept.is_empty() {
