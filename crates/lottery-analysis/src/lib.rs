@@ -11,6 +11,6 @@ pub mod table;
 
 pub use store::{LayerRow, MetricRecord, RunClaim, RunSummary, StoreError};
 pub use table::{
-    FILTER_FIELDS, ROW_FIELDS, TableFormat, TableOptions, distance_matrix, levels_frame,
-    recorded_frame, render_table, row_fields, select_runs, study_frame,
+    Best, FILTER_FIELDS, ROW_FIELDS, TableFormat, TableOptions, distance_matrix, levels_frame,
+    recorded_frame, render_table, render_table_with, row_fields, select_runs, study_frame,
 };

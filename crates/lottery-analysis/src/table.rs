@@ -420,13 +420,44 @@ pub fn levels_frame(
         .map_err(pl)
 }
 
-/// Renders the aggregated frame as a row × density table; `row_header` names the rows (`method`,
-/// `model/method`, ...).
+/// Which mean of a column is marked best.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Best {
+    /// The largest (accuracies).
+    Highest,
+    /// The smallest (losses, seconds).
+    Lowest,
+}
+
+impl Best {
+    /// The direction for a metric name: lowest for losses and times, highest otherwise.
+    pub fn for_metric(metric: &str) -> Self {
+        if metric.contains("loss") || metric.contains("seconds") {
+            Best::Lowest
+        } else {
+            Best::Highest
+        }
+    }
+}
+
+/// Renders the aggregated frame as a row × density table with the highest mean of each column
+/// marked; `row_header` names the rows (`method`, `model/method`, ...).
 pub fn render_table(
     frame: &DataFrame,
     format: TableFormat,
     title: &str,
     row_header: &str,
+) -> PolarsResult<String> {
+    render_table_with(frame, format, title, row_header, Best::Highest)
+}
+
+/// [`render_table`] with the direction of "best" given.
+pub fn render_table_with(
+    frame: &DataFrame,
+    format: TableFormat,
+    title: &str,
+    row_header: &str,
+    best_is: Best,
 ) -> PolarsResult<String> {
     let method = frame.column("row")?.str()?;
     let density = frame.column("density")?.f64()?;
@@ -470,7 +501,16 @@ pub fn render_table(
                     .iter()
                     .filter(|((_, d), _)| d == c)
                     .map(|(_, v)| v.0)
-                    .fold(f64::NEG_INFINITY, f64::max),
+                    .fold(
+                        match best_is {
+                            Best::Highest => f64::NEG_INFINITY,
+                            Best::Lowest => f64::INFINITY,
+                        },
+                        |a, b| match best_is {
+                            Best::Highest => a.max(b),
+                            Best::Lowest => a.min(b),
+                        },
+                    ),
             )
         })
         .collect();
@@ -632,6 +672,15 @@ mod tests {
         assert!(csv.starts_with("method,density,mean,std,n\n"));
         let tex = render_table(&f, TableFormat::Latex, "t", "method").unwrap();
         assert!(tex.contains("\\textbf{85.00 $\\pm$ 7.07}"), "{tex}");
+        // For times and losses the smallest mean is the best.
+        assert_eq!(Best::for_metric("prune_seconds"), Best::Lowest);
+        assert_eq!(Best::for_metric("test_accuracy"), Best::Highest);
+        let md = render_table_with(&f, TableFormat::Markdown, "t", "method", Best::Lowest).unwrap();
+        assert!(
+            md.contains("| a | 85.00 ± 7.07 (n=2) | **50.00 (n=1)** |"),
+            "{md}"
+        );
+        assert!(md.contains("| b | **70.00 ± 0.00 (n=2)** | – |"), "{md}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lottery_analysis::{
-    TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame, render_table,
-    row_fields, select_runs, store, study_frame,
+    Best, TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame,
+    render_table_with, row_fields, select_runs, store, study_frame,
 };
 use lottery_cli::collapse;
 use lottery_cli::experiment::{
@@ -581,7 +581,13 @@ fn table(
         Format::Csv => (TableFormat::Csv, "csv"),
         Format::Latex => (TableFormat::Latex, "tex"),
     };
-    let text = render_table(&frame, fmt, &format!("{study}: {name}"), &header)?;
+    let text = render_table_with(
+        &frame,
+        fmt,
+        &format!("{study}: {name}"),
+        &header,
+        Best::for_metric(&name),
+    )?;
     let out = results.join("tables").join(format!(
         "{study}.{}{}.{ext}",
         name.replace('/', "-"),
