@@ -787,15 +787,12 @@ fn sweep(a: SweepArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut opts = lottery_sweep::LocalOptions::fitting_the_cores(exe);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Some(w) = a.workers {
-        opts.workers = w;
-    }
-    opts.threads_per_run = a
-        .threads_per_run
-        .unwrap_or_else(|| (cores / opts.workers.max(1)).max(1));
-    opts.retries = a.retries;
+    let opts = lottery_sweep::LocalOptions::fitting_the_cores(
+        exe,
+        a.workers,
+        a.threads_per_run,
+        a.retries,
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -99,14 +99,21 @@ pub struct LocalOptions {
 }
 
 impl LocalOptions {
-    /// Workers that fit the cores: one single-threaded run per core.
-    pub fn fitting_the_cores(exe: PathBuf) -> Self {
+    /// Options that fit the cores: `workers` runs at a time (default one per core), each with
+    /// `threads_per_run` threads (default the cores shared among the workers).
+    pub fn fitting_the_cores(
+        exe: PathBuf,
+        workers: Option<usize>,
+        threads_per_run: Option<usize>,
+        retries: usize,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = workers.unwrap_or(cores);
         Self {
             exe,
-            workers: cores,
-            threads_per_run: 1,
-            retries: 1,
+            workers,
+            threads_per_run: threads_per_run.unwrap_or((cores / workers.max(1)).max(1)),
+            retries,
         }
     }
 }

@@ -51,44 +51,38 @@ impl StatusCounts {
     pub fn of(plan: &SweepPlan) -> Self {
         let mut c = Self::default();
         for r in &plan.runs {
-            match state_of(plan, r) {
-                RunState::Finished => c.finished += 1,
-                RunState::Running => c.running += 1,
-                RunState::Failed(_) => c.failed += 1,
-                RunState::Pending => c.pending += 1,
-            }
+            c.count(&state_of(plan, r));
         }
         c
+    }
+
+    /// Adds one run in `state`.
+    fn count(&mut self, state: &RunState) {
+        match state {
+            RunState::Finished => self.finished += 1,
+            RunState::Running => self.running += 1,
+            RunState::Failed(_) => self.failed += 1,
+            RunState::Pending => self.pending += 1,
+        }
     }
 }
 
 /// A report of the plan: the counts, then one line per run that is not finished.
 pub fn render_status(plan: &SweepPlan) -> String {
-    let mut out = String::new();
     let mut counts = StatusCounts::default();
     let mut lines = String::new();
     for r in &plan.runs {
         let state = state_of(plan, r);
+        counts.count(&state);
         let word = match &state {
-            RunState::Finished => {
-                counts.finished += 1;
-                continue;
-            }
-            RunState::Running => {
-                counts.running += 1;
-                "running".to_string()
-            }
-            RunState::Failed(why) => {
-                counts.failed += 1;
-                format!("failed: {}", why.lines().next().unwrap_or(""))
-            }
-            RunState::Pending => {
-                counts.pending += 1;
-                "pending".to_string()
-            }
+            RunState::Finished => continue,
+            RunState::Running => "running".to_string(),
+            RunState::Failed(why) => format!("failed: {}", why.lines().next().unwrap_or("")),
+            RunState::Pending => "pending".to_string(),
         };
         let _ = writeln!(lines, "  {} {:<32} {word}", r.run_id, r.label);
     }
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "sweep {}: {} runs: {} finished, {} running, {} failed, {} pending",

@@ -90,14 +90,7 @@ fn main() {
         Ok(ControlFlow::Continue(()))
     };
     t.mine_scores(&spec, &mut state, hook).expect("mining");
-    // The first epoch warms up; the median of the others.
-    let mut epochs: Vec<f64> = stamps
-        .windows(2)
-        .skip(1)
-        .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3 / STEPS as f64)
-        .collect();
-    epochs.sort_by(f64::total_cmp);
-    let mining = epochs[epochs.len() / 2];
+    let mining = median_ms_per_step(&stamps);
 
     let mut t = task();
     let mask = MaskSet::dense(
@@ -112,15 +105,21 @@ fn main() {
     let mut stamps = vec![Instant::now()];
     t.train(&mask, 4, &mut |_| stamps.push(Instant::now()))
         .expect("training");
+    let train = median_ms_per_step(&stamps);
+    println!(
+        "mining lenet-300-100 batch={BATCH} ms_per_step={mining:.2} train_ms_per_step={train:.2} backend={}",
+        backend_name().replace(' ', "_")
+    );
+}
+
+/// Milliseconds per step of the epochs between `stamps`: the first epoch warms up, then the
+/// median of the others.
+fn median_ms_per_step(stamps: &[Instant]) -> f64 {
     let mut epochs: Vec<f64> = stamps
         .windows(2)
         .skip(1)
         .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3 / STEPS as f64)
         .collect();
     epochs.sort_by(f64::total_cmp);
-    let train = epochs[epochs.len() / 2];
-    println!(
-        "mining lenet-300-100 batch={BATCH} ms_per_step={mining:.2} train_ms_per_step={train:.2} backend={}",
-        backend_name().replace(' ', "_")
-    );
+    epochs[epochs.len() / 2]
 }
