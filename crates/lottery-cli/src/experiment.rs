@@ -16,9 +16,13 @@ use lottery_core::backend::{TrainBackend, backend_name, default_device};
 use lottery_core::config::{ResolvedConfig, RunConfig};
 use lottery_core::error::{ConfigError, ConfigErrorKind};
 use lottery_core::plugin::{DensityOf, PrunerEntry, find_pruner};
-use lottery_core::{MaskSet, ParamValues, PruneContext, PruneError, PruneTarget, Scope};
-use lottery_data::{DataError, ImageDataset, find_dataset};
+use lottery_core::{
+    GRAPH_MASK, MaskSet, ParamValues, PruneContext, PruneError, PruneTarget, Scope,
+};
+use lottery_data::{DataError, Graph, ImageDataset, find_dataset, find_graph_dataset};
+use lottery_gcn::GcnTask;
 use lottery_models::{ImageModel, InputShape, find_model, view};
+use lottery_train::Checkpoints;
 use lottery_train::ImageTask;
 
 use crate::weights;
@@ -58,9 +62,34 @@ pub enum RunError {
 #[derive(Default)]
 pub struct DataCache {
     loaded: HashMap<(String, Option<PathBuf>, usize, usize), Arc<ImageDataset>>,
+    graphs: HashMap<(String, Option<PathBuf>), Arc<Graph>>,
 }
 
 impl DataCache {
+    fn graph(&mut self, cfg: &RunConfig, file: Option<&Path>) -> Result<Arc<Graph>, RunError> {
+        let d = &cfg.data;
+        let key = (d.name.clone(), d.root.clone());
+        if let Some(g) = self.graphs.get(&key) {
+            return Ok(g.clone());
+        }
+        let entry = find_graph_dataset(&d.name).map_err(|why| {
+            named(
+                ConfigErrorKind::UnknownName,
+                "data.name",
+                &d.name,
+                format!(
+                    "{why} (model.name = \"{}\" reads a graph)",
+                    lottery_gcn::MODEL_NAME
+                ),
+                file,
+            )
+        })?;
+        let root = entry.root(d.root.as_deref());
+        let g = Arc::new((entry.load)(&root)?);
+        self.graphs.insert(key, g.clone());
+        Ok(g)
+    }
+
     fn get(&mut self, cfg: &RunConfig, file: Option<&Path>) -> Result<Arc<ImageDataset>, RunError> {
         let d = &cfg.data;
         let key = (
@@ -124,10 +153,24 @@ pub struct Prepared {
     pub method: &'static PrunerEntry,
     /// The method's options, defaults filled in.
     pub options: toml::Table,
-    /// The data.
-    pub data: Arc<ImageDataset>,
-    /// The initialised network.
-    pub model: ImageModel<TrainBackend>,
+    /// The network and its data.
+    pub network: Network,
+}
+
+/// The network of a run and its data.
+pub enum Network {
+    /// An image classifier.
+    Image {
+        /// The data.
+        data: Arc<ImageDataset>,
+        /// The initialised network.
+        model: Box<ImageModel<TrainBackend>>,
+    },
+    /// A GCN on a graph (initialised from the run's seed when its task is built).
+    Graph {
+        /// The graph.
+        graph: Arc<Graph>,
+    },
 }
 
 /// Resolves names, checks options, loads data and weights. `file` is the config file, for errors.
@@ -172,12 +215,41 @@ pub fn prepare(
         )
         .into());
     }
+    if cfg.model.name == lottery_gcn::MODEL_NAME {
+        let graph = cache.graph(cfg, file)?;
+        let canonical = cfg.canonical(options.clone(), method.default_iterations);
+        let run_id = canonical.run_id();
+        return Ok(Prepared {
+            resolved,
+            canonical,
+            run_id,
+            method,
+            options,
+            network: Network::Graph { graph },
+        });
+    }
+    if cfg.model.hidden != 0 {
+        return Err(named(
+            ConfigErrorKind::Invalid,
+            "model.hidden",
+            &cfg.model.hidden.to_string(),
+            format!(
+                "only a GCN (model.name = \"{}\") has a hidden width to set",
+                lottery_gcn::MODEL_NAME
+            ),
+            file,
+        )
+        .into());
+    }
     let model_entry = find_model(&cfg.model.name).map_err(|why| {
         named(
             ConfigErrorKind::UnknownName,
             "model.name",
             &cfg.model.name,
-            why,
+            format!(
+                "{why}; or \"{}\" on a graph dataset",
+                lottery_gcn::MODEL_NAME
+            ),
             file,
         )
     })?;
@@ -227,8 +299,10 @@ pub fn prepare(
         run_id,
         method,
         options,
-        data,
-        model,
+        network: Network::Image {
+            data,
+            model: Box::new(model),
+        },
     })
 }
 
@@ -321,11 +395,38 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The prune target of a run: an image task or a GCN task.
+pub enum RunTarget {
+    /// An image classifier with its data.
+    Image(Box<ImageTask>),
+    /// A GCN on its graph.
+    Graph(Box<GcnTask>),
+}
+
+impl RunTarget {
+    /// The target as the methods see it.
+    pub fn target(&mut self) -> &mut dyn PruneTarget {
+        match self {
+            RunTarget::Image(t) => t.as_mut(),
+            RunTarget::Graph(t) => t.as_mut(),
+        }
+    }
+
+    /// Weights saved at the configured checkpoint steps (image tasks).
+    fn checkpoints(&self) -> Checkpoints {
+        match self {
+            RunTarget::Image(t) => t.checkpoints().clone(),
+            RunTarget::Graph(_) => Checkpoints::new(),
+        }
+    }
+}
+
 fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, RunError> {
     let cfg = p.canonical.clone();
     let dir = run_dir(results, &cfg, &p.run_id);
     let goal = cfg.goal()?;
-    let mut task = task_of(&p).with_progress(bar.clone());
+    let mut run_target = target_of(&p, bar.clone());
+    let task = run_target.target();
     let work_dir = work_dir(results, &cfg, &p.run_id);
 
     bar.set_message(format!("{} pruning", p.method.name));
@@ -333,7 +434,7 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
     let mut pruner = build_pruner(&p)?;
     let mask = {
         let mut ctx = PruneContext {
-            target: &mut task,
+            target: &mut *task,
             goal: goal.clone(),
             seed: cfg.seed,
             progress: bar.clone(),
@@ -341,13 +442,22 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         };
         let expected = ctx.dense_mask();
         let mask = pruner.prune(&mut ctx)?;
-        check_mask(&mask, &expected, &goal, p.method.density_of)?;
+        check_mask(&weights_only(&mask), &expected, &goal, p.method.density_of)?;
         mask
     };
     let prune_seconds = t0.elapsed().as_secs_f64();
+    let weights = weights_only(&mask);
 
-    task.record("prune", "density", mask.density());
-    let (init_loss, init_acc) = ImageTask::evaluate(&task, &mask);
+    task.record("prune", "density", weights.density());
+    if let Some(g) = mask.get(GRAPH_MASK) {
+        task.record("prune", "graph-density", g.density());
+        task.record("prune", "edges-kept", g.kept() as f64);
+    }
+    if let (Ok(sparse), Ok(dense)) = (task.mask_flops(&mask), task.mask_flops(&MaskSet::new())) {
+        task.record("prune", "inference-flops", sparse);
+        task.record("prune", "inference-flops-ratio", sparse / dense);
+    }
+    let (init_loss, init_acc) = task.evaluate(&mask)?;
     task.record("test", "loss", init_loss);
     task.record("test", "accuracy", init_acc);
 
@@ -372,8 +482,8 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         );
     })?;
     let train_seconds = t1.elapsed().as_secs_f64();
-    check_pruned_are_zero(&task, &mask)?;
-    task.record("level", "density", mask.density());
+    check_pruned_are_zero(&*task, &weights)?;
+    task.record("level", "density", weights.density());
     task.record("level", "accuracy", last.1);
 
     let (git_commit, git_dirty) = git_state();
@@ -385,10 +495,10 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         dataset: cfg.data.name.clone(),
         seed: cfg.seed,
         density_requested: cfg.prune.density,
-        density_achieved: mask.density(),
-        kept: mask.kept() as u64,
-        prunable: mask.numel() as u64,
-        collapsed_layers: mask.collapsed(),
+        density_achieved: weights.density(),
+        kept: weights.kept() as u64,
+        prunable: weights.numel() as u64,
+        collapsed_layers: weights.collapsed(),
         test_accuracy: last.1,
         test_loss: last.0,
         test_accuracy_at_init: init_acc,
@@ -400,7 +510,17 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         git_dirty,
         lottery_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    write_run(&dir, &p.resolved, &cfg, &summary, &task, &mask)?;
+    let metrics = task.metrics();
+    let checkpoints = run_target.checkpoints();
+    write_run(
+        &dir,
+        &p.resolved,
+        &cfg,
+        &summary,
+        metrics,
+        &checkpoints,
+        &mask,
+    )?;
     if work_dir.exists() {
         std::fs::remove_dir_all(&work_dir).map_err(io(&work_dir))?;
     }
@@ -411,19 +531,49 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
     })
 }
 
-/// The network, data and trainer of a prepared run.
-pub fn task_of(p: &Prepared) -> ImageTask {
+/// The mask without the graph's edge mask: what `prune.density` counts.
+fn weights_only(mask: &MaskSet) -> MaskSet {
+    let mut out = MaskSet::new();
+    for (name, m) in mask.iter().filter(|(n, _)| n.as_str() != GRAPH_MASK) {
+        out.insert(name.clone(), m.clone());
+    }
+    out
+}
+
+/// Hidden units of a GCN by default (Kipf & Welling's 16; UGS's own runs use 512).
+pub const GCN_HIDDEN: usize = 16;
+
+/// Hidden units of the run's GCN: `model.hidden`, or [`GCN_HIDDEN`].
+fn gcn_hidden(cfg: &RunConfig) -> usize {
+    if cfg.model.hidden == 0 {
+        GCN_HIDDEN
+    } else {
+        cfg.model.hidden
+    }
+}
+
+/// The network, data and trainer of a prepared run, showing progress on `bar`.
+pub fn target_of(p: &Prepared, bar: ProgressBar) -> RunTarget {
     let cfg = &p.canonical;
-    ImageTask::new(
-        p.model.clone(),
-        p.data.clone(),
-        cfg.train.clone(),
-        cfg.data.batch_size,
-        cfg.data.augment,
-        cfg.seed,
-        default_device(),
-    )
-    .with_model_options(cfg.model.init, cfg.model.batch_norm)
+    match &p.network {
+        Network::Image { data, model } => RunTarget::Image(Box::new(
+            ImageTask::new(
+                model.as_ref().clone(),
+                data.clone(),
+                cfg.train.clone(),
+                cfg.data.batch_size,
+                cfg.data.augment,
+                cfg.seed,
+                default_device(),
+            )
+            .with_model_options(cfg.model.init, cfg.model.batch_norm)
+            .with_progress(bar),
+        )),
+        Network::Graph { graph } => RunTarget::Graph(Box::new(
+            GcnTask::new(graph.clone(), gcn_hidden(cfg), cfg.train.clone(), cfg.seed)
+                .with_progress(bar),
+        )),
+    }
 }
 
 /// Builds the run's method, mapping an options error to the config key at fault.
@@ -442,10 +592,10 @@ pub fn build_pruner(p: &Prepared) -> Result<Box<dyn lottery_core::Pruner>, RunEr
 /// The raw scores of the run's method for every prunable parameter at the run's initial weights
 /// (first round, nothing pruned yet), PyTorch names and layout.
 pub fn initial_scores(p: &Prepared) -> Result<ParamValues, RunError> {
-    let mut task = task_of(p);
+    let mut run_target = target_of(p, ProgressBar::hidden());
     let mut pruner = build_pruner(p)?;
     let mut ctx = PruneContext {
-        target: &mut task,
+        target: run_target.target(),
         goal: p.canonical.goal()?,
         seed: p.canonical.seed,
         progress: ProgressBar::hidden(),
@@ -496,7 +646,7 @@ fn check_mask(
     Ok(())
 }
 
-fn check_pruned_are_zero(task: &ImageTask, mask: &MaskSet) -> Result<(), PruneError> {
+fn check_pruned_are_zero(task: &dyn PruneTarget, mask: &MaskSet) -> Result<(), PruneError> {
     let names: Vec<String> = mask.iter().map(|(n, _)| n.clone()).collect();
     let values = task.values(&names)?;
     for (name, m) in mask.iter() {
@@ -536,7 +686,8 @@ fn write_run(
     resolved: &ResolvedConfig,
     cfg: &RunConfig,
     summary: &RunSummary,
-    task: &ImageTask,
+    metrics: Vec<lottery_core::MetricRow>,
+    checkpoints: &Checkpoints,
     mask: &MaskSet,
 ) -> Result<(), RunError> {
     let parent = dir.parent().expect("run dir has a parent");
@@ -552,7 +703,7 @@ fn write_run(
     std::fs::write(tmp.join("config.toml"), config_text).map_err(io(&tmp))?;
     let sources = serde_json::to_string_pretty(&resolved.sources).expect("json");
     std::fs::write(tmp.join("sources.json"), sources).map_err(io(&tmp))?;
-    store::write_metrics(&tmp.join("metrics.parquet"), task.metrics())?;
+    store::write_metrics(&tmp.join("metrics.parquet"), &metrics)?;
     let layers: Vec<LayerRow> = mask
         .layers()
         .into_iter()
@@ -579,7 +730,7 @@ fn write_run(
             path: tmp.join("masks.safetensors"),
             source: std::io::Error::other(e.to_string()),
         })?;
-    for (step, values) in task.checkpoints() {
+    for (step, values) in checkpoints {
         write_weights(
             &tmp.join(format!("checkpoint-step{step}.safetensors")),
             values,

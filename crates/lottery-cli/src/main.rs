@@ -12,7 +12,7 @@ use lottery_analysis::{
 };
 use lottery_cli::collapse;
 use lottery_cli::experiment::{
-    DataCache, Prepared, RunError, execute, initial_scores, prepare, write_weights,
+    DataCache, Network, Prepared, RunError, execute, initial_scores, prepare, write_weights,
 };
 use lottery_core::config::{self, Override};
 use lottery_core::{ConfigError, MaskSet};
@@ -447,8 +447,20 @@ fn list() -> Result<()> {
     for e in lottery_models::models().map_err(anyhow::Error::msg)? {
         println!("  {:<16} {}", e.name, e.summary);
     }
+    println!(
+        "  {:<16} 2-layer GCN (Kipf & Welling), {} hidden units (model.hidden), masks on weights and edges; graph datasets",
+        lottery_gcn::MODEL_NAME,
+        lottery_cli::experiment::GCN_HIDDEN
+    );
     println!("datasets:");
     for e in lottery_data::datasets().map_err(anyhow::Error::msg)? {
+        println!("  {:<16} {}", e.name, e.summary);
+    }
+    println!(
+        "graph datasets (model.name = \"{}\"):",
+        lottery_gcn::MODEL_NAME
+    );
+    for e in lottery_data::graph_datasets().map_err(anyhow::Error::msg)? {
         println!("  {:<16} {}", e.name, e.summary);
     }
     Ok(())
@@ -934,14 +946,25 @@ fn inspect(run: &Path) -> Result<()> {
 
 fn export_weights(config_path: &Path, sets: &[Override], out: &Path) -> Result<()> {
     let p = first_run(config_path, sets)?;
-    let naming = p.model.naming();
+    let Network::Image { model, .. } = &p.network else {
+        bail!(
+            "export-weights: {} is not an image model; a GCN's initial weights come from its seed",
+            p.canonical.model.name
+        );
+    };
+    let naming = model.naming();
     let names: Vec<String> =
-        lottery_models::view::entries::<lottery_core::backend::TrainBackend, _>(&p.model, &naming)
-            .into_iter()
-            .map(|e| e.info.name)
-            .collect();
+        lottery_models::view::entries::<lottery_core::backend::TrainBackend, _>(
+            model.as_ref(),
+            &naming,
+        )
+        .into_iter()
+        .map(|e| e.info.name)
+        .collect();
     let values = lottery_models::view::values::<lottery_core::backend::TrainBackend, _>(
-        &p.model, &naming, &names,
+        model.as_ref(),
+        &naming,
+        &names,
     );
     write_weights(out, &values, &p.run_id)?;
     println!(

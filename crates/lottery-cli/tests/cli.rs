@@ -67,6 +67,14 @@ fn list_shows_both_plugins_models_and_datasets() {
         "resnet-20",
         "fashion-mnist",
         "synthetic",
+        "gcn",
+        "gcn-tickets",
+        "ugs",
+        "graph-random",
+        "graph-magnitude",
+        "sbm",
+        "karate-club",
+        "cora",
     ] {
         assert!(out.contains(name), "{name} missing from:\n{out}");
     }
@@ -519,6 +527,61 @@ fn an_unknown_init_is_refused_with_its_key() {
     let err = stderr(&o);
     assert!(
         err.contains("model.init") && err.contains("xavier"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_graph_run_prunes_edges_and_weights_and_tables_them() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("g.toml");
+    std::fs::write(
+        &cfg,
+        "study = \"g\"\nseed = 0\n[model]\nname = \"gcn\"\n[data]\nname = \"sbm\"\n[prune]\nmethod = \"gcn-tickets\"\ndensity = 0.2\n[methods.gcn-tickets]\nmax_epochs = 30\ngraph_density = 0.5\n[train]\nepochs = 20\noptimizer = \"adam\"\nlr = 0.01\nweight_decay = 5e-4\nlr_schedule = \"constant\"\n",
+    )
+    .unwrap();
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = study_entries(&d.path().join("results/g"));
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("summary.json")).unwrap())
+            .unwrap();
+    let achieved = summary["density_achieved"].as_f64().unwrap();
+    assert!((achieved - 0.2).abs() < 1e-3, "weights only: {achieved}");
+    for metric in [
+        "prune/graph-density",
+        "prune/inference-flops-ratio",
+        "gcn-tickets/drawn-epoch",
+    ] {
+        let o = lottery(d.path(), &["table", "g", "--metric", metric]);
+        assert!(o.status.success(), "{metric}: {}", stderr(&o));
+        let table = String::from_utf8_lossy(&o.stdout);
+        assert!(table.contains("| gcn-tickets |"), "{table}");
+        if metric == "prune/graph-density" {
+            assert!(table.contains("0.50"), "{table}");
+        }
+    }
+    // A graph dataset with an image model, and the reverse, name the key at fault.
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "model.name=lenet-300-100",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("data.name"), "{}", stderr(&o));
+    let o = lottery(
+        d.path(),
+        &["run", cfg.to_str().unwrap(), "--set", "data.name=synthetic"],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("data.name") && err.contains("synthetic"),
         "{err}"
     );
 }

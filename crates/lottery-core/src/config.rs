@@ -64,6 +64,9 @@ pub struct ModelSection {
     /// Whether batch norm learns its scale and shift.
     #[serde(skip_serializing_if = "is_default")]
     pub batch_norm: NormKind,
+    /// Hidden units of a GCN (0: its default, 16); other models have fixed widths.
+    #[serde(skip_serializing_if = "is_default")]
+    pub hidden: usize,
 }
 
 impl Default for ModelSection {
@@ -73,6 +76,7 @@ impl Default for ModelSection {
             init_from: None,
             init: WeightInit::default(),
             batch_norm: NormKind::default(),
+            hidden: 0,
         }
     }
 }

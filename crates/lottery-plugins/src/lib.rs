@@ -6,13 +6,17 @@
 //! this crate's dependencies, and add one `use` line below.
 
 use lottery_early_bird as _;
+use lottery_gcn_tickets as _;
 use lottery_gem_miner as _;
+use lottery_graph_magnitude as _;
+use lottery_graph_random as _;
 use lottery_grasp as _;
 use lottery_imp as _;
 use lottery_magnitude as _;
 use lottery_random as _;
 use lottery_snip as _;
 use lottery_synflow as _;
+use lottery_ugs as _;
 
 /// Forces this crate (and so every plugin) to be linked; call it once at start-up.
 pub fn link() {}

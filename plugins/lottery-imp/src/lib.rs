@@ -336,23 +336,14 @@ impl Progress {
         mask: &MaskSet,
         metrics: &[MetricRow],
     ) -> Result<(), PruneError> {
-        let Some(path) = path else {
-            return Ok(());
-        };
-        let rows = serde_json::to_string(metrics).map_err(|e| failed(&path, e))?;
-        let meta = BTreeMap::from([("metrics".to_string(), rows)]);
-        mask.save(&path, &meta, "").map_err(|e| failed(&path, e))
+        match path {
+            Some(path) => lottery_core::progress::save_mask_progress(&path, mask, metrics),
+            None => Ok(()),
+        }
     }
 
     fn load_mask(path: &Path) -> Result<(MaskSet, Vec<MetricRow>), PruneError> {
-        let bytes = std::fs::read(path).map_err(|e| failed(path, e))?;
-        let mask = MaskSet::from_safetensors(&bytes, path).map_err(|e| failed(path, e))?;
-        let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| failed(path, e))?;
-        let rows = meta
-            .get("metrics")
-            .ok_or_else(|| failed(path, "no `metrics` metadata"))?;
-        let rows: Vec<MetricRow> = serde_json::from_str(rows).map_err(|e| failed(path, e))?;
-        Ok((mask, rows))
+        lottery_core::progress::load_mask_progress(path)
     }
 
     /// The furthest saved point, if the rewind point was saved.

@@ -1,0 +1,180 @@
+//! The graph-ticket methods (UGS, GEBT's `gcn-tickets`, the random and magnitude baselines) on a
+//! small generated graph: exact edge and weight counts, survivors on θ₀, determinism, resumption.
+
+mod common;
+
+use std::sync::Arc;
+
+use lottery_core::config::{OptimizerKind, TrainSection};
+use lottery_core::graph::paired_graph_density;
+use lottery_core::{Density, GRAPH_MASK, MaskSet, PruneTarget};
+use lottery_gcn::{GcnTask, LAYER0, LAYER1};
+
+fn gcn() -> GcnTask {
+    let g = lottery_data::graph::small_sbm();
+    let train = TrainSection {
+        epochs: 20,
+        optimizer: OptimizerKind::Adam,
+        lr: 0.01,
+        weight_decay: 5e-4,
+        ..Default::default()
+    };
+    GcnTask::new(Arc::new(g), 16, train, 2)
+}
+
+fn weights() -> Vec<String> {
+    vec![LAYER0.to_string(), LAYER1.to_string()]
+}
+
+fn counts(mask: &MaskSet) -> (usize, usize) {
+    let w: usize = weights().iter().map(|n| mask.get(n).unwrap().kept()).sum();
+    (w, mask.get(GRAPH_MASK).unwrap().kept())
+}
+
+#[test]
+fn ugs_reaches_exact_counts_rewinds_and_resumes() {
+    let mut t = gcn();
+    let theta0 = t.values(&weights()).unwrap();
+    let edges = t.graph().edges.len();
+    let total = 16 * t.graph().feature_dim + 3 * 16;
+    let dir = tempfile::tempdir().unwrap();
+    let density = 0.64; // two rounds of 20 %
+    let options = "epochs = 15";
+    let mask =
+        common::run_method("ugs", &mut t, density, options, Some(dir.path().into())).unwrap();
+    assert_eq!(
+        counts(&mask),
+        (
+            Density::new(density).unwrap().keep_count(total),
+            Density::new(0.95f64.powi(2)).unwrap().keep_count(edges)
+        )
+    );
+    assert_eq!(t.values(&weights()).unwrap(), theta0, "the ticket is on θ₀");
+    let rounds: Vec<f64> = t
+        .metrics()
+        .iter()
+        .filter(|r| r.split == "ugs" && r.metric == "weight-density")
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(rounds.len(), 2);
+    assert!((rounds[0] - 0.8).abs() < 1e-3, "{rounds:?}");
+
+    // Resume from round 1: the same ticket as the uninterrupted run.
+    std::fs::remove_file(dir.path().join("ugs/round-002.safetensors")).unwrap();
+    let mut again = gcn();
+    let resumed =
+        common::run_method("ugs", &mut again, density, options, Some(dir.path().into())).unwrap();
+    assert_eq!(resumed, mask);
+
+    // Training keeps pruned weights at zero.
+    t.train_until(&mask, 20, &mut |_| {}).unwrap();
+    let after = t.values(&weights()).unwrap();
+    for n in weights() {
+        let m = mask.get(&n).unwrap();
+        assert!(
+            m.keep
+                .iter()
+                .zip(&after[&n].values)
+                .all(|(k, v)| *k || *v == 0.0)
+        );
+    }
+}
+
+#[test]
+fn gcn_tickets_draw_exact_masks_deterministically() {
+    let run = || {
+        let mut t = gcn();
+        let theta0 = t.values(&weights()).unwrap();
+        let mask = common::run_method("gcn-tickets", &mut t, 0.3, "max_epochs = 40", None).unwrap();
+        assert_eq!(t.values(&weights()).unwrap(), theta0);
+        let drawn = t
+            .metrics()
+            .iter()
+            .find(|r| r.split == "gcn-tickets" && r.metric == "drawn-epoch")
+            .map(|r| r.value)
+            .unwrap();
+        (mask, drawn, t.graph().edges.len())
+    };
+    let (mask, drawn, edges) = run();
+    let total = 16 * 300 + 3 * 16;
+    assert_eq!(
+        counts(&mask),
+        (
+            Density::new(0.3).unwrap().keep_count(total),
+            Density::new(paired_graph_density(0.3))
+                .unwrap()
+                .keep_count(edges)
+        )
+    );
+    assert!((1.0..=40.0).contains(&drawn), "{drawn}");
+    assert_eq!(run().0, mask, "same seed, same ticket");
+}
+
+#[test]
+fn magnitude_keeps_the_largest_weights_and_adjacency_entries() {
+    let mut t = gcn();
+    let mask =
+        common::run_method("graph-magnitude", &mut t, 0.2, "graph_density = 0.5", None).unwrap();
+    let edges = t.graph().edges.len();
+    assert_eq!(
+        mask.get(GRAPH_MASK).unwrap().kept(),
+        Density::new(0.5).unwrap().keep_count(edges)
+    );
+    let a_hat = t.edge_values();
+    let g = mask.get(GRAPH_MASK).unwrap();
+    let kept_min = a_hat
+        .iter()
+        .zip(&g.keep)
+        .filter(|(_, k)| **k)
+        .map(|(a, _)| *a)
+        .fold(f32::MAX, f32::min);
+    let pruned_max = a_hat
+        .iter()
+        .zip(&g.keep)
+        .filter(|(_, k)| !**k)
+        .map(|(a, _)| *a)
+        .fold(0.0, f32::max);
+    assert!(kept_min >= pruned_max);
+    let w = t.values(&weights()).unwrap();
+    let (mut kept_min, mut pruned_max) = (f32::MAX, 0f32);
+    for n in weights() {
+        for (v, k) in w[&n].values.iter().zip(&mask.get(&n).unwrap().keep) {
+            if *k {
+                kept_min = kept_min.min(v.abs());
+            } else {
+                pruned_max = pruned_max.max(v.abs());
+            }
+        }
+    }
+    assert!(kept_min >= pruned_max);
+}
+
+#[test]
+fn random_is_exact_and_seeded() {
+    let mut t = gcn();
+    let a = common::run_method("graph-random", &mut t, 0.1, "graph_density = 0.3", None).unwrap();
+    let b = common::run_method("graph-random", &mut t, 0.1, "graph_density = 0.3", None).unwrap();
+    assert_eq!(a, b);
+    let edges = t.graph().edges.len();
+    assert_eq!(
+        a.get(GRAPH_MASK).unwrap().kept(),
+        Density::new(0.3).unwrap().keep_count(edges)
+    );
+}
+
+#[test]
+fn graph_methods_refuse_an_image_network() {
+    let arch = lottery_models::Architecture::ConvNet {
+        plan: vec![lottery_models::arch::Plan::Conv(4)],
+        hidden: vec![],
+        batch_norm: false,
+        global_pool: false,
+    };
+    let mut t = common::small_task(arch, TrainSection::default());
+    for m in ["ugs", "gcn-tickets", "graph-random", "graph-magnitude"] {
+        let e = common::run_method(m, &mut t, 0.5, "", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("graph network"), "{m}: {e}");
+    }
+}
