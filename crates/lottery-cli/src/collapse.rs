@@ -31,7 +31,7 @@ pub struct CollapsePoint {
 
 /// log10 of the maximal critical compression of the run's prunable parameters: N / L.
 pub fn max_critical_x(p: &Prepared) -> Result<f64, RunError> {
-    let mut run_target = target_of(p, ProgressBar::hidden());
+    let mut run_target = target_of(p, ProgressBar::hidden())?;
     let task = run_target.target();
     let rule = p.canonical.goal()?.rule;
     let prunable: Vec<_> = task
@@ -60,7 +60,7 @@ pub fn critical_compression(
     } else {
         None
     };
-    let mut run_target = target_of(p, ProgressBar::hidden());
+    let mut run_target = target_of(p, ProgressBar::hidden())?;
     let task = run_target.target();
     let mut probe = |step: usize| -> Result<MaskSet, RunError> {
         progress.inc(1);

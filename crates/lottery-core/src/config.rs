@@ -128,6 +128,10 @@ pub struct DataSection {
     pub test_subset: usize,
     /// Random crop (padding 4) and horizontal flip on training batches.
     pub augment: bool,
+    /// Tokens per text example, `[CLS]` and `[SEP]` included, longer texts truncated (0: the
+    /// default, 64); text datasets only.
+    #[serde(skip_serializing_if = "is_default")]
+    pub max_tokens: usize,
 }
 
 impl Default for DataSection {
@@ -139,6 +143,7 @@ impl Default for DataSection {
             train_subset: 0,
             test_subset: 0,
             augment: false,
+            max_tokens: 0,
         }
     }
 }

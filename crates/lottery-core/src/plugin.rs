@@ -421,6 +421,17 @@ pub trait PruneTarget {
             "this network cannot count the FLOPs of a mask".into(),
         ))
     }
+    /// Switches the data and the output head the network trains and evaluates on to the task
+    /// `name` (a dataset name), for a ticket found on one task and fine-tuned on another: the
+    /// weights go back to the network's starting point (pre-trained weights, a fresh head of the
+    /// new task from the run's seed) and the clock to step 0. Returns the previous task's name.
+    /// Networks with several tasks only.
+    fn switch_task(&mut self, name: &str) -> Result<String, PruneError> {
+        let _ = name;
+        Err(PruneError::Target(
+            "this network has one task; it cannot switch to another".into(),
+        ))
+    }
     /// Trains until the end of the `epochs`-th epoch from now (an epoch already begun counts as
     /// one); see [`PruneTarget::train_until`].
     fn train(

@@ -13,6 +13,10 @@
 //! Planetoid citation graphs `cora`, `citeseer`, `pubmed` in their original file format
 //! ([`planetoid`], read with a small pickle reader, [`pickle`]).
 //!
+//! Text for BERT tickets ([`text`], its own registry): `wordnet-supersenses` and `fortune-topics`
+//! (classification) and `wordnet-examples` (a corpus for masked language modelling), from Debian
+//! packages.
+//!
 //! Images are stored normalised (per-channel mean and std of the training split) as `f32`
 //! `[N, C, H, W]`; [`batches`] shuffles per seed and epoch and applies random crop + flip.
 
@@ -26,6 +30,7 @@ pub mod pickle;
 pub mod planetoid;
 pub mod registry;
 pub mod synthetic;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +38,7 @@ pub use batch::{Batch, batches};
 pub use error::DataError;
 pub use graph::{Graph, GraphDatasetEntry, find_graph_dataset, graph_datasets};
 pub use registry::{DatasetEntry, datasets, find_dataset};
+pub use text::{LabelledText, TextData, TextDatasetEntry, find_text_dataset, text_datasets};
 
 /// Shape of one example, channels first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

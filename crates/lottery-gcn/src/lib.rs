@@ -16,22 +16,20 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use burn::module::{AutodiffModule, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::{log_softmax, relu};
 use indicatif::ProgressBar;
 use lottery_core::backend::{Backend as InnerBackend, Device, TrainBackend};
-use lottery_core::config::{OptimizerKind, TrainSection};
+use lottery_core::config::TrainSection;
 use lottery_core::plugin::EpochReport;
 use lottery_core::{
     FlatTensor, GRAPH_MASK, JointMaskEpoch, JointMaskSpec, LossSpec, MaskSet, MetricRow, ParamInfo,
     ParamKind, ParamValues, PathFlow, Precision, PruneError, PruneTarget, TrainClock,
 };
 use lottery_data::Graph;
+use lottery_train::RunOptimizer;
 use rand::{RngExt, SeedableRng};
 
 /// The model name that selects a GCN in a run's config (`model.name`).
@@ -223,43 +221,6 @@ fn flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlatTensor {
         .into_vec::<f32>()
         .expect("f32 data");
     FlatTensor::new(shape, values)
-}
-
-/// Either optimiser of the run, over any module.
-enum Optim<M: AutodiffModule<TrainBackend>> {
-    Sgd(OptimizerAdaptor<Sgd<InnerBackend>, M, TrainBackend>),
-    Adam(OptimizerAdaptor<Adam, M, TrainBackend>),
-}
-
-impl<M: AutodiffModule<TrainBackend>> Optim<M> {
-    fn new(c: &TrainSection) -> Self {
-        let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
-        match c.optimizer {
-            OptimizerKind::Sgd => Optim::Sgd(
-                SgdConfig::new()
-                    .with_momentum((c.momentum > 0.0).then_some(MomentumConfig {
-                        momentum: c.momentum,
-                        dampening: 0.0,
-                        nesterov: c.nesterov,
-                    }))
-                    .with_weight_decay(wd)
-                    .init(),
-            ),
-            OptimizerKind::Adam => Optim::Adam(
-                AdamConfig::new()
-                    .with_epsilon(1e-8)
-                    .with_weight_decay(wd)
-                    .init(),
-            ),
-        }
-    }
-
-    fn step(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
-        match self {
-            Optim::Sgd(o) => o.step(lr, module, grads),
-            Optim::Adam(o) => o.step(lr, module, grads),
-        }
-    }
 }
 
 /// A GCN on its graph with its training settings: the prune target of a graph run.
@@ -606,7 +567,7 @@ impl PruneTarget for GcnTask {
         watch: &[String],
         on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) -> Result<(), PruneError> {
-        let mut optim = Optim::<Gcn<TrainBackend>>::new(&self.train_cfg);
+        let mut optim = RunOptimizer::<Gcn<TrainBackend>>::new(&self.train_cfg);
         let [s0, s1] = self.shape.weight_shapes();
         let m0 = self.weight_mask::<TrainBackend>(mask, LAYER0, s0.1, &self.device);
         let m1 = self.weight_mask::<TrainBackend>(mask, LAYER1, s1.1, &self.device);
@@ -690,7 +651,7 @@ impl PruneTarget for GcnTask {
             mask0: Param::from_tensor(self.noisy(f0.clone(), salt ^ 1).detach().require_grad()),
             mask1: Param::from_tensor(self.noisy(f1.clone(), salt ^ 2).detach().require_grad()),
         };
-        let mut optim = Optim::<MaskedGcn<TrainBackend>>::new(&self.train_cfg);
+        let mut optim = RunOptimizer::<MaskedGcn<TrainBackend>>::new(&self.train_cfg);
         let lr = self.train_cfg.lr;
         let start = self.step;
         for epoch in 1..=spec.epochs {

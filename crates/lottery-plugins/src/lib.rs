@@ -5,6 +5,7 @@
 //! To add a method: create `plugins/lottery-<name>/`, add it to `[workspace.dependencies]` and to
 //! this crate's dependencies, and add one `use` line below.
 
+use lottery_bert_tickets as _;
 use lottery_early_bird as _;
 use lottery_gcn_tickets as _;
 use lottery_gem_miner as _;

@@ -5,7 +5,9 @@
 //! mask, so pruned weights are exactly zero at every forward pass whatever the optimiser state
 //! (momentum, weight decay, Adam moments) would do to them.
 
+pub mod optim;
 pub mod schedule;
 pub mod task;
 
+pub use optim::RunOptimizer;
 pub use task::{Checkpoints, ImageTask, MetricRow, TaskError};
