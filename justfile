@@ -13,7 +13,7 @@ setup:
 # The test suite, and a check that the CUDA build still compiles.
 test: setup
     cargo test --workspace
-    cargo check -p lottery-train -p lottery-gcn -p lottery-plugins --features lottery-core/cuda
+    cargo check -p lottery-train -p lottery-gcn -p lottery-bert -p lottery-plugins --features lottery-core/cuda
 
 # fmt, clippy (warnings are errors), tests.
 lint:

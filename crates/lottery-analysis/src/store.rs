@@ -63,6 +63,10 @@ pub struct RunSummary {
     pub study: String,
     /// Method.
     pub method: String,
+    /// The method's options that differ from its defaults, `key=value` joined by `, ` (empty:
+    /// all defaults), which tell apart the runs of a study that varies an option.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub options: String,
     /// Model.
     pub model: String,
     /// Dataset.

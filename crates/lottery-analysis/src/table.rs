@@ -43,16 +43,17 @@ impl Default for TableOptions {
 }
 
 /// Fields a row may be keyed by.
-pub const ROW_FIELDS: [&str; 4] = ["model", "dataset", "method", "seed"];
+pub const ROW_FIELDS: [&str; 5] = ["model", "dataset", "method", "options", "seed"];
 
 /// Fields a filter may test.
-pub const FILTER_FIELDS: [&str; 5] = ["model", "dataset", "method", "seed", "density"];
+pub const FILTER_FIELDS: [&str; 6] = ["model", "dataset", "method", "options", "seed", "density"];
 
 fn field_of(r: &RunSummary, field: &str) -> String {
     match field {
         "model" => r.model.clone(),
         "dataset" => r.dataset.clone(),
         "method" => r.method.clone(),
+        "options" => r.options.clone(),
         "seed" => r.seed.to_string(),
         "density" => r.density_requested.to_string(),
         _ => String::new(),
@@ -102,8 +103,8 @@ pub fn select_runs(
 }
 
 /// The row fields for `runs`: `by` checked, or the automatic choice when it is empty. Every one of
-/// model, dataset and method that differs between runs must be a row field, or rows would average
-/// different settings.
+/// model, dataset, method and method options that differs between runs must be a row field, or
+/// rows would average different settings.
 pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, StoreError> {
     let varies = |field: &str| {
         runs.iter()
@@ -119,6 +120,9 @@ pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, Sto
             .map(String::from)
             .collect();
         out.push("method".into());
+        if varies("options") {
+            out.push("options".into());
+        }
         return Ok(out);
     }
     for f in by {
@@ -129,7 +133,7 @@ pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, Sto
             )));
         }
     }
-    for f in ["model", "dataset", "method"] {
+    for f in ["model", "dataset", "method", "options"] {
         if varies(f) && !by.iter().any(|b| b == f) {
             return Err(StoreError::Query(format!(
                 "--by {}: the runs have more than one {f}; add {f} to --by or pick one with --filter {f}=…",
@@ -640,6 +644,7 @@ mod tests {
             git_commit: "x".into(),
             git_dirty: false,
             lottery_version: "0".into(),
+            options: String::new(),
         }
     }
 
@@ -681,6 +686,23 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| b | **70.00 ± 0.00 (n=2)** | – |"), "{md}");
+    }
+
+    #[test]
+    fn runs_that_differ_in_method_options_get_their_own_rows() {
+        let mut runs = vec![run("t", 0.5, 0, 0.8), run("t", 0.5, 1, 0.6)];
+        for (r, source) in runs.iter_mut().zip(["find_on=mlm", "find_on=task-b"]) {
+            r.options = source.into();
+        }
+        assert_eq!(row_fields(&runs, &[]).unwrap(), ["method", "options"]);
+        let e = row_fields(&runs, &["method".into()]).unwrap_err();
+        assert!(e.to_string().contains("more than one options"), "{e}");
+        let f = study_frame(&runs, &TableOptions::default()).unwrap();
+        let md = render_table(&f, TableFormat::Markdown, "t", "method/options").unwrap();
+        assert!(md.contains("| t / find_on=mlm | **80.00 (n=1)** |"), "{md}");
+        assert!(md.contains("| t / find_on=task-b | 60.00 (n=1) |"), "{md}");
+        let picked = select_runs(&runs, &[("options".into(), "find_on=mlm".into())]).unwrap();
+        assert_eq!(picked.len(), 1);
     }
 
     #[test]

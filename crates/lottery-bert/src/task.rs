@@ -92,6 +92,18 @@ pub fn initial_value(name: &str, shape: &[usize], seed: u64) -> FlatTensor {
     FlatTensor::new(shape.to_vec(), values)
 }
 
+/// The MLM head's transform, which starts as the identity: the checkpoint has no MLM head, and
+/// the identity lets the tied decoder read the encoder's states from the first step.
+pub const MLM_TRANSFORM: &str = "cls.predictions.transform.dense.weight";
+
+fn identity(n: usize) -> FlatTensor {
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    FlatTensor::new(vec![n, n], v)
+}
+
 /// What a parameter of a BERT with a head is: encoder and pooler linear weights are the
 /// prunable ones (as in BERT-Tickets); embeddings, norms, biases and the heads are not.
 pub fn param_kind(name: &str, rank: usize) -> ParamKind {
@@ -174,7 +186,9 @@ impl BertTask {
                 ParamMut::Vector(t) => t.val().dims().to_vec(),
                 ParamMut::Matrix(t) => t.val().dims().to_vec(),
             };
-            let v = if param_kind(name, shape.len()) == ParamKind::Other {
+            let v = if name == MLM_TRANSFORM {
+                identity(shape[0])
+            } else if param_kind(name, shape.len()) == ParamKind::Other {
                 initial_value(name, &shape, seed ^ fnv(&task.name))
             } else {
                 match pretrained.values.get(name) {

@@ -613,6 +613,7 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         run_id: p.run_id.clone(),
         study: cfg.study.clone(),
         method: p.method.name.to_string(),
+        options: changed_options(&p),
         model: cfg.model.name.clone(),
         dataset: cfg.data.name.clone(),
         seed: cfg.seed,
@@ -651,6 +652,20 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         summary,
         skipped: false,
     })
+}
+
+/// The method's options that differ from its defaults, `key=value` joined by `, `.
+fn changed_options(p: &Prepared) -> String {
+    let defaults = (p.method.default_options)();
+    p.options
+        .iter()
+        .filter(|(k, v)| defaults.get(*k) != Some(*v))
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The mask without the graph's edge mask: what `prune.density` counts.

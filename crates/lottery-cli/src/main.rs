@@ -162,12 +162,14 @@ enum Command {
 /// Which runs a table or figure covers and what its rows are.
 #[derive(clap::Args, Clone, Default)]
 struct Selection {
-    /// Keep only runs whose field has this value: method, model, dataset, seed or density
-    /// (repeatable; a field given twice accepts either value).
+    /// Keep only runs whose field has this value: method, options (the method's non-default
+    /// options, `key=value, …`), model, dataset, seed or density (repeatable; a field given twice
+    /// accepts either value).
     #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter)]
     filters: Vec<(String, String)>,
-    /// Row fields, comma-separated, among method, model, dataset, seed (default: the method,
-    /// after the model and dataset when the runs have several).
+    /// Row fields, comma-separated, among method, options, model, dataset, seed (default: the
+    /// method, after the model and dataset when the runs have several, and its options when they
+    /// differ).
     #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
     by: Vec<String>,
 }

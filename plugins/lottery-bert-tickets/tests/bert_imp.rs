@@ -60,7 +60,17 @@ fn prune(
 #[test]
 fn two_rounds_prune_encoder_matrices_and_rewind_to_the_checkpoint() {
     let mut t = task();
+    let head = vec![
+        "classifier.weight".to_string(),
+        "classifier.bias".to_string(),
+    ];
+    let head0 = t.values(&head).unwrap();
     let mask = prune(&mut t, BertTicketsOptions::default(), 0.81);
+    assert_eq!(
+        t.values(&head).unwrap(),
+        head0,
+        "the head rewinds to its initialisation"
+    );
     assert_eq!(
         mask.len(),
         6 * 6 + 1,
