@@ -1,5 +1,6 @@
 //! [`BertTask`]: a pre-trained BERT fine-tuned on one text task, the prune target of a BERT run.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use lottery_core::{
     FlatTensor, LossSpec, MaskSet, MetricRow, ParamInfo, ParamKind, ParamValues, PathFlow,
     Precision, PruneError, PruneTarget, TrainClock,
 };
-use lottery_train::RunOptimizer;
+use lottery_train::{RunOptimizer, flat_tensor};
 use rand::{RngExt, SeedableRng};
 
 use crate::data::{Examples, TextTask, mask_for_mlm};
@@ -118,16 +119,6 @@ pub fn param_kind(name: &str, rank: usize) -> ParamKind {
     } else {
         ParamKind::Bias
     }
-}
-
-fn to_flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlatTensor {
-    let shape = t.dims().to_vec();
-    let values = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data");
-    FlatTensor::new(shape, values)
 }
 
 impl BertTask {
@@ -235,7 +226,7 @@ impl BertTask {
         ids.iter()
             .map(|s| {
                 let batch = self.token_batch::<InnerBackend>(&[s.as_slice()]);
-                to_flat(inner.forward(&batch))
+                flat_tensor(inner.forward(&batch))
             })
             .collect()
     }
@@ -432,35 +423,57 @@ fn set_all<B: Backend>(
 }
 
 /// Multiplies every masked matrix by its mask (detached, a fresh leaf).
-fn apply_mask<B: Backend>(
+/// Each masked matrix's mask as a 0/1 tensor, checked against the model's shapes: built once per
+/// training and multiplied in after every step.
+fn mask_tensors<B: Backend>(
     model: &mut BertWithHead<B>,
     mask: &MaskSet,
     device: &B::Device,
-) -> Result<(), PruneError> {
+) -> Result<HashMap<String, Tensor<B, 2>>, PruneError> {
+    let mut out = HashMap::new();
     let mut bad = vec![];
     model.for_each_param(&mut |name, p| {
         let Some(m) = mask.get(name) else { return };
         match p {
-            ParamMut::Matrix(t) => {
+            ParamMut::Matrix(t) if m.numel() == t.val().dims().iter().product::<usize>() => {
                 let dims = t.val().dims();
-                if m.numel() != dims[0] * dims[1] {
-                    bad.push(name.to_string());
-                    return;
-                }
-                let m = Tensor::<B, 2>::from_data(TensorData::new(m.as_f32(), dims), device);
-                let w = std::mem::replace(t, Param::from_tensor(Tensor::zeros([1, 1], device)));
-                *t = w.map(|w| (w * m).detach().require_grad());
+                out.insert(
+                    name.to_string(),
+                    Tensor::<B, 2>::from_data(TensorData::new(m.as_f32(), dims), device),
+                );
             }
-            ParamMut::Vector(_) => bad.push(name.to_string()),
+            _ => bad.push(name.to_string()),
         }
     });
     if bad.is_empty() {
-        Ok(())
+        Ok(out)
     } else {
         Err(PruneError::Target(format!(
             "masks of {bad:?} do not fit BERT's weight matrices"
         )))
     }
+}
+
+/// Multiplies every masked matrix by its mask (detached, a fresh leaf).
+fn remask<B: Backend>(model: &mut BertWithHead<B>, masks: &HashMap<String, Tensor<B, 2>>) {
+    model.for_each_param(&mut |name, p| {
+        if let (Some(m), ParamMut::Matrix(t)) = (masks.get(name), p) {
+            let device = m.device();
+            let w = std::mem::replace(t, Param::from_tensor(Tensor::zeros([1, 1], &device)));
+            *t = w.map(|w| (w * m.clone()).detach().require_grad());
+        }
+    });
+}
+
+/// [`remask`] with `mask` (checked against the model's shapes).
+fn apply_mask<B: Backend>(
+    model: &mut BertWithHead<B>,
+    mask: &MaskSet,
+    device: &B::Device,
+) -> Result<(), PruneError> {
+    let masks = mask_tensors(model, mask, device)?;
+    remask(model, &masks);
+    Ok(())
 }
 
 fn unsupported(what: &str) -> PruneError {
@@ -494,8 +507,8 @@ impl PruneTarget for BertTask {
         model.for_each_param(&mut |name, p| {
             if names.iter().any(|n| n == name) {
                 let v = match p {
-                    ParamMut::Vector(t) => to_flat(t.val().inner()),
-                    ParamMut::Matrix(t) => to_flat(t.val().inner()),
+                    ParamMut::Vector(t) => flat_tensor(t.val().inner()),
+                    ParamMut::Matrix(t) => flat_tensor(t.val().inner()),
                 };
                 out.insert(name.to_string(), v);
             }
@@ -555,7 +568,8 @@ impl PruneTarget for BertTask {
         on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) -> Result<(), PruneError> {
         let mut optim = RunOptimizer::<BertWithHead<TrainBackend>>::new(&self.settings.train);
-        apply_mask(&mut self.model, mask, &self.device)?;
+        let masks = mask_tensors(&mut self.model, mask, &self.device)?;
+        remask(&mut self.model, &masks);
         let spe = self.steps_per_epoch();
         let bs = self.settings.batch_size.max(1);
         self.progress
@@ -576,7 +590,7 @@ impl PruneTarget for BertTask {
             count += k;
             let grads = GradientsParams::from_grads(mean.backward(), &self.model);
             self.model = optim.step(lr, self.model.clone(), grads);
-            apply_mask(&mut self.model, mask, &self.device)?;
+            remask(&mut self.model, &masks);
             self.step += 1;
             self.progress.inc(1);
             if self.step.is_multiple_of(spe) || self.step == end_step {

@@ -29,7 +29,7 @@ use lottery_core::{
     ParamKind, ParamValues, PathFlow, Precision, PruneError, PruneTarget, TrainClock,
 };
 use lottery_data::Graph;
-use lottery_train::RunOptimizer;
+use lottery_train::{RunOptimizer, flat_tensor};
 use rand::{RngExt, SeedableRng};
 
 /// The model name that selects a GCN in a run's config (`model.name`).
@@ -211,16 +211,6 @@ fn tensor2<B: Backend>(t: &FlatTensor, device: &B::Device) -> Tensor<B, 2> {
         TensorData::new(t.values.clone(), [t.shape[0], t.shape[1]]),
         device,
     )
-}
-
-fn flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlatTensor {
-    let shape = t.dims().to_vec();
-    let values = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data");
-    FlatTensor::new(shape, values)
 }
 
 /// A GCN on its graph with its training settings: the prune target of a graph run.
@@ -454,8 +444,8 @@ impl PruneTarget for GcnTask {
         let mut out = ParamValues::new();
         for name in names {
             let v = match name.as_str() {
-                LAYER0 => flat(self.model.layer0.val().inner()),
-                LAYER1 => flat(self.model.layer1.val().inner()),
+                LAYER0 => flat_tensor(self.model.layer0.val().inner()),
+                LAYER1 => flat_tensor(self.model.layer1.val().inner()),
                 GRAPH_MASK => FlatTensor::new(vec![self.graph.edges.len()], self.edge_values()),
                 other => {
                     return Err(PruneError::Target(format!(
@@ -524,7 +514,7 @@ impl PruneTarget for GcnTask {
                 other => return Err(PruneError::Target(format!("no gradient for {other}"))),
             }
             .ok_or_else(|| PruneError::Internal(format!("no gradient reached {name}")))?;
-            out.insert(name.clone(), flat(g));
+            out.insert(name.clone(), flat_tensor(g));
         }
         Ok(out)
     }
@@ -695,9 +685,9 @@ impl PruneTarget for GcnTask {
             let (_, val) = t.loss_on(logits.clone(), &t.val);
             let (_, test) = t.loss_on(logits, &t.test);
             let mut masks = ParamValues::new();
-            masks.insert(GRAPH_MASK.into(), flat(inner.graph_mask.val()));
-            masks.insert(LAYER0.into(), flat(inner.mask0.val()));
-            masks.insert(LAYER1.into(), flat(inner.mask1.val()));
+            masks.insert(GRAPH_MASK.into(), flat_tensor(inner.graph_mask.val()));
+            masks.insert(LAYER0.into(), flat_tensor(inner.mask0.val()));
+            masks.insert(LAYER1.into(), flat_tensor(inner.mask1.val()));
             self.step = start + epoch; // for the rows recorded in the hook
             let report = JointMaskEpoch {
                 epoch,

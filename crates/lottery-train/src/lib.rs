@@ -11,3 +11,17 @@ pub mod task;
 
 pub use optim::RunOptimizer;
 pub use task::{Checkpoints, ImageTask, MetricRow, TaskError};
+
+/// The values of `t` as a [`FlatTensor`](lottery_core::FlatTensor) (its shape, row-major f32):
+/// how a tensor-holding prune target reports its parameters.
+pub fn flat_tensor<B: burn::tensor::backend::Backend, const D: usize>(
+    t: burn::tensor::Tensor<B, D>,
+) -> lottery_core::FlatTensor {
+    let shape = t.dims().to_vec();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data");
+    lottery_core::FlatTensor::new(shape, values)
+}
