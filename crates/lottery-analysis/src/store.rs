@@ -10,20 +10,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// File system error.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The path.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Parquet or frame error.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Polars {
         /// The path.
         path: PathBuf,
         /// Cause.
-        source: PolarsError,
+        cause: PolarsError,
     },
     /// A summary that does not parse.
     #[error("{path}: {why}")]
@@ -108,14 +108,14 @@ pub struct RunSummary {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
 fn pl(path: &Path) -> impl FnOnce(PolarsError) -> StoreError + '_ {
     move |source| StoreError::Polars {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -175,16 +175,33 @@ pub fn read_summary(path: &Path) -> Result<RunSummary, StoreError> {
 }
 
 /// The finished runs of a study: every `results/<study>/<id>/summary.json`; folders whose name
-/// starts with `.` (runs still being written) are skipped.
+/// starts with `.` (runs still being written, claims) are skipped, and so are run folders without
+/// a summary (see [`scan_runs`] to learn which).
 pub fn finished_runs(study_dir: &Path) -> Result<Vec<RunSummary>, StoreError> {
-    let mut out = vec![];
+    Ok(scan_runs(study_dir)?.runs)
+}
+
+/// What [`scan_runs`] found in a study folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StudyRuns {
+    /// The finished runs, in folder-name order.
+    pub runs: Vec<RunSummary>,
+    /// Run folders (not hidden) without a `summary.json`, in name order: not runs, left out.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// The finished runs of a study and the run folders left out for lacking `summary.json`. Hidden
+/// folders (`.claims`, `.<id>.work`, `.<id>.tmp-<pid>`) and plain files are neither; a missing
+/// study folder has no runs. A summary that cannot be read is an error naming it.
+pub fn scan_runs(study_dir: &Path) -> Result<StudyRuns, StoreError> {
+    let mut out = StudyRuns::default();
     let entries = match std::fs::read_dir(study_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(source) => {
             return Err(StoreError::Io {
                 path: study_dir.to_path_buf(),
-                source,
+                cause: source,
             });
         }
     };
@@ -195,9 +212,14 @@ pub fn finished_runs(study_dir: &Path) -> Result<Vec<RunSummary>, StoreError> {
             .file_name()
             .and_then(|n| n.to_str())
             .is_none_or(|n| n.starts_with('.'));
+        if hidden || !d.is_dir() {
+            continue;
+        }
         let summary = d.join("summary.json");
-        if !hidden && d.is_dir() && summary.exists() {
-            out.push(read_summary(&summary)?);
+        if summary.exists() {
+            out.runs.push(read_summary(&summary)?);
+        } else {
+            out.skipped.push(d);
         }
     }
     Ok(out)
@@ -240,7 +262,10 @@ impl RunClaim {
         match file.try_lock() {
             Ok(()) => Ok(Some(RunClaim { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
+                path,
+                cause: source,
+            }),
         }
     }
 }
@@ -271,7 +296,10 @@ pub fn clear_failure(study_dir: &Path, run_id: &str) -> Result<(), StoreError> {
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StoreError::Io { path, source }),
+        Err(source) => Err(StoreError::Io {
+            path,
+            cause: source,
+        }),
     }
 }
 
@@ -304,6 +332,89 @@ mod tests {
         clear_failure(d.path(), "r").unwrap();
         clear_failure(d.path(), "r").unwrap();
         assert_eq!(read_failure(d.path(), "r"), None);
+    }
+
+    fn summary(run_id: &str) -> RunSummary {
+        RunSummary {
+            run_id: run_id.into(),
+            study: "s".into(),
+            method: "m".into(),
+            options: String::new(),
+            model: "lenet".into(),
+            dataset: "d".into(),
+            seed: 0,
+            density_requested: 0.5,
+            density_achieved: 0.5,
+            kept: 1,
+            prunable: 2,
+            collapsed_layers: vec![],
+            test_accuracy: 0.9,
+            test_loss: 0.1,
+            test_accuracy_at_init: 0.1,
+            epochs: 1,
+            prune_seconds: 0.0,
+            train_seconds: 0.0,
+            backend: "x".into(),
+            git_commit: "x".into(),
+            git_dirty: false,
+            lottery_version: "0".into(),
+        }
+    }
+
+    fn write_run(study: &Path, run_id: &str) {
+        let dir = study.join(run_id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = serde_json::to_string(&summary(run_id)).unwrap();
+        std::fs::write(dir.join("summary.json"), json).unwrap();
+    }
+
+    #[test]
+    fn run_folders_without_a_summary_are_skipped_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let study = d.path();
+        write_run(study, "a");
+        write_run(study, "c");
+        // Broken runs: no summary.
+        std::fs::create_dir_all(study.join("b")).unwrap();
+        std::fs::create_dir_all(study.join("d")).unwrap();
+        std::fs::write(study.join("d/metrics.parquet"), b"x").unwrap();
+        let found = scan_runs(study).unwrap();
+        let ids: Vec<&str> = found.runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(found.skipped, vec![study.join("b"), study.join("d")]);
+        assert_eq!(finished_runs(study).unwrap(), found.runs);
+        assert_eq!(
+            scan_runs(&study.join("absent")).unwrap(),
+            StudyRuns::default()
+        );
+    }
+
+    #[test]
+    fn hidden_folders_and_files_are_not_counted_as_skipped_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let study = d.path();
+        write_run(study, "a");
+        RunClaim::try_acquire(study, "a").unwrap().unwrap();
+        record_failure(study, "b", "boom").unwrap();
+        for hidden in [".b.work", ".b.tmp-123", ".a.old-9"] {
+            std::fs::create_dir_all(study.join(hidden)).unwrap();
+        }
+        // A finished-looking hidden folder is still not a run.
+        write_run(study, ".c.tmp-5");
+        std::fs::write(study.join("notes.txt"), "x").unwrap();
+        let found = scan_runs(study).unwrap();
+        assert_eq!(found.runs.len(), 1);
+        assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+    }
+
+    #[test]
+    fn a_corrupt_summary_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        write_run(d.path(), "a");
+        std::fs::write(d.path().join("a/summary.json"), "{ not json").unwrap();
+        let e = scan_runs(d.path()).unwrap_err().to_string();
+        let want = d.path().join("a/summary.json");
+        assert!(e.contains(&want.display().to_string()), "{e}");
     }
 
     #[test]

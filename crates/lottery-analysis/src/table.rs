@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
@@ -184,13 +184,14 @@ pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> Result<DataFrame
     let fields = row_fields(runs, &opts.by)?;
     aggregate(runs, &values, opts.scale, &fields).map_err(|source| StoreError::Polars {
         path: "<runs>".into(),
-        source,
+        cause: source,
     })
 }
 
 /// [`study_frame`] of a metric recorded in the runs' `metrics.parquet` rather than their summary:
 /// `split/metric` (e.g. `early-bird/drawn-epoch`), the last row of that split and metric of each
-/// run (round 0 first, then later rounds). Runs without such a row are left out.
+/// run (round 0 first, then later rounds). Runs without such a row are left out; a file that is
+/// missing or cannot be read is an error naming it.
 pub fn recorded_frame(
     study_dir: &Path,
     runs: &[RunSummary],
@@ -200,44 +201,57 @@ pub fn recorded_frame(
 ) -> Result<DataFrame, StoreError> {
     let pl = |source: PolarsError| StoreError::Polars {
         path: study_dir.to_path_buf(),
-        source,
+        cause: source,
     };
     let (split, metric) = split_metric
         .split_once('/')
         .ok_or_else(|| pl(polars_err!(ColumnNotFound: "`{split_metric}` is not split/metric")))?;
     // One lazy scan over every run's file: only the three columns read, the filter pushed down,
     // the files read in parallel; the last matching row of each file kept.
-    let files: Vec<PlRefPath> = runs
+    let paths: Vec<PathBuf> = runs
         .iter()
-        .map(|r| {
-            PlRefPath::new(
-                study_dir
-                    .join(&r.run_id)
-                    .join("metrics.parquet")
-                    .to_string_lossy()
-                    .as_ref(),
-            )
-        })
+        .map(|r| study_dir.join(&r.run_id).join("metrics.parquet"))
         .collect();
-    if files.is_empty() {
+    if paths.is_empty() {
         return Err(pl(polars_err!(NoData: "no runs")));
     }
-    let args = ScanArgsParquet {
-        include_file_paths: Some("file".into()),
-        ..ScanArgsParquet::default()
+    let scan = |paths: &[PathBuf]| -> PolarsResult<DataFrame> {
+        let files: Vec<PlRefPath> = paths
+            .iter()
+            .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
+            .collect();
+        let args = ScanArgsParquet {
+            include_file_paths: Some("file".into()),
+            ..ScanArgsParquet::default()
+        };
+        LazyFrame::scan_parquet_files(files.into(), args)?
+            .filter(
+                col("split")
+                    .eq(lit(split))
+                    .and(col("metric").eq(lit(metric))),
+            )
+            .select([col("file"), col("value")])
+            .group_by([col("file")])
+            .agg([col("value").last()])
+            .collect()
     };
-    let last = LazyFrame::scan_parquet_files(files.into(), args)
-        .map_err(pl)?
-        .filter(
-            col("split")
-                .eq(lit(split))
-                .and(col("metric").eq(lit(metric))),
-        )
-        .select([col("file"), col("value")])
-        .group_by([col("file")])
-        .agg([col("value").last()])
-        .collect()
-        .map_err(pl)?;
+    let last = match scan(&paths) {
+        Ok(last) => last,
+        // The scan names no file: find the one at fault by scanning each alone.
+        Err(e) => {
+            return Err(paths
+                .iter()
+                .find_map(|p| {
+                    scan(std::slice::from_ref(p))
+                        .err()
+                        .map(|source| StoreError::Polars {
+                            path: p.clone(),
+                            cause: source,
+                        })
+                })
+                .unwrap_or_else(|| pl(e)));
+        }
+    };
     let file = last.column("file").map_err(pl)?.str().map_err(pl)?;
     let value = last.column("value").map_err(pl)?.f64().map_err(pl)?;
     let by_file: BTreeMap<&str, f64> = (0..last.height())
@@ -265,7 +279,7 @@ pub fn recorded_frame(
 pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>), StoreError> {
     let pl = |source: PolarsError| StoreError::Polars {
         path: metrics_path.to_path_buf(),
-        source,
+        cause: source,
     };
     let df = store::read_metrics(metrics_path)?
         .lazy()
@@ -355,7 +369,8 @@ fn aggregate(
 /// The level curves of a study (IMP's accuracy-versus-density, with its controls), aggregated
 /// like [`study_frame`]: one row per (model, dataset, `method phase`, level density) with `mean`,
 /// `std` and `n` of the level's final test accuracy (times `scale`) over seeds. Reads the `level`
-/// rows of each run's `metrics.parquet` under `study_dir`.
+/// rows of each run's `metrics.parquet` under `study_dir`; one that cannot be read is an error
+/// naming it.
 pub fn levels_frame(
     study_dir: &Path,
     runs: &[RunSummary],
@@ -365,6 +380,10 @@ pub fn levels_frame(
     for r in runs {
         let path = study_dir.join(&r.run_id).join("metrics.parquet");
         let df = store::read_metrics(&path)?;
+        let at_path = |source: PolarsError| StoreError::Polars {
+            path: path.clone(),
+            cause: source,
+        };
         let level = df.lazy().filter(col("split").eq(lit("level"))).select([
             col("round"),
             col("phase"),
@@ -391,12 +410,14 @@ pub fn levels_frame(
                 lit(r.model.clone()).alias("model"),
                 lit(r.dataset.clone()).alias("dataset"),
                 (lit(format!("{} ", r.method)) + col("phase")).alias("method"),
-            ]);
-        parts.push(joined);
+            ])
+            .collect()
+            .map_err(at_path)?;
+        parts.push(joined.lazy());
     }
     let pl = |source: PolarsError| StoreError::Polars {
         path: study_dir.to_path_buf(),
-        source,
+        cause: source,
     };
     if parts.is_empty() {
         return Err(pl(polars_err!(NoData: "no runs")));
@@ -763,6 +784,73 @@ mod tests {
         assert!(select_runs(&runs, &[("colour".into(), "red".into())]).is_err());
         assert!(select_runs(&runs, &[("density".into(), "high".into())]).is_err());
         assert!(row_fields(&runs, &["colour".into()]).is_err());
+    }
+
+    /// Two runs with a `test/accuracy` and `level` rows each, written under `study`.
+    fn write_two_runs(study: &Path) -> Vec<RunSummary> {
+        let mut runs = vec![];
+        for (seed, acc) in [(0, 0.9), (1, 0.8)] {
+            let r = run("imp", 0.5, seed, acc);
+            let dir = study.join(&r.run_id);
+            std::fs::create_dir_all(&dir).unwrap();
+            let row = |split: &str, metric: &str, value| crate::MetricRecord {
+                round: 0,
+                phase: "ticket".into(),
+                step: 0,
+                epoch: 0,
+                split: split.into(),
+                metric: metric.into(),
+                value,
+            };
+            let rows = vec![
+                row("test", "accuracy", acc),
+                row("level", "density", 1.0),
+                row("level", "accuracy", acc),
+            ];
+            store::write_metrics(&dir.join("metrics.parquet"), &rows).unwrap();
+            runs.push(r);
+        }
+        runs
+    }
+
+    #[test]
+    fn a_corrupt_metrics_file_is_named_in_recorded_and_level_tables() {
+        let d = tempfile::tempdir().unwrap();
+        let runs = write_two_runs(d.path());
+        let f = recorded_frame(d.path(), &runs, "test/accuracy", 100.0, &[]).unwrap();
+        assert!((f.column("mean").unwrap().f64().unwrap().get(0).unwrap() - 85.0).abs() < 1e-9);
+        assert!(levels_frame(d.path(), &runs, 100.0).is_ok());
+
+        let bad = d.path().join(&runs[1].run_id).join("metrics.parquet");
+        let want = bad.display().to_string();
+        for garbage in [&b"PAR1 not a parquet file PAR1"[..], b""] {
+            std::fs::write(&bad, garbage).unwrap();
+            let e = recorded_frame(d.path(), &runs, "test/accuracy", 100.0, &[]).unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Polars { path, .. } if *path == bad),
+                "{e}"
+            );
+            assert!(e.to_string().starts_with(&want), "{e}");
+            let e = levels_frame(d.path(), &runs, 100.0).unwrap_err();
+            assert!(e.to_string().starts_with(&want), "{e}");
+        }
+
+        // A parquet file of the wrong columns is named too.
+        let mut other = df!("x" => [1i64, 2]).unwrap();
+        ParquetWriter::new(std::fs::File::create(&bad).unwrap())
+            .finish(&mut other)
+            .unwrap();
+        let e = recorded_frame(d.path(), &runs, "test/accuracy", 100.0, &[]).unwrap_err();
+        assert!(e.to_string().starts_with(&want), "{e}");
+        let e = levels_frame(d.path(), &runs, 100.0).unwrap_err();
+        assert!(e.to_string().starts_with(&want), "{e}");
+
+        // And a missing one.
+        std::fs::remove_file(&bad).unwrap();
+        let e = recorded_frame(d.path(), &runs, "test/accuracy", 100.0, &[]).unwrap_err();
+        assert!(e.to_string().starts_with(&want), "{e}");
+        let e = levels_frame(d.path(), &runs, 100.0).unwrap_err();
+        assert!(e.to_string().starts_with(&want), "{e}");
     }
 
     #[test]

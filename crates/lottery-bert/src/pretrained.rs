@@ -38,7 +38,7 @@ fn bytes(path: &Path) -> Result<Vec<u8>, DataError> {
     }
     std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 

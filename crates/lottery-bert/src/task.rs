@@ -585,7 +585,9 @@ impl PruneTarget for BertTask {
             let salt = self.settings.seed ^ (self.step as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
             let (loss, c, k) = self.batch_loss(&self.model, false, &idx, salt);
             let mean = loss.div_scalar(k.max(1) as f64);
-            loss_sum += mean.clone().into_scalar().elem::<f64>();
+            let batch_loss = mean.clone().into_scalar().elem::<f64>();
+            PruneError::check_loss(batch_loss, epoch + 1, self.step + 1)?;
+            loss_sum += batch_loss;
             correct += c;
             count += k;
             let grads = GradientsParams::from_grads(mean.backward(), &self.model);
@@ -598,6 +600,7 @@ impl PruneTarget for BertTask {
                 let train_loss = loss_sum / steps_done as f64;
                 let train_accuracy = correct as f64 / count.max(1) as f64;
                 let (test_loss, test_accuracy) = self.evaluate_test(mask)?;
+                PruneError::check_loss(test_loss, self.step.div_ceil(spe), self.step)?;
                 self.record("train", "loss", train_loss);
                 self.record("train", "accuracy", train_accuracy);
                 self.record("train", "lr", lr);

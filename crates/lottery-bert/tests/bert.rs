@@ -222,6 +222,41 @@ fn a_rerun_with_the_same_seed_is_bit_identical() {
 }
 
 #[test]
+fn overflowing_weights_stop_fine_tuning_as_diverged() {
+    let c = checkpoint();
+    let mut task = BertTask::new(
+        c.clone(),
+        supersenses(&c),
+        settings(OptimizerKind::Sgd, 1e-2, 1),
+    )
+    .unwrap();
+    let names: Vec<String> = task.params().into_iter().map(|p| p.name).collect();
+    let mut huge = task.values(&names).unwrap();
+    for v in huge.values_mut() {
+        v.values.iter_mut().for_each(|x| *x *= 1e30);
+    }
+    task.set_values(&huge).unwrap();
+    let mask = checkerboard(&task);
+    let e = task.train_until(&mask, 2, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            lottery_core::PruneError::Diverged {
+                epoch: 1,
+                step: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("training diverged at epoch 1, step 1 (loss "),
+        "{e}"
+    );
+}
+
+#[test]
 fn switching_task_swaps_the_head_and_restores_the_encoder() {
     let c = checkpoint();
     let mut task = BertTask::new(

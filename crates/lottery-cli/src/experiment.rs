@@ -14,9 +14,9 @@ use indicatif::ProgressBar;
 use lottery_analysis::store::{self, LayerRow, RunClaim, RunSummary, StoreError};
 use lottery_bert::{BertSettings, BertTask, Pretrained, TextTask};
 use lottery_core::backend::{TrainBackend, backend_name, default_device};
-use lottery_core::config::{ResolvedConfig, RunConfig};
+use lottery_core::config::{self, ResolvedConfig, RunConfig};
 use lottery_core::error::{ConfigError, ConfigErrorKind};
-use lottery_core::plugin::{DensityOf, PrunerEntry, find_pruner};
+use lottery_core::plugin::{DensityOf, PrunerEntry, capability, find_pruner};
 use lottery_core::{
     GRAPH_MASK, MaskSet, ParamValues, PruneContext, PruneError, PruneTarget, Scope,
 };
@@ -25,6 +25,8 @@ use lottery_gcn::GcnTask;
 use lottery_models::{ImageModel, InputShape, find_model, view};
 use lottery_train::Checkpoints;
 use lottery_train::ImageTask;
+
+use sha2::{Digest, Sha256};
 
 use crate::weights;
 
@@ -68,6 +70,7 @@ pub struct DataCache {
     loaded: HashMap<(String, Option<PathBuf>, usize, usize), Arc<ImageDataset>>,
     graphs: HashMap<(String, Option<PathBuf>), Arc<Graph>>,
     checkpoints: HashMap<PathBuf, Arc<Pretrained>>,
+    folder_digests: HashMap<PathBuf, String>,
     texts: HashMap<TextKey, Arc<TextTask>>,
 }
 
@@ -81,11 +84,36 @@ fn max_tokens(cfg: &RunConfig) -> usize {
 }
 
 impl DataCache {
-    fn checkpoint(
-        &mut self,
-        cfg: &RunConfig,
-        file: Option<&Path>,
-    ) -> Result<Arc<Pretrained>, RunError> {
+    /// SHA-256 over the names and contents of the files directly in `dir` (a checkpoint folder),
+    /// computed once per process.
+    fn folder_digest(&mut self, dir: &Path) -> Result<String, RunError> {
+        if let Some(d) = self.folder_digests.get(dir) {
+            return Ok(d.clone());
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let mut hasher = Sha256::new();
+        for f in &files {
+            let name = f.file_name().map(|n| n.to_string_lossy().to_string());
+            hasher.update(name.unwrap_or_default().as_bytes());
+            hasher.update([0]);
+            hasher.update(std::fs::read(f).map_err(io(f))?);
+        }
+        let digest: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.folder_digests
+            .insert(dir.to_path_buf(), digest.clone());
+        Ok(digest)
+    }
+
+    fn checkpoint(&mut self, cfg: &RunConfig) -> Result<Arc<Pretrained>, RunError> {
         let dir = lottery_bert::checkpoint_dir(cfg.model.init_from.as_deref());
         if let Some(c) = self.checkpoints.get(&dir) {
             return Ok(c.clone());
@@ -96,7 +124,6 @@ impl DataCache {
                 "model.init_from",
                 &dir.display().to_string(),
                 e.to_string(),
-                file,
             )
         })?);
         self.checkpoints.insert(dir, c.clone());
@@ -107,7 +134,6 @@ impl DataCache {
         &mut self,
         cfg: &RunConfig,
         checkpoint: &Pretrained,
-        file: Option<&Path>,
     ) -> Result<Arc<TextTask>, RunError> {
         let d = &cfg.data;
         let key = (
@@ -129,7 +155,6 @@ impl DataCache {
                     "{why} (model.name = \"{}\" reads text)",
                     lottery_bert::MODEL_NAME
                 ),
-                file,
             )
         })?;
         let t = TextTask::load(
@@ -151,7 +176,7 @@ impl DataCache {
         Ok(t)
     }
 
-    fn graph(&mut self, cfg: &RunConfig, file: Option<&Path>) -> Result<Arc<Graph>, RunError> {
+    fn graph(&mut self, cfg: &RunConfig) -> Result<Arc<Graph>, RunError> {
         let d = &cfg.data;
         let key = (d.name.clone(), d.root.clone());
         if let Some(g) = self.graphs.get(&key) {
@@ -166,7 +191,6 @@ impl DataCache {
                     "{why} (model.name = \"{}\" reads a graph)",
                     lottery_gcn::MODEL_NAME
                 ),
-                file,
             )
         })?;
         let root = entry.root(d.root.as_deref());
@@ -175,7 +199,7 @@ impl DataCache {
         Ok(g)
     }
 
-    fn get(&mut self, cfg: &RunConfig, file: Option<&Path>) -> Result<Arc<ImageDataset>, RunError> {
+    fn get(&mut self, cfg: &RunConfig) -> Result<Arc<ImageDataset>, RunError> {
         let d = &cfg.data;
         let key = (
             d.name.clone(),
@@ -186,15 +210,8 @@ impl DataCache {
         if let Some(ds) = self.loaded.get(&key) {
             return Ok(ds.clone());
         }
-        let entry = find_dataset(&d.name).map_err(|why| {
-            named(
-                ConfigErrorKind::UnknownName,
-                "data.name",
-                &d.name,
-                why,
-                file,
-            )
-        })?;
+        let entry = find_dataset(&d.name)
+            .map_err(|why| named(ConfigErrorKind::UnknownName, "data.name", &d.name, why))?;
         let root = entry.root(d.root.as_deref());
         let mut ds = (entry.load)(&root)?;
         ds.train.truncate(d.train_subset, ds.shape);
@@ -212,18 +229,9 @@ impl DataCache {
     }
 }
 
-fn named(
-    kind: ConfigErrorKind,
-    key: &str,
-    value: &str,
-    why: String,
-    file: Option<&Path>,
-) -> ConfigError {
-    let e = ConfigError::new(kind, key, value, why);
-    match file {
-        Some(f) => e.in_file(f),
-        None => e,
-    }
+/// A config error on `key`; [`prepare`] names where the value came from.
+fn named(kind: ConfigErrorKind, key: &str, value: &str, why: String) -> ConfigError {
+    ConfigError::new(kind, key, value, why)
 }
 
 /// A run checked and ready to execute.
@@ -240,6 +248,9 @@ pub struct Prepared {
     pub options: toml::Table,
     /// The network and its data.
     pub network: Network,
+    /// SHA-256 of each input file or folder the config names by path (`model.init_from`), keyed
+    /// by its config key: part of the run id, so new content is a new run.
+    pub inputs: BTreeMap<String, String>,
 }
 
 /// The network of a run and its data.
@@ -265,10 +276,23 @@ pub enum Network {
     },
 }
 
-/// Resolves names, checks options, loads data and weights. `file` is the config file, for errors.
+/// Resolves names, checks options and the method's fit to the network, loads data and weights.
+/// `file` is the config file: an error names it, or the variable or option the bad value came
+/// from.
 pub fn prepare(
     resolved: ResolvedConfig,
     file: Option<&Path>,
+    cache: &mut DataCache,
+) -> Result<Prepared, RunError> {
+    let sources = resolved.sources.clone();
+    prepare_unattributed(resolved, cache).map_err(|e| match e {
+        RunError::Config(c) => RunError::Config(config::attribute_error(c, &sources, file)),
+        other => other,
+    })
+}
+
+fn prepare_unattributed(
+    resolved: ResolvedConfig,
     cache: &mut DataCache,
 ) -> Result<Prepared, RunError> {
     let cfg = &resolved.config;
@@ -278,62 +302,123 @@ pub fn prepare(
             "prune.method",
             &cfg.prune.method,
             why,
-            file,
         )
     })?;
-    for name in cfg.methods.keys() {
-        find_pruner(name).map_err(|why| {
+    // Every `[methods.<name>]` section is checked, not only the chosen method's: an unknown key
+    // there is a typo that would silently do nothing.
+    for (name, section) in &cfg.methods {
+        let entry = find_pruner(name).map_err(|why| {
             named(
                 ConfigErrorKind::UnknownName,
                 &format!("methods.{name}"),
                 name,
                 why,
-                file,
             )
         })?;
+        let mut options = (entry.default_options)();
+        options.extend(section.clone());
+        if let Err(why) = (entry.build)(&options) {
+            return Err(named(
+                ConfigErrorKind::Invalid,
+                &format!("methods.{name}"),
+                &toml::Value::Table(section.clone()).to_string(),
+                why,
+            )
+            .into());
+        }
     }
     let mut options = (method.default_options)();
-    for (k, v) in cfg.method_options() {
-        options.insert(k, v);
+    options.extend(cfg.method_options());
+    let (network, inputs) = if cfg.model.name == lottery_gcn::MODEL_NAME {
+        if let Some(path) = &cfg.model.init_from {
+            return Err(named(
+                ConfigErrorKind::Invalid,
+                "model.init_from",
+                &path.display().to_string(),
+                "a GCN's initial weights come from its seed".into(),
+            )
+            .into());
+        }
+        let graph = cache.graph(cfg)?;
+        (Network::Graph { graph }, BTreeMap::new())
+    } else if cfg.model.name == lottery_bert::MODEL_NAME {
+        let checkpoint = cache.checkpoint(cfg)?;
+        let task = cache.text(cfg, &checkpoint)?;
+        let mut inputs = BTreeMap::new();
+        if let Some(dir) = &cfg.model.init_from {
+            inputs.insert("model.init_from".to_string(), cache.folder_digest(dir)?);
+        }
+        (Network::Text { checkpoint, task }, inputs)
+    } else {
+        image_network(cfg, cache)?
+    };
+    check_fit(method, cfg, &network)?;
+    let canonical = cfg.canonical(options.clone(), method.default_iterations);
+    let run_id = canonical.run_id_with_inputs(&inputs);
+    Ok(Prepared {
+        resolved,
+        canonical,
+        run_id,
+        method,
+        options,
+        network,
+        inputs,
+    })
+}
+
+/// What the run's network offers beyond the contract every target keeps
+/// ([`lottery_core::plugin::capability`]).
+fn capabilities(network: &Network) -> Vec<&'static str> {
+    match network {
+        Network::Graph { .. } => vec![capability::GRAPH],
+        Network::Text { .. } => vec![capability::TEXT],
+        Network::Image { model, data } => {
+            let input = InputShape {
+                channels: data.shape.channels,
+                height: data.shape.height,
+                width: data.shape.width,
+            };
+            let channels = lottery_models::channels::channel_groups(&model.architecture(), input)
+                .is_ok_and(|g| !g.is_empty());
+            if channels {
+                vec![capability::IMAGE, capability::BN_CHANNELS]
+            } else {
+                vec![capability::IMAGE]
+            }
+        }
     }
-    if let Err(why) = (method.build)(&options) {
-        let key = format!("methods.{}", method.name);
-        return Err(named(
-            ConfigErrorKind::Invalid,
-            &key,
-            &toml::Value::Table(cfg.method_options()).to_string(),
-            why,
-            file,
-        )
-        .into());
+}
+
+/// Refuses a method on a network that lacks what the method needs, before any work.
+fn check_fit(method: &PrunerEntry, cfg: &RunConfig, network: &Network) -> Result<(), RunError> {
+    let Some(need) = method.needs else {
+        return Ok(());
+    };
+    let offered = capabilities(network);
+    if offered.contains(&need) {
+        return Ok(());
     }
-    if cfg.model.name == lottery_gcn::MODEL_NAME {
-        let graph = cache.graph(cfg, file)?;
-        let canonical = cfg.canonical(options.clone(), method.default_iterations);
-        let run_id = canonical.run_id();
-        return Ok(Prepared {
-            resolved,
-            canonical,
-            run_id,
-            method,
-            options,
-            network: Network::Graph { graph },
-        });
-    }
-    if cfg.model.name == lottery_bert::MODEL_NAME {
-        let checkpoint = cache.checkpoint(cfg, file)?;
-        let task = cache.text(cfg, &checkpoint, file)?;
-        let canonical = cfg.canonical(options.clone(), method.default_iterations);
-        let run_id = canonical.run_id();
-        return Ok(Prepared {
-            resolved,
-            canonical,
-            run_id,
-            method,
-            options,
-            network: Network::Text { checkpoint, task },
-        });
-    }
+    Err(named(
+        ConfigErrorKind::Invalid,
+        "prune.method",
+        method.name,
+        format!(
+            "{} needs a network with {need}; model {} on dataset {} offers {}",
+            method.name,
+            cfg.model.name,
+            cfg.data.name,
+            offered.join(", ")
+        ),
+    )
+    .into())
+}
+
+/// The image model of a run, built from its seed or loaded whole from `model.init_from`, with
+/// the digest of that file.
+fn image_network(
+    cfg: &RunConfig,
+    cache: &mut DataCache,
+) -> Result<(Network, BTreeMap<String, String>), RunError> {
     if cfg.data.max_tokens != 0 {
         return Err(named(
             ConfigErrorKind::Invalid,
@@ -343,7 +428,6 @@ pub fn prepare(
                 "only a text model (model.name = \"{}\") reads tokens",
                 lottery_bert::MODEL_NAME
             ),
-            file,
         )
         .into());
     }
@@ -356,7 +440,6 @@ pub fn prepare(
                 "only a GCN (model.name = \"{}\") has a hidden width to set",
                 lottery_gcn::MODEL_NAME
             ),
-            file,
         )
         .into());
     }
@@ -369,10 +452,9 @@ pub fn prepare(
                 "{why}; or \"{}\" on a graph dataset",
                 lottery_gcn::MODEL_NAME
             ),
-            file,
         )
     })?;
-    let data = cache.get(cfg, file)?;
+    let data = cache.get(cfg)?;
     let input = InputShape {
         channels: data.shape.channels,
         height: data.shape.height,
@@ -386,43 +468,47 @@ pub fn prepare(
         cfg.model.init,
         &default_device(),
     )
-    .map_err(|why| {
-        named(
-            ConfigErrorKind::Invalid,
-            "model.name",
-            &cfg.model.name,
-            why,
-            file,
-        )
-    })?;
+    .map_err(|why| named(ConfigErrorKind::Invalid, "model.name", &cfg.model.name, why))?;
+    let mut inputs = BTreeMap::new();
     if let Some(path) = &cfg.model.init_from {
-        let bad = |why: String| {
-            named(
-                ConfigErrorKind::Invalid,
-                "model.init_from",
-                &path.display().to_string(),
-                why,
-                file,
-            )
-        };
+        let shown = path.display().to_string();
+        let bad = |why: String| named(ConfigErrorKind::Invalid, "model.init_from", &shown, why);
         let values = weights::read(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let naming = model.naming();
+        let missing: Vec<String> = view::entries::<TrainBackend, _>(&model, &naming)
+            .into_iter()
+            .map(|e| e.info.name)
+            .filter(|name| !values.contains_key(name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(bad(format!(
+                "a file with every parameter of {}; it lacks {} of them: {}",
+                cfg.model.name,
+                missing.len(),
+                missing.join(", ")
+            ))
+            .into());
+        }
         model = view::set_values::<TrainBackend, _>(model, &naming, &values)
             .map_err(|e| bad(e.to_string()))?;
+        inputs.insert("model.init_from".to_string(), sha256_hex(&bytes));
     }
-    let canonical = cfg.canonical(options.clone(), method.default_iterations);
-    let run_id = canonical.run_id();
-    Ok(Prepared {
-        resolved,
-        canonical,
-        run_id,
-        method,
-        options,
-        network: Network::Image {
+    Ok((
+        Network::Image {
             data,
             model: Box::new(model),
         },
-    })
+        inputs,
+    ))
+}
+
+/// SHA-256 of `bytes`, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// How a run ended.
@@ -455,11 +541,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 }
 
 /// Prunes, trains, evaluates and records the run under `results/`. A finished run with the same id
-/// is skipped unless `force`. The run is claimed for the whole computation ([`RunError::Busy`]
-/// when another process has it); a failure is recorded beside the run for `lottery sweep
-/// --status` and forgotten once the run succeeds.
+/// is skipped unless `force` (which also discards its saved progress). The run is claimed for the
+/// whole computation ([`RunError::Busy`] when another process has it); a failure is recorded
+/// beside the run for `lottery sweep --status` and forgotten once the run succeeds.
 pub fn execute(
-    p: Prepared,
+    p: &Prepared,
     results: &Path,
     force: bool,
     bar: ProgressBar,
@@ -488,7 +574,30 @@ pub fn execute(
     if let Some(done) = finished(&dir)? {
         return Ok(done);
     }
-    match compute(p, results, bar) {
+    // With the claim held no other process writes this run: what a failed write of an earlier
+    // attempt left behind can go, and so can the progress that --force discards.
+    remove_stale_temporaries(&study_dir, &run_id)?;
+    let work = work_dir(results, &p.canonical, &run_id);
+    if force && work.exists() {
+        tracing::info!(
+            "--force: discarding the saved progress in {}",
+            work.display()
+        );
+        std::fs::remove_dir_all(&work).map_err(io(&work))?;
+    }
+    let result = match compute(p, results, bar.clone()) {
+        Err(RunError::Prune(PruneError::DamagedProgress { path, why })) => {
+            let aside = set_aside(&work)?;
+            tracing::warn!(
+                "saved progress {} does not load ({why}); moved the run's progress to {} and starting the run over",
+                path.display(),
+                aside.display()
+            );
+            compute(p, results, bar)
+        }
+        other => other,
+    };
+    match result {
         Ok(outcome) => {
             store::clear_failure(&study_dir, &run_id)?;
             Ok(outcome)
@@ -501,6 +610,36 @@ pub fn execute(
             Err(e)
         }
     }
+}
+
+/// Removes the temporary folders (`.<run-id>.tmp-<pid>`, `.<run-id>.old-<pid>`) that an
+/// interrupted or failed write of this run left in its study folder.
+fn remove_stale_temporaries(study_dir: &Path, run_id: &str) -> Result<(), RunError> {
+    let Ok(entries) = std::fs::read_dir(study_dir) else {
+        return Ok(());
+    };
+    let prefixes = [format!(".{run_id}.tmp-"), format!(".{run_id}.old-")];
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            let path = entry.path();
+            tracing::info!("removing {} left by an earlier attempt", path.display());
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves a run's work folder aside (`<work>.damaged-<unix seconds>`), keeping it for inspection.
+fn set_aside(work: &Path) -> Result<PathBuf, RunError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.damaged-{stamp}", work.display()));
+    if work.exists() {
+        std::fs::rename(work, &aside).map_err(io(work))?;
+    }
+    Ok(aside)
 }
 
 /// The error and its causes, one per line.
@@ -543,17 +682,17 @@ impl RunTarget {
     }
 }
 
-fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, RunError> {
+fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, RunError> {
     let cfg = p.canonical.clone();
     let dir = run_dir(results, &cfg, &p.run_id);
     let goal = cfg.goal()?;
-    let mut run_target = target_of(&p, bar.clone())?;
+    let mut run_target = target_of(p, bar.clone())?;
     let task = run_target.target();
     let work_dir = work_dir(results, &cfg, &p.run_id);
 
     bar.set_message(format!("{} pruning", p.method.name));
-    let t0 = Instant::now();
-    let mut pruner = build_pruner(&p)?;
+    let prune_clock = PruneClock::start(&work_dir);
+    let mut pruner = build_pruner(p)?;
     let mask = {
         let mut ctx = PruneContext {
             target: &mut *task,
@@ -567,7 +706,7 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         check_mask(&weights_only(&mask), &expected, &goal, p.method.density_of)?;
         mask
     };
-    let prune_seconds = t0.elapsed().as_secs_f64();
+    let prune_seconds = prune_clock.stop();
     let weights = weights_only(&mask);
 
     task.record("prune", "density", weights.density());
@@ -613,7 +752,7 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
         run_id: p.run_id.clone(),
         study: cfg.study.clone(),
         method: p.method.name.to_string(),
-        options: changed_options(&p),
+        options: changed_options(p),
         model: cfg.model.name.clone(),
         dataset: cfg.data.name.clone(),
         seed: cfg.seed,
@@ -635,15 +774,7 @@ fn compute(p: Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome, 
     };
     let metrics = task.metrics();
     let checkpoints = run_target.checkpoints();
-    write_run(
-        &dir,
-        &p.resolved,
-        &cfg,
-        &summary,
-        metrics,
-        &checkpoints,
-        &mask,
-    )?;
+    write_run(&dir, p, &summary, metrics, &checkpoints, &mask)?;
     if work_dir.exists() {
         std::fs::remove_dir_all(&work_dir).map_err(io(&work_dir))?;
     }
@@ -833,8 +964,7 @@ pub fn git_state() -> (String, bool) {
 
 fn write_run(
     dir: &Path,
-    resolved: &ResolvedConfig,
-    cfg: &RunConfig,
+    p: &Prepared,
     summary: &RunSummary,
     metrics: Vec<lottery_core::MetricRow>,
     checkpoints: &Checkpoints,
@@ -847,12 +977,62 @@ fn write_run(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let written = write_run_files(&tmp, p, summary, metrics, checkpoints, mask);
+    if written.is_err() {
+        // A failed write (a full disk, say) leaves no hidden half-run behind.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return written;
+    }
+    if dir.exists() {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+        std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else {
+        std::fs::rename(&tmp, dir).map_err(io(dir))?;
+    }
+    Ok(())
+}
 
-    let config_text = toml::to_string(cfg).expect("config serialises to TOML");
-    std::fs::write(tmp.join("config.toml"), config_text).map_err(io(&tmp))?;
-    let sources = serde_json::to_string_pretty(&resolved.sources).expect("json");
-    std::fs::write(tmp.join("sources.json"), sources).map_err(io(&tmp))?;
+/// Writes every file of a run into the folder `tmp`, the summary last.
+fn write_run_files(
+    tmp: &Path,
+    p: &Prepared,
+    summary: &RunSummary,
+    metrics: Vec<lottery_core::MetricRow>,
+    checkpoints: &Checkpoints,
+    mask: &MaskSet,
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(tmp).map_err(io(tmp))?;
+    let write = |file: &str, text: String| {
+        let path = tmp.join(file);
+        std::fs::write(&path, text).map_err(io(&path))
+    };
+    write(
+        "config.toml",
+        toml::to_string(&p.canonical).expect("config serialises to TOML"),
+    )?;
+    write(
+        "sources.json",
+        serde_json::to_string_pretty(&p.resolved.sources).expect("json"),
+    )?;
+    if !p.inputs.is_empty() {
+        let inputs: BTreeMap<&String, serde_json::Value> = p
+            .inputs
+            .iter()
+            .map(|(key, sha256)| {
+                let path = match key.as_str() {
+                    "model.init_from" => p.canonical.model.init_from.clone(),
+                    _ => None,
+                };
+                (key, serde_json::json!({ "path": path, "sha256": sha256 }))
+            })
+            .collect();
+        write(
+            "inputs.json",
+            serde_json::to_string_pretty(&inputs).expect("json"),
+        )?;
+    }
     store::write_metrics(&tmp.join("metrics.parquet"), &metrics)?;
     let layers: Vec<LayerRow> = mask
         .layers()
@@ -888,20 +1068,90 @@ fn write_run(
         )?;
     }
     // The summary marks the run finished: written last, then the directory moves into place.
-    std::fs::write(
-        tmp.join("summary.json"),
+    write(
+        "summary.json",
         serde_json::to_string_pretty(summary).expect("json"),
     )
-    .map_err(io(&tmp))?;
-    if dir.exists() {
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        std::fs::rename(dir, &old).map_err(io(dir))?;
-        std::fs::rename(&tmp, dir).map_err(io(dir))?;
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    } else {
-        std::fs::rename(&tmp, dir).map_err(io(dir))?;
+}
+
+/// Time spent finding a run's mask, across interruptions: a method that saves its progress in
+/// the run's work folder resumes, and the seconds of earlier attempts (kept beside that progress,
+/// updated every second) count too.
+struct PruneClock {
+    previous: f64,
+    started: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PruneClock {
+    /// Name of the file in the work folder that holds the seconds spent so far.
+    const FILE: &'static str = "prune-seconds";
+
+    fn start(work_dir: &Path) -> Self {
+        let file = work_dir.join(Self::FILE);
+        let previous = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(0.0);
+        if previous > 0.0 {
+            tracing::info!(
+                "resuming from the saved progress in {} ({previous:.1}s of pruning so far)",
+                work_dir.display()
+            );
+        }
+        let started = Instant::now();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = {
+            let (stop, file, dir) = (stop.clone(), file.clone(), work_dir.to_path_buf());
+            std::thread::spawn(move || {
+                let tick = std::time::Duration::from_millis(100);
+                let mut since_write = std::time::Duration::ZERO;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    since_write += tick;
+                    if since_write < std::time::Duration::from_secs(1) {
+                        continue;
+                    }
+                    since_write = std::time::Duration::ZERO;
+                    // Only a method that keeps progress creates the folder; nothing to add else.
+                    if dir.is_dir() {
+                        let total = previous + started.elapsed().as_secs_f64();
+                        let _ = lottery_core::fsutil::write_atomic(
+                            &file,
+                            format!("{total:.3}").as_bytes(),
+                        );
+                    }
+                }
+            })
+        };
+        Self {
+            previous,
+            started,
+            stop,
+            ticker: Some(ticker),
+        }
     }
-    Ok(())
+
+    /// The seconds spent so far, this attempt included.
+    fn stop(mut self) -> f64 {
+        self.halt();
+        self.previous + self.started.elapsed().as_secs_f64()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PruneClock {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }
 
 /// Writes weights as f32 safetensors with PyTorch names.

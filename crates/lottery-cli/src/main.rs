@@ -6,16 +6,19 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use lottery_analysis::{
-    Best, TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame,
-    render_table_with, row_fields, select_runs, store, study_frame,
-};
+use lottery_analysis::store;
 use lottery_cli::collapse;
+
+mod report;
+mod sweep_cmd;
+
 use lottery_cli::experiment::{
     DataCache, Network, Prepared, RunError, execute, initial_scores, prepare, write_weights,
 };
+use lottery_core::ConfigError;
 use lottery_core::config::{self, Override};
-use lottery_core::{ConfigError, MaskSet};
+use report::{distances, inspect, plot_layers, plot_study, table};
+use sweep_cmd::{SweepArgs, sweep};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -180,63 +183,6 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))
 }
 
-/// Arguments of `lottery sweep`.
-#[derive(clap::Args)]
-struct SweepArgs {
-    /// The config file (TOML) whose [grid] the sweep runs.
-    config: PathBuf,
-    /// Overrides, as for `run`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<Override>,
-    /// Results root (shared by every worker and Slurm task).
-    #[arg(long, default_value = "results")]
-    results: PathBuf,
-    /// Print where each run of the sweep stands (finished, running, failed, pending) and stop.
-    #[arg(long)]
-    status: bool,
-    /// Runs at a time (default: one per core).
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Threads per run (default: cores / workers).
-    #[arg(long)]
-    threads_per_run: Option<usize>,
-    /// Further attempts at a failed run.
-    #[arg(long, default_value_t = 1)]
-    retries: usize,
-    /// Do not print the study tables at the end.
-    #[arg(long)]
-    no_table: bool,
-    /// Write a Slurm job array (one task per unfinished run) and submit it when sbatch exists.
-    #[arg(long)]
-    slurm: bool,
-    /// With --slurm: write the script but do not submit it.
-    #[arg(long, requires = "slurm")]
-    no_submit: bool,
-    /// With --slurm: the partition.
-    #[arg(long, requires = "slurm")]
-    partition: Option<String>,
-    /// With --slurm: the time limit of each task (e.g. 02:00:00).
-    #[arg(long, requires = "slurm")]
-    time: Option<String>,
-    /// With --slurm: cores per task (also the run's thread count).
-    #[arg(long, default_value_t = 1)]
-    cpus_per_task: usize,
-    /// With --slurm: memory per task (e.g. 8G).
-    #[arg(long, requires = "slurm")]
-    mem: Option<String>,
-    /// With --slurm: at most this many tasks at once.
-    #[arg(long, requires = "slurm")]
-    max_parallel: Option<usize>,
-    /// With --slurm: a further #SBATCH option, verbatim (repeatable), e.g. --sbatch=--account=lab.
-    #[arg(
-        long = "sbatch",
-        value_name = "OPTION",
-        requires = "slurm",
-        allow_hyphen_values = true
-    )]
-    sbatch: Vec<String>,
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Markdown,
@@ -245,6 +191,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("LOTTERY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -268,6 +215,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// Lets a closed standard output end the program quietly, as command-line tools do
+/// (`lottery list | head -3`): Rust ignores SIGPIPE, which turns the write into a panic.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -349,9 +307,12 @@ fn dispatch(cmd: Command) -> Result<()> {
 }
 
 fn init_from_override(file: Option<PathBuf>) -> Option<Override> {
-    file.map(|f| Override {
-        key: "model.init_from".into(),
-        value: toml::Value::String(f.display().to_string()),
+    file.map(|f| {
+        Override::new(
+            "model.init_from",
+            toml::Value::String(f.display().to_string()),
+            "--init-from",
+        )
     })
 }
 
@@ -508,6 +469,7 @@ fn run(
     );
     let total = prepared.len();
     let t0 = std::time::Instant::now();
+    let mut waiting: Vec<String> = vec![];
     for (i, p) in prepared.into_iter().enumerate() {
         let bar = multi.add(ProgressBar::new(0));
         bar.set_style(
@@ -524,19 +486,38 @@ fn run(
         if let Ok(mut c) = current.lock() {
             *c = Some(bar.clone());
         }
-        let outcome = match execute(p, results, force, bar.clone()) {
-            Err(RunError::Busy { run_id }) => {
-                lottery_sweep::local::report_outcome(&run_id, "elsewhere");
-                bar.finish_and_clear();
-                multi.remove(&bar);
-                overall.inc(1);
-                tracing::warn!(
-                    "run {}/{total} {label}: {run_id} is being computed by another process, left to it",
-                    i + 1
-                );
-                continue;
+        let outcome = loop {
+            match execute(&p, results, force, bar.clone()) {
+                // A sweep's worker leaves the run to its holder: the sweep waits for it.
+                Err(RunError::Busy { run_id }) if lines => {
+                    lottery_sweep::local::report_outcome(&run_id, "elsewhere");
+                    break None;
+                }
+                // On its own, a run waits for the process computing it, then reports its result
+                // (or computes it, if that process died without finishing).
+                Err(RunError::Busy { run_id }) => {
+                    bar.set_message(format!("{label}: waiting for another process"));
+                    if !waiting.contains(&run_id) {
+                        tracing::info!(
+                            "run {}/{total} {label}: {run_id} is being computed by another process; waiting for it",
+                            i + 1
+                        );
+                        waiting.push(run_id);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                other => break Some(other?),
             }
-            other => other?,
+        };
+        let Some(outcome) = outcome else {
+            bar.finish_and_clear();
+            multi.remove(&bar);
+            overall.inc(1);
+            tracing::warn!(
+                "run {}/{total} {label}: being computed by another process, left to it",
+                i + 1
+            );
+            continue;
         };
         lottery_sweep::local::report_outcome(
             &outcome.summary.run_id,
@@ -576,6 +557,9 @@ fn run(
     tracing::info!("{total} runs in {:.1}s", t0.elapsed().as_secs_f64());
     if print_table {
         for study in studies {
+            if store::finished_runs(&results.join(&study))?.is_empty() {
+                continue;
+            }
             print!(
                 "{}",
                 table(
@@ -588,371 +572,6 @@ fn run(
                 )?
             );
         }
-    }
-    Ok(())
-}
-
-fn table(
-    results: &Path,
-    study: &str,
-    format: Format,
-    metric: &str,
-    levels: bool,
-    select: &Selection,
-) -> Result<String> {
-    let (frame, header, name) = study_table_frame(results, study, metric, levels, select)?;
-    let (fmt, ext) = match format {
-        Format::Markdown => (TableFormat::Markdown, "md"),
-        Format::Csv => (TableFormat::Csv, "csv"),
-        Format::Latex => (TableFormat::Latex, "tex"),
-    };
-    let text = render_table_with(
-        &frame,
-        fmt,
-        &format!("{study}: {name}"),
-        &header,
-        Best::for_metric(&name),
-    )?;
-    let out = results.join("tables").join(format!(
-        "{study}.{}{}.{ext}",
-        name.replace('/', "-"),
-        suffix(select)
-    ));
-    lottery_core::fsutil::write_atomic(&out, text.as_bytes())
-        .with_context(|| out.display().to_string())?;
-    Ok(text)
-}
-
-/// A file-name suffix for a selection that is not the default (`.by-method-seed.method=imp`).
-fn suffix(select: &Selection) -> String {
-    let mut s = String::new();
-    if !select.by.is_empty() {
-        s.push_str(&format!(".by-{}", select.by.join("-")));
-    }
-    for (k, v) in &select.filters {
-        s.push_str(&format!(".{k}={v}"));
-    }
-    s.chars()
-        .map(|c| if c == '/' || c == ' ' { '_' } else { c })
-        .collect()
-}
-
-/// The aggregated frame of a study's table, its row header and the metric's name.
-fn study_table_frame(
-    results: &Path,
-    study: &str,
-    metric: &str,
-    levels: bool,
-    select: &Selection,
-) -> Result<(polars::prelude::DataFrame, String, String)> {
-    let study_dir = results.join(study);
-    let all = store::finished_runs(&study_dir)?;
-    if all.is_empty() {
-        bail!("no finished runs under {}", study_dir.display());
-    }
-    let runs = select_runs(&all, &select.filters)?;
-    if runs.is_empty() {
-        bail!(
-            "no run of {} passes the filters {:?}",
-            study_dir.display(),
-            select.filters
-        );
-    }
-    let scale = if metric.contains("accuracy") {
-        100.0
-    } else {
-        1.0
-    };
-    if levels {
-        let frame = levels_frame(&study_dir, &runs, 100.0)?;
-        return Ok((frame, "method".into(), "levels".into()));
-    }
-    let header = row_fields(&runs, &select.by)?.join("/");
-    let frame = if metric.contains('/') {
-        recorded_frame(&study_dir, &runs, metric, scale, &select.by)?
-    } else {
-        let opts = TableOptions {
-            metric: metric.to_string(),
-            scale,
-            by: select.by.clone(),
-        };
-        study_frame(&runs, &opts)?
-    };
-    Ok((frame, header, metric.to_string()))
-}
-
-fn plot_study(results: &Path, study: &str, metric: &str, select: &Selection) -> Result<()> {
-    let (frame, header, name) = study_table_frame(results, study, metric, false, select)?;
-    let row = frame.column("row")?.str()?;
-    let density = frame.column("density")?.f64()?;
-    let mean = frame.column("mean")?.f64()?;
-    let std = frame.column("std")?.f64()?;
-    let mut series: Vec<lottery_plot::Series> = vec![];
-    for i in 0..frame.height() {
-        let (Some(label), Some(d), Some(m)) = (row.get(i), density.get(i), mean.get(i)) else {
-            continue;
-        };
-        let point = lottery_plot::Point {
-            density: d,
-            mean: m,
-            std: std.get(i),
-        };
-        match series.iter_mut().find(|s| s.label == label) {
-            Some(s) => s.points.push(point),
-            None => series.push(lottery_plot::Series {
-                label: label.to_string(),
-                points: vec![point],
-            }),
-        }
-    }
-    let y_label = if name.contains("accuracy") {
-        format!("{name} (%)")
-    } else {
-        name.clone()
-    };
-    let stem = results.join("plots").join(format!(
-        "{study}.{}{}",
-        name.replace('/', "-"),
-        suffix(select)
-    ));
-    std::fs::create_dir_all(results.join("plots"))?;
-    let png = PathBuf::from(format!("{}.png", stem.display()));
-    let svg = PathBuf::from(format!("{}.svg", stem.display()));
-    lottery_plot::accuracy_plot(
-        &format!("{study}: {name} by {header}, mean ± std over seeds"),
-        &y_label,
-        &series,
-        &png,
-        &svg,
-    )?;
-    println!("wrote {} and {}", png.display(), svg.display());
-    Ok(())
-}
-
-fn plot_layers(run: &Path, results: &Path) -> Result<()> {
-    let masks = MaskSet::load(&run.join("masks.safetensors"))?;
-    let layers: Vec<lottery_plot::LayerDensity> = masks
-        .layers()
-        .into_iter()
-        .map(|l| lottery_plot::LayerDensity {
-            density: l.kept as f64 / l.numel.max(1) as f64,
-            name: l.name,
-        })
-        .collect();
-    let summary = store::read_summary(&run.join("summary.json"))?;
-    let stem = results
-        .join("plots")
-        .join(format!("{}.{}.layers", summary.study, summary.run_id));
-    let png = PathBuf::from(format!("{}.png", stem.display()));
-    let svg = PathBuf::from(format!("{}.svg", stem.display()));
-    std::fs::create_dir_all(results.join("plots"))?;
-    lottery_plot::layer_plot(
-        &format!(
-            "{} {} at density {:.4} (seed {}): density per layer",
-            summary.model, summary.method, summary.density_achieved, summary.seed
-        ),
-        &layers,
-        &png,
-        &svg,
-    )?;
-    println!("wrote {} and {}", png.display(), svg.display());
-    Ok(())
-}
-
-fn sweep(a: SweepArgs) -> Result<()> {
-    let name = lottery_sweep::sweep_name(&a.config);
-    if a.status {
-        let plan = match lottery_sweep::SweepPlan::load(&a.results, &name) {
-            Ok(plan) => plan,
-            Err(_) => plan_sweep(&a, &name)?,
-        };
-        print!("{}", lottery_sweep::render_status(&plan));
-        return Ok(());
-    }
-    let plan = plan_sweep(&a, &name)?;
-    let exe = std::env::current_exe().context("the lottery executable")?;
-    if a.slurm {
-        let opts = lottery_sweep::SlurmOptions {
-            exe,
-            workdir: std::env::current_dir()?,
-            partition: a.partition.clone(),
-            time: a.time.clone(),
-            cpus_per_task: a.cpus_per_task,
-            mem: a.mem.clone(),
-            max_parallel: a.max_parallel,
-            extra: a.sbatch.clone(),
-        };
-        let Some(job) = lottery_sweep::write_job(&plan, &opts)? else {
-            println!("sweep {name}: every run is finished or running; nothing to submit");
-            return Ok(());
-        };
-        println!(
-            "sweep {name}: {} of {} runs as a job array: {}",
-            job.tasks,
-            plan.runs.len(),
-            job.script.display()
-        );
-        if a.no_submit {
-            println!(
-                "not submitted (--no-submit): sbatch {}",
-                job.script.display()
-            );
-            return Ok(());
-        }
-        match lottery_sweep::submit(&job)? {
-            lottery_sweep::Submission::Submitted(id) => println!(
-                "submitted job {id}; logs in {}; progress: lottery sweep {} --status",
-                job.logs.display(),
-                a.config.display()
-            ),
-            lottery_sweep::Submission::NoSbatch => println!(
-                "sbatch is not on this machine: submit with sbatch {}",
-                job.script.display()
-            ),
-        }
-        return Ok(());
-    }
-    let opts = lottery_sweep::LocalOptions::fitting_the_cores(
-        exe,
-        a.workers,
-        a.threads_per_run,
-        a.retries,
-    );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
-    }
-    let t0 = std::time::Instant::now();
-    let report = lottery_sweep::run_local(&plan, &opts, &stop, &MultiProgress::new())?;
-    tracing::info!(
-        "sweep {name}: {} computed, {} already finished, {} left to another process, {} failed, {} interrupted, in {:.1}s ({} workers × {} threads; logs in {})",
-        report.computed.len(),
-        report.already_finished.len(),
-        report.elsewhere.len(),
-        report.failed.len(),
-        report.interrupted.len(),
-        t0.elapsed().as_secs_f64(),
-        opts.workers,
-        opts.threads_per_run,
-        plan.dir().join("logs").display()
-    );
-    if !a.no_table {
-        let mut studies: Vec<&str> = plan.runs.iter().map(|r| r.study.as_str()).collect();
-        studies.dedup();
-        for study in studies {
-            if store::finished_runs(&a.results.join(study))?.is_empty() {
-                continue;
-            }
-            print!(
-                "{}",
-                table(
-                    &a.results,
-                    study,
-                    Format::Markdown,
-                    "test_accuracy",
-                    false,
-                    &Selection::default()
-                )?
-            );
-        }
-    }
-    if !report.interrupted.is_empty() {
-        bail!(
-            "interrupted: {} runs not finished; run the same command again to resume",
-            report.interrupted.len()
-        );
-    }
-    if !report.failed.is_empty() {
-        let list: Vec<String> = report
-            .failed
-            .iter()
-            .map(|(id, why)| format!("{id}: {}", why.lines().next().unwrap_or("")))
-            .collect();
-        bail!(
-            "{} runs failed (the others are recorded):\n  {}",
-            report.failed.len(),
-            list.join("\n  ")
-        );
-    }
-    Ok(())
-}
-
-/// Validates every run of the config and writes the sweep's plan.
-fn plan_sweep(a: &SweepArgs, name: &str) -> Result<lottery_sweep::SweepPlan> {
-    let prepared = prepare_all(&a.config, &a.sets)?;
-    let specs = prepared
-        .iter()
-        .map(|p| {
-            Ok(lottery_sweep::RunSpec {
-                run_id: p.run_id.clone(),
-                study: p.canonical.study.clone(),
-                label: format!(
-                    "{} d={} seed={}",
-                    p.method.name, p.canonical.prune.density, p.canonical.seed
-                ),
-                config_toml: toml::to_string(&p.resolved.config)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(lottery_sweep::SweepPlan::create(
-        &a.results, name, &a.config, specs,
-    )?)
-}
-
-fn distances(run: &Path) -> Result<String> {
-    let (epochs, matrix) = distance_matrix(&run.join("metrics.parquet"))?;
-    let mut out = String::from("epoch");
-    for e in &epochs {
-        out.push_str(&format!(",{e}"));
-    }
-    out.push('\n');
-    for (e, row) in epochs.iter().zip(&matrix) {
-        out.push_str(&e.to_string());
-        for v in row {
-            out.push_str(&format!(",{v:.4}"));
-        }
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-fn inspect(run: &Path) -> Result<()> {
-    let path = if run.is_dir() {
-        run.join("masks.safetensors")
-    } else {
-        run.to_path_buf()
-    };
-    let masks = MaskSet::load(&path)?;
-    println!(
-        "{:<40} {:>18} {:>10} {:>10} {:>9}",
-        "parameter", "shape", "numel", "kept", "density"
-    );
-    for l in masks.layers() {
-        let flag = if l.kept == 0 { "  COLLAPSED" } else { "" };
-        println!(
-            "{:<40} {:>18} {:>10} {:>10} {:>8.4}%{flag}",
-            l.name,
-            format!("{:?}", l.shape),
-            l.numel,
-            l.kept,
-            100.0 * l.kept as f64 / l.numel.max(1) as f64
-        );
-    }
-    println!(
-        "{:<40} {:>18} {:>10} {:>10} {:>8.4}%",
-        "total",
-        "",
-        masks.numel(),
-        masks.kept(),
-        100.0 * masks.density()
-    );
-    let collapsed = masks.collapsed();
-    if collapsed.is_empty() {
-        println!("no layer collapsed");
-    } else {
-        println!("collapsed layers: {}", collapsed.join(", "));
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Sweeps, tables and figures end to end on the generated `synthetic` dataset: every grid point is
 //! computed exactly once (across workers, across concurrent sweeps and through a Slurm job array),
-//! finished runs are skipped, a failing run is retried and reported without stopping the others,
-//! a killed run leaves nothing in the tables, and the figures are valid images.
+//! finished runs are skipped, a run held by another process is waited for (and computed if that
+//! process lets go of it unfinished), a failing run is retried and reported without stopping the
+//! others, `--status` only reads, a killed run leaves nothing in the tables, and the figures are
+//! valid images.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -208,7 +210,7 @@ fn a_run_being_computed_is_left_alone_and_a_killed_run_leaves_no_row() {
         &cfg,
         std::fs::read_to_string(&cfg)
             .unwrap()
-            .replace("epochs = 1", "epochs = 400"),
+            .replace("epochs = 1", "epochs = 100000"),
     )
     .unwrap();
     let mut long = lottery_cmd(d.path(), &["run", cfg.to_str().unwrap()])
@@ -235,16 +237,26 @@ fn a_run_being_computed_is_left_alone_and_a_killed_run_leaves_no_row() {
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_millis(300));
-    // A second process leaves the claimed run to its owner, and writes nothing.
-    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    // A second process waits for the claimed run's owner instead of computing it.
+    let mut second = lottery_cmd(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the second process did not wait"
+    );
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(text(&o.stdout).contains("1 running"), "{}", text(&o.stdout));
+    second.kill().unwrap();
+    let o = second.wait_with_output().unwrap();
     assert!(
         text(&o.stderr).contains("being computed by another process"),
         "{}",
         text(&o.stderr)
     );
-    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
-    assert!(text(&o.stdout).contains("1 running"), "{}", text(&o.stdout));
     long.kill().unwrap();
     long.wait().unwrap();
     assert!(lock.exists());
@@ -373,4 +385,141 @@ fn a_slurm_job_array_runs_every_pending_run() {
         "{}",
         text(&o.stdout)
     );
+}
+
+/// The run ids of `--status`, by label, read without planning anything.
+fn pending_ids(dir: &Path, cfg: &Path) -> Vec<(String, String)> {
+    let o = lottery(dir, &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    text(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(|l| {
+            let (id, rest) = l.split_once(' ').unwrap();
+            (id.to_string(), rest.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn status_reads_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "[grid]\nseed = [0, 1]\n");
+    let results = d.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2 runs: 0 finished, 0 running, 0 failed, 2 pending"),
+        "{}",
+        text(&o.stdout)
+    );
+    let left: Vec<_> = std::fs::read_dir(&results).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir(&results).unwrap();
+    let o = lottery(d.path(), &["sweep", cfg.to_str().unwrap(), "--status"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!results.exists());
+}
+
+/// Starts a sweep of `cfg` on one worker while the test holds the claim of its run `held`; once
+/// the other run is recorded and the sweep is still waiting, `let_go` runs and the claim is
+/// dropped. Returns the sweep's output.
+fn sweep_around_a_held_run(
+    dir: &Path,
+    cfg: &Path,
+    held: &str,
+    other: &str,
+    let_go: impl FnOnce(),
+) -> Output {
+    let study = dir.join("results/t");
+    let claim = lottery_analysis::RunClaim::try_acquire(&study, held)
+        .unwrap()
+        .unwrap();
+    let child = lottery_cmd(
+        dir,
+        &[
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--no-table",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let t0 = Instant::now();
+    while !study.join(other).join("summary.json").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the free run never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!finished(dir).contains(held));
+    let mut child = child;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the sweep did not wait for the held run"
+    );
+    let_go();
+    drop(claim);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_sweep_waits_for_a_held_run_and_computes_it_when_its_holder_dies() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "[grid]\nseed = [0, 1]\n");
+    let ids = pending_ids(d.path(), &cfg);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let o = sweep_around_a_held_run(d.path(), &cfg, &ids[0].0, &ids[1].0, || {});
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("2 computed, 0 already finished, 0 finished by another process"),
+        "{err}"
+    );
+    assert_eq!(
+        finished(d.path()),
+        ids.iter().map(|(id, _)| id.clone()).collect()
+    );
+}
+
+#[test]
+fn a_sweep_waits_for_a_held_run_that_its_holder_finishes() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "[grid]\nseed = [0, 1]\n");
+    let ids = pending_ids(d.path(), &cfg);
+    assert!(ids[0].1.contains("seed=0"), "{ids:?}");
+    // The holder's result: the same run, computed into another results folder beforehand.
+    let single = d.path().join("single.toml");
+    let body = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&single, &body[..body.find("[grid]").unwrap()]).unwrap();
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            single.to_str().unwrap(),
+            "--results",
+            "other",
+            "--no-table",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let done = d.path().join("other/t").join(&ids[0].0);
+    assert!(done.join("summary.json").exists());
+    let o = sweep_around_a_held_run(d.path(), &cfg, &ids[0].0, &ids[1].0, || {
+        std::fs::rename(&done, d.path().join("results/t").join(&ids[0].0)).unwrap();
+    });
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("1 computed, 0 already finished, 1 finished by another process"),
+        "{err}"
+    );
+    assert_eq!(finished(d.path()).len(), 2);
 }

@@ -367,6 +367,23 @@ impl RunConfig {
     }
 }
 
+impl RunConfig {
+    /// The run id of a run that also reads the files in `inputs` (config key → SHA-256 of the
+    /// content): the same as [`RunConfig::run_id`] when there are none, else a hash over the
+    /// canonical config and the digests, so new content under the same path is a new run.
+    pub fn run_id_with_inputs(&self, inputs: &BTreeMap<String, String>) -> String {
+        if inputs.is_empty() {
+            return self.run_id();
+        }
+        let value = serde_json::json!({
+            "config": serde_json::to_value(self).expect("config serialises"),
+            "inputs": inputs,
+        });
+        let digest = Sha256::digest(canonical_json(&value).as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// JSON with object keys sorted at every level, whatever map type serde_json was built with.
 pub fn canonical_json(v: &serde_json::Value) -> String {
     match v {
@@ -410,6 +427,20 @@ pub struct Override {
     pub key: String,
     /// Value as TOML.
     pub value: toml::Value,
+    /// Where it came from, as `lottery config` and error messages name it (`--set`,
+    /// `--init-from`, `grid`).
+    pub origin: &'static str,
+}
+
+impl Override {
+    /// An override of `key` from `origin`.
+    pub fn new(key: impl Into<String>, value: toml::Value, origin: &'static str) -> Self {
+        Self {
+            key: key.into(),
+            value,
+            origin,
+        }
+    }
 }
 
 impl std::str::FromStr for Override {
@@ -433,7 +464,7 @@ impl std::str::FromStr for Override {
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-        Ok(Self { key, value })
+        Ok(Self::new(key, value, "--set"))
     }
 }
 
@@ -544,10 +575,7 @@ pub fn expand_grid(grid: &Grid) -> Vec<Vec<Override>> {
         for p in &points {
             for v in values {
                 let mut q = p.clone();
-                q.push(Override {
-                    key: key.clone(),
-                    value: v.clone(),
-                });
+                q.push(Override::new(key.clone(), v.clone(), "grid"));
                 next.push(q);
             }
         }
@@ -558,41 +586,146 @@ pub fn expand_grid(grid: &Grid) -> Vec<Vec<Override>> {
 
 /// Loads a config file (or the defaults when `path` is `None`) with env vars and `--set` overrides,
 /// expanding its `[grid]` into one resolved config per point.
+///
+/// An explicit value outranks the file's grid: a `LOTTERY_` variable or a `--set` of a key the
+/// `[grid]` varies replaces that axis, and a `--set` whose value is a list where the key takes a
+/// single value (`prune.density=[0.05, 0.01]`; a list of lists for a list-valued key such as
+/// `train.milestones`) is itself an axis.
 pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig>, ConfigError> {
     // The file is parsed here for its [grid] and for syntax errors with line numbers; its run keys
     // reach figment through `FileToml`, which names the file in every error.
-    let grid = match path {
+    let mut grid = match path {
         Some(p) => read_grid(p)?,
         None => Grid::new(),
     };
+    let defaults = toml::Table::try_from(RunConfig::default()).expect("defaults serialise");
+    for key in env_override_keys() {
+        grid.remove(&key);
+    }
+    let mut values = vec![];
+    let mut axes = BTreeMap::new();
+    for s in sets {
+        grid.remove(&s.key);
+        axes.remove(&s.key);
+        values.retain(|v: &Override| v.key != s.key);
+        match axis_values(&s.key, &s.value, &defaults) {
+            Some(axis) => {
+                axes.insert(s.key.clone(), (axis, s.origin));
+            }
+            None => values.push(s.clone()),
+        }
+    }
+    let origins: BTreeMap<String, &'static str> =
+        axes.iter().map(|(k, (_, o))| (k.clone(), *o)).collect();
+    grid.extend(axes.into_iter().map(|(k, (v, _))| (k, v)));
     let mut out = vec![];
     for point in expand_grid(&grid) {
-        let defaults = toml::Table::try_from(RunConfig::default()).expect("defaults serialise");
-        let mut fig = Figment::from(NamedLayer("default", defaults));
+        let mut fig = Figment::from(NamedLayer("default", defaults.clone()));
         if let Some(p) = path {
             fig = fig.merge(FileToml(p.to_path_buf()));
         }
         fig = fig.merge(
-            Env::prefixed("LOTTERY_")
-                .ignore(&["log", "progress"])
+            Env::prefixed(ENV_PREFIX)
+                .ignore(ENV_IGNORED)
                 .split("__")
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         );
-        for s in sets {
-            fig = fig.merge(NamedLayer("--set", nest(&s.key, s.value.clone())));
+        for s in &values {
+            fig = fig.merge(NamedLayer(s.origin, nest(&s.key, s.value.clone())));
         }
         for s in &point {
-            fig = fig.merge(NamedLayer("grid", nest(&s.key, s.value.clone())));
+            let origin = origins.get(&s.key).copied().unwrap_or(s.origin);
+            fig = fig.merge(NamedLayer(origin, nest(&s.key, s.value.clone())));
         }
         let config: RunConfig = fig.extract().map_err(|e| from_figment(e, path))?;
-        config.validate().map_err(|e| match (&e.file, path) {
-            (None, Some(p)) => e.in_file(p),
-            _ => e,
-        })?;
         let sources = sources_of(&fig, &config);
+        config
+            .validate()
+            .map_err(|e| attribute_error(e, &sources, path))?;
         out.push(ResolvedConfig { config, sources });
     }
     Ok(out)
+}
+
+/// Prefix of the environment variables that set config keys (`LOTTERY_TRAIN__LR`).
+const ENV_PREFIX: &str = "LOTTERY_";
+
+/// `LOTTERY_` variables that are not config keys.
+const ENV_IGNORED: &[&str] = &["log", "progress"];
+
+/// The dotted config keys that `LOTTERY_` environment variables set.
+fn env_override_keys() -> Vec<String> {
+    std::env::vars()
+        .filter_map(|(k, _)| k.strip_prefix(ENV_PREFIX).map(str::to_ascii_lowercase))
+        .filter(|k| !ENV_IGNORED.contains(&k.as_str()))
+        .map(|k| k.replace("__", "."))
+        .collect()
+}
+
+/// The environment variable that sets a dotted key.
+fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.to_ascii_uppercase().replace('.', "__")
+    )
+}
+
+/// The values of a grid axis when an override's value is one: a list where the key takes a
+/// single value, or a list of lists where it takes a list. Keys without a default (method options,
+/// optional paths) take a list as a value.
+fn axis_values(key: &str, value: &toml::Value, defaults: &toml::Table) -> Option<Vec<toml::Value>> {
+    let toml::Value::Array(items) = value else {
+        return None;
+    };
+    let mut parts = key.split('.');
+    let mut current = defaults.get(parts.next()?)?;
+    for p in parts {
+        current = current.as_table()?.get(p)?;
+    }
+    let is_axis = match current {
+        toml::Value::Array(_) => !items.is_empty() && items.iter().all(toml::Value::is_array),
+        toml::Value::Table(_) => false,
+        _ => true,
+    };
+    is_axis.then(|| items.clone())
+}
+
+/// Names where a value that failed validation came from: the config file, or the variable, option
+/// or grid that set it (`sources` as in [`ResolvedConfig::sources`]; `path`, the config file).
+pub fn attribute_error(
+    e: ConfigError,
+    sources: &BTreeMap<String, String>,
+    path: Option<&Path>,
+) -> ConfigError {
+    if e.file.is_some() {
+        return e;
+    }
+    match sources.get(&e.key).map(String::as_str) {
+        Some(env) if env.starts_with("env ") => ConfigError {
+            expected: format!("{} (from {})", e.expected, &env[4..]),
+            ..e
+        },
+        Some("grid") => match path {
+            Some(p) => ConfigError {
+                expected: format!("{} (from the [grid])", e.expected),
+                ..e
+            }
+            .in_file(p),
+            None => e,
+        },
+        Some(origin) if origin.starts_with("--") => ConfigError {
+            expected: format!("{} (from {origin})", e.expected),
+            ..e
+        },
+        Some("default") => ConfigError {
+            expected: format!("{} (the default)", e.expected),
+            ..e
+        },
+        _ => match path {
+            Some(p) => e.in_file(p),
+            None => e,
+        },
+    }
 }
 
 /// A layer of values with a name that shows as its source.
@@ -636,7 +769,7 @@ fn sources_of(fig: &Figment, config: &RunConfig) -> BTreeMap<String, String> {
                 .find_metadata(&k)
                 .map(|m| match &m.source {
                     Some(figment::Source::File(p)) => p.display().to_string(),
-                    _ if m.name.contains("environment") => "env".to_string(),
+                    _ if m.name.contains("environment") => format!("env {}", env_name(&k)),
                     _ => m.name.to_string(),
                 })
                 .unwrap_or_else(|| "default".into());
@@ -821,6 +954,58 @@ mod tests {
             d.canonical(toml::Table::new(), 1).run_id(),
             "b3533eebf709ed6c"
         );
+    }
+
+    #[test]
+    fn set_on_a_grid_key_replaces_the_axis_and_a_list_is_an_axis() {
+        let f = write("[grid]\nseed = [0, 1]\n\"prune.density\" = [0.1, 0.02]\n");
+        let one: Override = "prune.density=0.05".parse().unwrap();
+        let r = load(Some(f.path()), std::slice::from_ref(&one)).unwrap();
+        assert_eq!(
+            r.len(),
+            2,
+            "the seed axis stays, the density axis is replaced"
+        );
+        assert!(r.iter().all(|c| c.config.prune.density == 0.05));
+        assert_eq!(r[0].sources["prune.density"], "--set");
+        let list: Override = "prune.density=[0.5, 0.25, 0.2]".parse().unwrap();
+        let r = load(Some(f.path()), &[list]).unwrap();
+        let densities: Vec<f64> = r.iter().map(|c| c.config.prune.density).collect();
+        assert_eq!(densities, [0.5, 0.5, 0.25, 0.25, 0.2, 0.2]);
+        assert_eq!(r[0].sources["prune.density"], "--set");
+        // A list-valued key: a list is its value, a list of lists an axis.
+        let m: Override = "train.milestones=[1, 2]".parse().unwrap();
+        let r = load(Some(f.path()), &[m]).unwrap();
+        assert_eq!(r.len(), 4);
+        assert!(r.iter().all(|c| c.config.train.milestones == [1, 2]));
+        let m: Override = "train.milestones=[[1], [2]]".parse().unwrap();
+        assert_eq!(load(Some(f.path()), &[m]).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_bad_value_names_where_it_came_from() {
+        let f = write("[train]\nlr = 0.1\n[grid]\n\"train.momentum\" = [0.5, 2.0]\n");
+        let set: Override = "train.lr=-1".parse().unwrap();
+        let e = load(Some(f.path()), &[set]).unwrap_err();
+        assert_eq!((e.key.as_str(), e.file.as_deref()), ("train.lr", None));
+        assert!(e.to_string().contains("(from --set)"), "{e}");
+        let e = load(Some(f.path()), &[]).unwrap_err();
+        assert_eq!(e.key, "train.momentum");
+        assert_eq!(e.file.as_deref(), Some(f.path()));
+        assert!(e.to_string().contains("[grid]"), "{e}");
+        let f = write("[train]\nlr = -0.5\n");
+        let e = load(Some(f.path()), &[]).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some(f.path()));
+    }
+
+    #[test]
+    fn input_digests_change_the_run_id() {
+        let c = RunConfig::default().canonical(toml::Table::new(), 1);
+        assert_eq!(c.run_id_with_inputs(&BTreeMap::new()), c.run_id());
+        let a = BTreeMap::from([("model.init_from".to_string(), "aa".to_string())]);
+        let b = BTreeMap::from([("model.init_from".to_string(), "bb".to_string())]);
+        assert_ne!(c.run_id_with_inputs(&a), c.run_id());
+        assert_ne!(c.run_id_with_inputs(&a), c.run_id_with_inputs(&b));
     }
 
     #[test]

@@ -59,12 +59,12 @@ impl ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
     /// I/O on a named file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The safetensors content is malformed.
     #[error("{path}: not a valid safetensors file: {why}")]
@@ -103,12 +103,101 @@ pub enum PruneError {
     /// The result missed its contract (a wrong count, a shape mismatch).
     #[error("internal error: {0}")]
     Internal(String),
-    /// Saving or reading a method's progress in the run's work directory failed.
-    #[error("{}: {why}", path.display())]
+    /// Saving a method's progress in the run's work directory failed.
+    #[error("{}: {}", path.display(), without_path(why, path))]
     Progress {
         /// The file.
         path: PathBuf,
         /// Why.
         why: String,
     },
+    /// A method's saved progress in the run's work directory does not load (a damaged or
+    /// truncated file): the caller sets the work directory aside and starts the run over.
+    #[error("saved progress {} does not load: {}", path.display(), without_path(why, path))]
+    DamagedProgress {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Training produced a non-finite loss.
+    #[error("training diverged at epoch {epoch}, step {step} (loss {loss})")]
+    Diverged {
+        /// The 1-based epoch in which the loss was seen.
+        epoch: usize,
+        /// The 1-based optimiser step whose loss it was.
+        step: usize,
+        /// The loss (NaN or infinite).
+        loss: f64,
+    },
+}
+
+/// `why` without a leading `<path>: `: the cause of a file error often names its file already,
+/// and the message names it once.
+fn without_path<'a>(why: &'a str, path: &std::path::Path) -> &'a str {
+    why.strip_prefix(&format!("{}: ", path.display()))
+        .unwrap_or(why)
+}
+
+impl PruneError {
+    /// `Err(Diverged)` when `loss` is NaN or infinite: how a training loop reports divergence.
+    pub fn check_loss(loss: f64, epoch: usize, step: usize) -> Result<(), Self> {
+        if loss.is_finite() {
+            Ok(())
+        } else {
+            Err(Self::Diverged { epoch, step, loss })
+        }
+    }
+
+    /// The same error as [`PruneError::DamagedProgress`] when it is a [`PruneError::Progress`]
+    /// (a load of saved progress that failed); any other error unchanged.
+    pub fn into_damaged(self) -> Self {
+        match self {
+            Self::Progress { path, why } => Self::DamagedProgress { path, why },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_error_names_its_file_once() {
+        let path = PathBuf::from("w/imp/final.safetensors");
+        let e = PruneError::DamagedProgress {
+            path: path.clone(),
+            why: "w/imp/final.safetensors: not a valid safetensors file: header too large".into(),
+        };
+        assert_eq!(e.to_string().matches("final.safetensors").count(), 1, "{e}");
+        let e = PruneError::Progress {
+            path,
+            why: "No space left on device".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "w/imp/final.safetensors: No space left on device"
+        );
+    }
+
+    #[test]
+    fn divergence_and_damage_read_as_what_they_are() {
+        let e = PruneError::check_loss(f64::NAN, 3, 17).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "training diverged at epoch 3, step 17 (loss NaN)"
+        );
+        assert!(PruneError::check_loss(2.5, 1, 1).is_ok());
+        let e = PruneError::Progress {
+            path: "w/imp/level-002.safetensors".into(),
+            why: "invalid header length".into(),
+        }
+        .into_damaged();
+        assert!(matches!(e, PruneError::DamagedProgress { .. }));
+        assert_eq!(
+            e.to_string(),
+            "saved progress w/imp/level-002.safetensors does not load: invalid header length"
+        );
+    }
 }

@@ -286,7 +286,7 @@ impl MaskSet {
         crate::fsutil::write_atomic(path, &self.to_safetensors(metadata, key_suffix)).map_err(
             |source| MaskError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             },
         )
     }
@@ -295,7 +295,7 @@ impl MaskSet {
     pub fn load(path: &Path) -> Result<Self, MaskError> {
         let bytes = std::fs::read(path).map_err(|source| MaskError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::from_safetensors(&bytes, path)
     }

@@ -645,6 +645,24 @@ pub struct PrunerEntry {
     pub default_iterations: usize,
     /// What `prune.density` counts for this method.
     pub density_of: DensityOf,
+    /// The network capability the method needs beyond what every target offers (one of
+    /// [`capability`]'s names), checked when a run is validated; `None`: any network.
+    pub needs: Option<&'static str>,
+}
+
+/// Capabilities that only some network families offer, named so that a method can declare what it
+/// needs ([`PrunerEntry::needing`]) and a run can be refused before any work when its network
+/// lacks it. The run's network family says which it offers.
+pub mod capability {
+    /// An image classifier (a model of `lottery-models` on an image dataset).
+    pub const IMAGE: &str = "image";
+    /// An image classifier whose convolutions are followed by batch norm: channels that a
+    /// structured method can keep or drop.
+    pub const BN_CHANNELS: &str = "batch-norm channels";
+    /// A graph network with a mask on the graph's edges.
+    pub const GRAPH: &str = "graph";
+    /// A pre-trained text encoder with task heads.
+    pub const TEXT: &str = "text";
 }
 
 /// What a method's `prune.density` counts.
@@ -667,12 +685,20 @@ impl PrunerEntry {
             build: build_from_table::<O>,
             default_iterations: 1,
             density_of: DensityOf::Weights,
+            needs: None,
         }
     }
 
     /// The same entry for a structured method whose density counts channels.
     pub const fn counting_channels(mut self) -> Self {
         self.density_of = DensityOf::Channels;
+        self
+    }
+
+    /// The same entry for a method that works only on networks offering `capability` (one of
+    /// [`capability`]'s names).
+    pub const fn needing(mut self, capability: &'static str) -> Self {
+        self.needs = Some(capability);
         self
     }
 
@@ -690,6 +716,7 @@ impl fmt::Debug for PrunerEntry {
             .field("summary", &self.summary)
             .field("default_iterations", &self.default_iterations)
             .field("density_of", &self.density_of)
+            .field("needs", &self.needs)
             .finish()
     }
 }

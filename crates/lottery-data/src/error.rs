@@ -14,12 +14,12 @@ pub enum DataError {
         hint: String,
     },
     /// Reading failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is shorter than its header says.
     #[error("{path}: truncated: expected {expected} bytes of data, found {found}")]
@@ -30,6 +30,19 @@ pub enum DataError {
         expected: usize,
         /// Bytes found.
         found: usize,
+    },
+    /// A header field holds a value the reader cannot use: zero, or so large that the sizes it
+    /// implies overflow or pass a limit.
+    #[error("{path}: header field {field} = {value}: {why}")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// The field, as the format names it.
+        field: String,
+        /// Its value.
+        value: u64,
+        /// Why it is rejected.
+        why: String,
     },
     /// The content is not in the expected format.
     #[error("{path}: {why}")]
@@ -53,7 +66,7 @@ impl DataError {
             } else {
                 DataError::Io {
                     path: path.to_path_buf(),
-                    source,
+                    cause: source,
                 }
             }
         })

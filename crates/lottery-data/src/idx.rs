@@ -52,6 +52,19 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
         });
     }
     let ndim = bytes[3] as usize;
+    let header_err = |field: String, value: u64, why: &str| DataError::Header {
+        path: path.to_path_buf(),
+        field,
+        value,
+        why: why.into(),
+    };
+    if ndim == 0 {
+        return Err(header_err(
+            "number of dimensions".into(),
+            0,
+            "an idx array needs at least one dimension",
+        ));
+    }
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
         return Err(DataError::Truncated {
@@ -60,10 +73,25 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
             found: bytes.len(),
         });
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    let n: usize = dims.iter().product();
+    let mut dims = Vec::with_capacity(ndim);
+    let mut n: usize = 1;
+    for i in 0..ndim {
+        let raw = u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes"));
+        let field = format!("dimension {} of {ndim}", i + 1);
+        if raw == 0 {
+            return Err(header_err(field, 0, "a dimension must be at least 1"));
+        }
+        let d = usize::try_from(raw)
+            .map_err(|_| header_err(field.clone(), raw.into(), "does not fit this platform"))?;
+        n = n.checked_mul(d).ok_or_else(|| {
+            header_err(
+                field,
+                raw.into(),
+                "the product of the dimensions overflows the size of an array",
+            )
+        })?;
+        dims.push(d);
+    }
     let found = bytes.len() - header;
     if found < n {
         return Err(DataError::Truncated {

@@ -56,6 +56,13 @@ impl ImageShape {
     pub fn numel(&self) -> usize {
         self.channels * self.height * self.width
     }
+
+    /// Entries of one example, or `None` when the product overflows.
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.channels
+            .checked_mul(self.height)?
+            .checked_mul(self.width)
+    }
 }
 
 /// One split of an image dataset.
@@ -103,11 +110,15 @@ pub struct ImageDataset {
 }
 
 impl ImageDataset {
-    /// Normalises both splits with the per-channel mean and std of the training split.
+    /// Normalises both splits with the per-channel mean and std of the training split. A shape
+    /// with a zero dimension (or one whose size overflows) has no pixels to normalise: the data
+    /// is left as it is.
     pub fn normalise(&mut self) {
+        let Some(per_example) = self.shape.checked_numel().filter(|&n| n > 0) else {
+            return;
+        };
         let c = self.shape.channels;
         let plane = self.shape.height * self.shape.width;
-        let per_example = self.shape.numel();
         let mut mean = vec![0f64; c];
         let mut sq = vec![0f64; c];
         for ex in self.train.images.chunks_exact(per_example) {
@@ -118,7 +129,7 @@ impl ImageDataset {
                 }
             }
         }
-        let count = (self.train.len() * plane).max(1) as f64;
+        let count = (self.train.len().saturating_mul(plane)).max(1) as f64;
         let std: Vec<f64> = (0..c)
             .map(|ch| {
                 let m = mean[ch] / count;
@@ -135,5 +146,77 @@ impl ImageDataset {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(shape: ImageShape, images: Vec<f32>) -> ImageDataset {
+        let split = ImageSplit {
+            images,
+            labels: vec![0, 1],
+        };
+        ImageDataset {
+            name: "t".into(),
+            shape,
+            classes: 2,
+            train: split.clone(),
+            test: split,
+        }
+    }
+
+    #[test]
+    fn normalise_leaves_zero_sized_shapes_alone() {
+        for (channels, height, width) in [
+            (0, 28, 28),
+            (1, 0, 28),
+            (3, 32, 0),
+            (0, 0, 0),
+            (usize::MAX, 2, 2),
+        ] {
+            let shape = ImageShape {
+                channels,
+                height,
+                width,
+            };
+            let mut ds = dataset(shape, vec![0.25, 0.75]);
+            ds.normalise();
+            assert_eq!(ds.train.images, vec![0.25, 0.75], "{shape:?}");
+            assert_eq!(ds.test.images, vec![0.25, 0.75], "{shape:?}");
+        }
+        assert_eq!(
+            ImageShape {
+                channels: usize::MAX,
+                height: 2,
+                width: 1
+            }
+            .checked_numel(),
+            None
+        );
+    }
+
+    #[test]
+    fn normalise_gives_zero_mean_unit_std_per_channel() {
+        let shape = ImageShape {
+            channels: 1,
+            height: 1,
+            width: 2,
+        };
+        let mut ds = dataset(shape, vec![0.0, 1.0, 2.0, 3.0]);
+        ds.normalise();
+        let mean: f32 = ds.train.images.iter().sum::<f32>() / 4.0;
+        let var: f32 = ds
+            .train
+            .images
+            .iter()
+            .map(|v| (v - mean).powi(2))
+            .sum::<f32>()
+            / 4.0;
+        assert!(
+            mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+            "{mean} {var}"
+        );
     }
 }

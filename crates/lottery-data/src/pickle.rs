@@ -146,7 +146,7 @@ impl<'a> Reader<'a> {
         }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        if self.pos + n > self.data.len() {
+        if n > self.data.len() - self.pos {
             return Err(self.err(format!("truncated: {n} bytes wanted")));
         }
         let s = &self.data[self.pos..self.pos + n];
@@ -278,10 +278,12 @@ pub fn load(data: &[u8]) -> Result<Py, PickleError> {
             }
             b'S' => {
                 let line = r.line()?;
-                let t = line.trim();
-                stack.push(Py::Bytes(
-                    t.as_bytes()[1..t.len().saturating_sub(1)].to_vec(),
-                ));
+                let t = line.trim().as_bytes();
+                // A quoted repr: 'text' or "text".
+                if t.len() < 2 || t[0] != t[t.len() - 1] || !matches!(t[0], b'\'' | b'"') {
+                    return Err(r.err(format!("bad STRING {line:?}")));
+                }
+                stack.push(Py::Bytes(t[1..t.len() - 1].to_vec()));
             }
             b')' => stack.push(Py::Tuple(vec![])),
             b']' => stack.push(Py::List(vec![])),
@@ -493,14 +495,18 @@ pub fn ndarray(v: &Py) -> Result<Array, String> {
         .items()
         .ok_or("numpy shape is not a tuple")?
         .iter()
-        .map(|d| d.as_int().map(|d| d as usize).ok_or("bad dimension"))
+        .enumerate()
+        .map(|(i, d)| dimension(d, &format!("numpy shape[{i}]")))
         .collect::<Result<_, _>>()?;
     let code = match dtype {
         Py::Object { args, .. } => args.first().and_then(Py::as_text),
         _ => None,
     }
     .ok_or("numpy dtype unreadable")?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("numpy shape {shape:?} overflows the size of an array"))?;
     let (width, read): (usize, fn(&[u8]) -> f64) = match code.as_str() {
         "f4" => (4, |b| f32::from_le_bytes(b.try_into().unwrap()) as f64),
         "f8" => (8, |b| f64::from_le_bytes(b.try_into().unwrap())),
@@ -510,7 +516,7 @@ pub fn ndarray(v: &Py) -> Result<Array, String> {
         "i1" | "u1" | "b1" => (1, |b| b[0] as f64),
         other => return Err(format!("numpy dtype {other} not supported")),
     };
-    if raw.len() != n * width {
+    if n.checked_mul(width) != Some(raw.len()) {
         return Err(format!(
             "numpy data has {} bytes for shape {shape:?} of {code}",
             raw.len()
@@ -527,6 +533,14 @@ pub fn ndarray(v: &Py) -> Result<Array, String> {
         }
     }
     Ok(Array { shape, values })
+}
+
+/// A dimension of a shape: a non-negative integer that fits `usize`.
+fn dimension(d: &Py, field: &str) -> Result<usize, String> {
+    let v = d
+        .as_int()
+        .ok_or_else(|| format!("{field} = {d:?} is not an integer"))?;
+    usize::try_from(v).map_err(|_| format!("{field} = {v} is negative"))
 }
 
 /// A sparse matrix read from a pickled `scipy.sparse.csr_matrix`: shape and CSR arrays.
@@ -568,8 +582,18 @@ pub fn csr_matrix(v: &Py) -> Result<Csr, String> {
         .or_else(|| v.get("shape"))
         .and_then(Py::items)
         .ok_or("csr_matrix without a shape")?;
-    let dim = |i: usize| shape.get(i).and_then(Py::as_int).map(|d| d as usize);
-    let (rows, cols) = (dim(0).ok_or("bad shape")?, dim(1).ok_or("bad shape")?);
+    let dim = |i: usize| {
+        shape
+            .get(i)
+            .ok_or_else(|| format!("csr_matrix shape {shape:?} is not 2-D"))
+            .and_then(|d| dimension(d, &format!("csr_matrix shape[{i}]")))
+    };
+    let (rows, cols) = (dim(0)?, dim(1)?);
+    if rows.checked_add(1).is_none() || rows.checked_mul(cols).is_none() {
+        return Err(format!(
+            "csr_matrix shape ({rows}, {cols}) overflows the size of an array"
+        ));
+    }
     let arr = |k: &str| -> Result<Array, String> {
         ndarray(v.get(k).ok_or(format!("csr_matrix without {k}"))?).map_err(|e| format!("{k}: {e}"))
     };
@@ -579,6 +603,8 @@ pub fn csr_matrix(v: &Py) -> Result<Csr, String> {
     if indptr.len() != rows + 1
         || indices.len() != data.len()
         || indptr.last().copied() != Some(data.len())
+        || indptr.first().copied() != Some(0)
+        || indptr.windows(2).any(|w| w[0] > w[1])
         || indices.iter().any(|&c| c >= cols)
     {
         return Err(format!("inconsistent csr_matrix of shape ({rows}, {cols})"));

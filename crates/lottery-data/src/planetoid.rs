@@ -14,6 +14,10 @@ use crate::error::DataError;
 use crate::graph::Graph;
 use crate::pickle::{self, Py};
 
+/// The most feature values (nodes × features) a graph may have: far above the real Planetoid
+/// graphs (PubMed: 19,717 × 500), far below what would exhaust memory.
+pub const MAX_FEATURE_VALUES: usize = 1 << 28;
+
 /// Loads `<root>/ind.<name>.*`.
 pub fn load(root: &Path, name: &str) -> Result<Graph, DataError> {
     let hint = "the Planetoid files (ind.<name>.x, …, ind.<name>.test.index); set data.root";
@@ -72,8 +76,36 @@ pub fn load(root: &Path, name: &str) -> Result<Graph, DataError> {
         path: path.to_path_buf(),
         why,
     };
+    let header = |part: &str, field: &str, value: usize, why: String| DataError::Header {
+        path: root.join(format!("ind.{name}.{part}")),
+        field: field.into(),
+        value: value as u64,
+        why,
+    };
     let f = allx.shape.1;
     let classes = ally.shape[1];
+    if f == 0 {
+        return Err(header("allx", "shape[1]", 0, "no features".into()));
+    }
+    if classes == 0 {
+        return Err(header("ally", "shape[1]", 0, "no classes".into()));
+    }
+    if y.shape[0] > allx.shape.0 {
+        return Err(header(
+            "y",
+            "shape[0]",
+            y.shape[0],
+            format!("more training nodes than allx's {} rows", allx.shape.0),
+        ));
+    }
+    if ally.shape[0] != allx.shape.0 {
+        return Err(header(
+            "ally",
+            "shape[0]",
+            ally.shape[0],
+            format!("allx has {} rows", allx.shape.0),
+        ));
+    }
     if tx.shape.1 != f || x.shape.1 != f || ty.shape[1] != classes || y.shape[1] != classes {
         return Err(format(
             &root.join(format!("ind.{name}.tx")),
@@ -92,7 +124,27 @@ pub fn load(root: &Path, name: &str) -> Result<Graph, DataError> {
         ));
     }
     let max_test = test_index.iter().copied().max().unwrap_or(0);
-    let nodes = (allx.shape.0 + tx.shape.0).max(max_test + 1);
+    let nodes = allx
+        .shape
+        .0
+        .checked_add(tx.shape.0)
+        .zip(max_test.checked_add(1))
+        .map(|(a, b)| a.max(b))
+        .filter(|&n| n <= u32::MAX as usize)
+        .ok_or_else(|| {
+            format(
+                &index_path,
+                format!("test node {max_test} is too large a node number"),
+            )
+        })?;
+    if nodes.saturating_mul(f) > MAX_FEATURE_VALUES {
+        return Err(header(
+            "allx",
+            "shape[1]",
+            f,
+            format!("{nodes} nodes × {f} features passes the limit of {MAX_FEATURE_VALUES} values"),
+        ));
+    }
     let mut features = vec![0f32; nodes * f];
     let mut label = vec![0u32; nodes];
     let argmax = |a: &pickle::Array, r: usize| -> u32 {

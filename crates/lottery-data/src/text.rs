@@ -193,7 +193,7 @@ fn read(path: &Path, hint: &str) -> Result<String, DataError> {
     }
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -586,11 +586,14 @@ impl PruneTarget for GcnTask {
             );
             let (loss, train_acc) = self.tensors.loss_on(logits, &self.tensors.train);
             let train_loss = loss.clone().into_scalar().elem::<f64>();
+            // One step an epoch: the step is the epoch.
+            PruneError::check_loss(train_loss, self.step + 1, self.step + 1)?;
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             self.model = remask(optim.step(lr, self.model.clone(), grads));
             self.step += 1;
             self.progress.inc(1);
             let (test_loss, val, test) = self.evaluate_splits(mask);
+            PruneError::check_loss(test_loss, self.step, self.step)?;
             if best.is_none_or(|(v, _)| val > v) {
                 best = Some((val, test));
             }
@@ -657,6 +660,11 @@ impl PruneTarget for GcnTask {
             );
             let (loss, _) = self.tensors.loss_on(logits, &self.tensors.train);
             let train_loss = loss.clone().into_scalar().elem::<f64>();
+            if let Err(e) = PruneError::check_loss(train_loss, epoch, epoch) {
+                self.step = start;
+                self.model = model.net;
+                return Err(e);
+            }
             let objective = loss
                 + mg.abs().sum().mul_scalar(spec.graph_l1)
                 + (m0.abs().sum() + m1.abs().sum()).mul_scalar(spec.weight_l1);

@@ -172,3 +172,36 @@ fn gradients_match_finite_differences() {
         );
     }
 }
+
+#[test]
+fn overflowing_weights_stop_training_and_joint_mask_training_as_diverged() {
+    let g = lottery_data::graph::small_sbm();
+    let mut task = GcnTask::new(Arc::new(g), 16, train_cfg(5), 4);
+    let names = [LAYER0.to_string(), LAYER1.to_string()];
+    let mut huge = task.values(&names).unwrap();
+    for v in huge.values_mut() {
+        v.values.iter_mut().for_each(|x| *x *= 1e30);
+    }
+    task.set_values(&huge).unwrap();
+    let mask = half_mask(&task);
+    let e = task.train_until(&mask, 5, &mut |_| {}).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "training diverged at epoch 1, step 1 (loss NaN)"
+    );
+    assert!(matches!(e, lottery_core::PruneError::Diverged { .. }));
+
+    let spec = lottery_core::JointMaskSpec {
+        epochs: 3,
+        graph_l1: 1e-2,
+        weight_l1: 1e-2,
+    };
+    let e = task
+        .train_masks_jointly(&mask, &spec, &mut |_| std::ops::ControlFlow::Continue(()))
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("training diverged at epoch 1"),
+        "{e}"
+    );
+    assert_eq!(task.clock().step, 0, "the clock is untouched");
+}

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -125,7 +125,7 @@ pub struct SweepReport {
     pub computed: Vec<String>,
     /// Runs that were already finished.
     pub already_finished: Vec<String>,
-    /// Runs that another process was computing (left to it).
+    /// Runs that another process finished (the sweep waited for it, or its worker found it done).
     pub elsewhere: Vec<String>,
     /// Runs that failed on every attempt, with the last error.
     pub failed: Vec<(String, String)>,
@@ -150,10 +150,19 @@ struct Followed {
     outcome: Option<String>,
 }
 
+/// How often the runs that another process holds are looked at again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A run and the attempts already made at it.
+type Queued = (PlannedRun, usize);
+
 /// Runs every unfinished run of the plan as a child `lottery run`, `workers` at a time; a failed
-/// run is retried up to `retries` times and never stops the others; setting `stop` (Ctrl-C) kills
-/// the runs in flight (their claims go with them; nothing half-written becomes visible) and
-/// returns. Each child's output goes to `<plan dir>/logs/<run-id>.log`.
+/// run is retried up to `retries` times and never stops the others. A run that another process
+/// holds is looked at again every second while the other runs proceed: it counts as finished
+/// elsewhere once that process records it, and is run here if that process let go of it
+/// unfinished (it died, or the run failed there). Setting `stop` (Ctrl-C) kills the runs in flight
+/// (their claims go with them; nothing half-written becomes visible), stops waiting and returns.
+/// Each child's output goes to `<plan dir>/logs/<run-id>.log`.
 pub fn run_local(
     plan: &SweepPlan,
     opts: &LocalOptions,
@@ -168,11 +177,12 @@ pub fn run_local(
     let logs = plan.dir().join("logs");
     std::fs::create_dir_all(&logs).map_err(io(&logs))?;
     let mut report = SweepReport::default();
-    let mut queue: VecDeque<(PlannedRun, usize)> = VecDeque::new();
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut waiting: Vec<Queued> = vec![];
     for run in &plan.runs {
         match state_of(plan, run) {
             RunState::Finished => report.already_finished.push(run.run_id.clone()),
-            RunState::Running => report.elsewhere.push(run.run_id.clone()),
+            RunState::Running => waiting.push((run.clone(), 0)),
             RunState::Failed(_) | RunState::Pending => queue.push_back((run.clone(), 0)),
         }
     }
@@ -181,8 +191,12 @@ pub fn run_local(
         ProgressStyle::with_template("sweep {bar:30} {pos}/{len} runs {elapsed_precise} {msg}")
             .expect("template"),
     );
-    overall.set_position((report.already_finished.len() + report.elsewhere.len()) as u64);
+    overall.set_position(report.already_finished.len() as u64);
+    for (run, _) in &waiting {
+        overall.println(wait_line(run));
+    }
     let mut active: Vec<Active> = vec![];
+    let mut checked = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) {
             for mut a in active.drain(..) {
@@ -192,10 +206,17 @@ pub fn run_local(
                 a.bar.finish_and_clear();
                 report.interrupted.push(a.run.run_id.clone());
             }
-            report
-                .interrupted
-                .extend(queue.drain(..).map(|(r, _)| r.run_id));
+            report.interrupted.extend(
+                queue
+                    .drain(..)
+                    .chain(waiting.drain(..))
+                    .map(|(r, _)| r.run_id),
+            );
             break;
+        }
+        if !waiting.is_empty() && checked.elapsed() >= RECHECK {
+            recheck(plan, &mut waiting, &mut queue, &overall, &mut report);
+            checked = Instant::now();
         }
         while active.len() < opts.workers {
             let Some((run, attempt)) = queue.pop_front() else {
@@ -203,7 +224,7 @@ pub fn run_local(
             };
             active.push(spawn(plan, opts, &logs, run, attempt, multi)?);
         }
-        if active.is_empty() {
+        if active.is_empty() && waiting.is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -223,17 +244,62 @@ pub fn run_local(
                 stop,
                 &overall,
                 &mut queue,
+                &mut waiting,
                 &mut report,
             );
         }
+        let held = if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(", waiting for {} held by another process", waiting.len())
+        };
         overall.set_message(format!(
-            "{} running, {} failed",
+            "{} running{held}, {} failed",
             active.len(),
             report.failed.len()
         ));
     }
     overall.finish_and_clear();
     Ok(report)
+}
+
+/// The line printed when a run is left to the process that holds it.
+fn wait_line(run: &PlannedRun) -> String {
+    format!(
+        "wait   {} ({}): another process is computing it",
+        run.label, run.run_id
+    )
+}
+
+/// Looks again at the runs held by other processes: those recorded since count as finished
+/// elsewhere, those let go of unfinished go back to the queue, the others stay.
+fn recheck(
+    plan: &SweepPlan,
+    waiting: &mut Vec<Queued>,
+    queue: &mut VecDeque<Queued>,
+    overall: &ProgressBar,
+    report: &mut SweepReport,
+) {
+    waiting.retain(|(run, attempt)| match state_of(plan, run) {
+        RunState::Running => true,
+        RunState::Finished => {
+            overall.inc(1);
+            overall.println(format!(
+                "done   {} ({}) by another process",
+                run.label, run.run_id
+            ));
+            report.elsewhere.push(run.run_id.clone());
+            false
+        }
+        RunState::Failed(_) | RunState::Pending => {
+            overall.println(format!(
+                "take   {} ({}): the process that held it stopped without finishing it",
+                run.label, run.run_id
+            ));
+            queue.push_back((run.clone(), *attempt));
+            false
+        }
+    });
 }
 
 fn spawn(
@@ -329,7 +395,8 @@ fn finish(
     status: ExitStatus,
     stop: &AtomicBool,
     overall: &ProgressBar,
-    queue: &mut VecDeque<(PlannedRun, usize)>,
+    queue: &mut VecDeque<Queued>,
+    waiting: &mut Vec<Queued>,
     report: &mut SweepReport,
 ) {
     let Followed { tail, outcome } = a.reader.join().unwrap_or_default();
@@ -347,9 +414,14 @@ fn finish(
             report.elsewhere.push(id);
         }
         _ if stop.load(Ordering::SeqCst) => report.interrupted.push(id),
+        // Another process holds it (or held it when the worker tried): wait for it.
         RunState::Running => {
-            overall.inc(1);
-            report.elsewhere.push(id);
+            overall.println(wait_line(&a.run));
+            waiting.push((a.run, a.attempt));
+        }
+        _ if status.success() && outcome.as_deref() == Some("elsewhere") => {
+            overall.println(wait_line(&a.run));
+            waiting.push((a.run, a.attempt));
         }
         state => {
             let why = match state {
@@ -359,13 +431,15 @@ fn finish(
                     .rev()
                     .find(|l| l.contains("error"))
                     .cloned()
-                    .unwrap_or_else(|| format!("exited with {status}")),
+                    .unwrap_or_else(|| {
+                        if status.success() {
+                            "exited without recording the run".to_string()
+                        } else {
+                            format!("exited with {status}")
+                        }
+                    }),
             };
-            if status.success() {
-                // Claimed elsewhere between our check and the child's claim.
-                overall.inc(1);
-                report.elsewhere.push(id);
-            } else if a.attempt < opts.retries {
+            if a.attempt < opts.retries {
                 overall.println(format!(
                     "retry  {} ({id}) after: {}",
                     a.run.label,
@@ -382,5 +456,138 @@ fn finish(
                 report.failed.push((id, why));
             }
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use indicatif::ProgressDrawTarget;
+    use lottery_analysis::RunClaim;
+
+    use super::*;
+    use crate::plan::RunSpec;
+
+    /// A stand-in for `lottery run <config> --results <dir> --no-table` that records the run of
+    /// study `s` named by the config file; once, when `<dir>/busy-<id>` exists, it removes that
+    /// file and reports the run as held elsewhere instead.
+    const FAKE_RUN: &str = r#"#!/bin/sh
+id=$(basename "$2" .toml)
+if [ -e "$4/busy-$id" ]; then
+  rm "$4/busy-$id"
+  echo "@outcome $id elsewhere" >&2
+  exit 0
+fi
+mkdir -p "$4/s/$id" && echo '{}' > "$4/s/$id/summary.json"
+echo "@outcome $id computed" >&2
+"#;
+
+    fn setup(d: &Path, ids: &[&str]) -> (SweepPlan, LocalOptions) {
+        let exe = d.join("fake-lottery");
+        std::fs::write(&exe, FAKE_RUN).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let specs = ids
+            .iter()
+            .map(|id| RunSpec {
+                run_id: id.to_string(),
+                study: "s".into(),
+                label: format!("run {id}"),
+                config_toml: "study = \"s\"\n".into(),
+            })
+            .collect();
+        let plan = SweepPlan::create(&d.join("results"), "x", Path::new("c.toml"), specs).unwrap();
+        let opts = LocalOptions {
+            exe,
+            workers: 1,
+            threads_per_run: 1,
+            retries: 0,
+        };
+        (plan, opts)
+    }
+
+    fn study(plan: &SweepPlan) -> std::path::PathBuf {
+        plan.results.join("s")
+    }
+
+    fn hidden() -> MultiProgress {
+        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+    }
+
+    #[test]
+    fn a_held_run_is_waited_for_and_run_here_once_its_holder_lets_go_unfinished() {
+        let d = tempfile::tempdir().unwrap();
+        let (plan, opts) = setup(d.path(), &["a", "b"]);
+        let claim = RunClaim::try_acquire(&study(&plan), "a").unwrap().unwrap();
+        let stop = AtomicBool::new(false);
+        let report = std::thread::scope(|s| {
+            let sweep = s.spawn(|| run_local(&plan, &opts, &stop, &hidden()).unwrap());
+            let t0 = Instant::now();
+            while !study(&plan).join("b/summary.json").exists() {
+                assert!(t0.elapsed() < Duration::from_secs(30), "b never ran");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(!sweep.is_finished(), "the sweep did not wait for a");
+            assert!(!study(&plan).join("a/summary.json").exists());
+            drop(claim);
+            sweep.join().unwrap()
+        });
+        assert_eq!(report.computed, ["b", "a"]);
+        assert!(report.elsewhere.is_empty() && report.interrupted.is_empty());
+        assert!(crate::status::unfinished(&plan).is_empty());
+    }
+
+    #[test]
+    fn a_held_run_that_its_holder_finishes_counts_as_finished_elsewhere() {
+        let d = tempfile::tempdir().unwrap();
+        let (plan, opts) = setup(d.path(), &["a", "b"]);
+        let claim = RunClaim::try_acquire(&study(&plan), "a").unwrap().unwrap();
+        let stop = AtomicBool::new(false);
+        let report = std::thread::scope(|s| {
+            let sweep = s.spawn(|| run_local(&plan, &opts, &stop, &hidden()).unwrap());
+            std::thread::sleep(Duration::from_millis(1200));
+            assert!(!sweep.is_finished(), "the sweep did not wait for a");
+            let run = study(&plan).join("a");
+            std::fs::create_dir_all(&run).unwrap();
+            std::fs::write(run.join("summary.json"), "{}").unwrap();
+            drop(claim);
+            sweep.join().unwrap()
+        });
+        assert_eq!(report.computed, ["b"]);
+        assert_eq!(report.elsewhere, ["a"]);
+        let log = std::fs::read_to_string(plan.dir().join("logs/a.log"));
+        assert!(log.is_err(), "a was started here: {log:?}");
+    }
+
+    #[test]
+    fn a_run_a_worker_found_held_is_run_again_once_free() {
+        let d = tempfile::tempdir().unwrap();
+        let (plan, opts) = setup(d.path(), &["a"]);
+        std::fs::write(plan.results.join("busy-a"), "").unwrap();
+        let report = run_local(&plan, &opts, &AtomicBool::new(false), &hidden()).unwrap();
+        assert_eq!(report.computed, ["a"]);
+        let log = std::fs::read_to_string(plan.dir().join("logs/a.log")).unwrap();
+        assert_eq!(log.matches("attempt 1").count(), 2, "{log}");
+    }
+
+    #[test]
+    fn stopping_ends_the_wait_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let (plan, opts) = setup(d.path(), &["a"]);
+        let _claim = RunClaim::try_acquire(&study(&plan), "a").unwrap().unwrap();
+        let stop = AtomicBool::new(false);
+        let report = std::thread::scope(|s| {
+            let sweep = s.spawn(|| run_local(&plan, &opts, &stop, &hidden()).unwrap());
+            std::thread::sleep(Duration::from_millis(300));
+            let t0 = Instant::now();
+            stop.store(true, Ordering::SeqCst);
+            let report = sweep.join().unwrap();
+            assert!(t0.elapsed() < Duration::from_millis(500));
+            report
+        });
+        assert_eq!(report.interrupted, ["a"]);
+        assert_eq!(crate::status::unfinished(&plan).len(), 1);
     }
 }

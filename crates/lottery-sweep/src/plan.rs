@@ -109,10 +109,42 @@ impl SweepPlan {
     ) -> Result<Self, SweepError> {
         std::fs::create_dir_all(results).map_err(io(results))?;
         let results = results.canonicalize().map_err(io(results))?;
-        let dir = Self::dir_of(&results, name);
-        let configs = dir.join("configs");
+        let (plan, configs) = Self::build(results, name, source, specs);
+        for (path, text) in configs {
+            lottery_core::fsutil::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
+        }
+        let path = plan.dir().join("plan.json");
+        let json = serde_json::to_string_pretty(&plan).expect("plan serialises");
+        lottery_core::fsutil::write_atomic(&path, json.as_bytes()).map_err(io(&path))?;
+        Ok(plan)
+    }
+
+    /// The plan [`SweepPlan::create`] would write, without writing anything (its config files
+    /// need not exist): enough to read where each run stands.
+    pub fn in_memory(
+        results: &Path,
+        name: &str,
+        source: &Path,
+        specs: Vec<RunSpec>,
+    ) -> Result<Self, SweepError> {
+        let results = results
+            .canonicalize()
+            .or_else(|_| std::path::absolute(results))
+            .map_err(io(results))?;
+        Ok(Self::build(results, name, source, specs).0)
+    }
+
+    /// The plan and the text of each run's config file.
+    fn build(
+        results: PathBuf,
+        name: &str,
+        source: &Path,
+        specs: Vec<RunSpec>,
+    ) -> (Self, Vec<(PathBuf, String)>) {
+        let configs = Self::dir_of(&results, name).join("configs");
         let mut seen = std::collections::BTreeSet::new();
         let mut runs = vec![];
+        let mut files = vec![];
         for s in specs {
             if !seen.insert(s.run_id.clone()) {
                 continue;
@@ -124,7 +156,7 @@ impl SweepPlan {
                 source.display(),
                 s.config_toml
             );
-            lottery_core::fsutil::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
+            files.push((path.clone(), text));
             runs.push(PlannedRun {
                 run_id: s.run_id,
                 study: s.study,
@@ -138,10 +170,7 @@ impl SweepPlan {
             results,
             runs,
         };
-        let path = dir.join("plan.json");
-        let json = serde_json::to_string_pretty(&plan).expect("plan serialises");
-        lottery_core::fsutil::write_atomic(&path, json.as_bytes()).map_err(io(&path))?;
-        Ok(plan)
+        (plan, files)
     }
 
     /// Reads the plan of sweep `name` under `results`.
@@ -200,5 +229,17 @@ mod tests {
         let text = std::fs::read_to_string(&plan.runs[1].config).unwrap();
         assert!(text.ends_with("study = \"s\"\n"));
         assert_eq!(SweepPlan::load(d.path(), "x").unwrap(), plan);
+    }
+
+    #[test]
+    fn a_plan_in_memory_writes_nothing_and_matches_the_written_one() {
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().canonicalize().unwrap().join("results");
+        let specs = vec![spec("a"), spec("b"), spec("a")];
+        let mem = SweepPlan::in_memory(&results, "x", Path::new("c.toml"), specs.clone()).unwrap();
+        assert!(!results.exists());
+        assert_eq!(mem.runs.len(), 2);
+        let written = SweepPlan::create(&results, "x", Path::new("c.toml"), specs).unwrap();
+        assert_eq!(mem, written);
     }
 }

@@ -33,6 +33,15 @@ pub fn state_of(plan: &SweepPlan, run: &PlannedRun) -> RunState {
     }
 }
 
+/// The runs of the plan that are not finished, each with its state.
+pub fn unfinished(plan: &SweepPlan) -> Vec<(&PlannedRun, RunState)> {
+    plan.runs
+        .iter()
+        .map(|r| (r, state_of(plan, r)))
+        .filter(|(_, s)| *s != RunState::Finished)
+        .collect()
+}
+
 /// How many runs of a plan are in each state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatusCounts {

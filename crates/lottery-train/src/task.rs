@@ -400,7 +400,7 @@ impl ImageTask {
         end_step: usize,
         watch: &[String],
         on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
-    ) {
+    ) -> Result<(), PruneError> {
         self.linearized = None;
         let masks = self.train_masks(mask);
         self.model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
@@ -453,7 +453,9 @@ impl ImageTask {
                     loss.clone()
                 };
                 let grads = GradientsParams::from_grads(objective.backward(), &self.model);
-                loss_sum += loss.into_scalar().elem::<f64>() * b.len as f64;
+                let batch_loss = loss.into_scalar().elem::<f64>();
+                PruneError::check_loss(batch_loss, epoch + 1, self.step + 1)?;
+                loss_sum += batch_loss * b.len as f64;
                 correct += c.into_scalar().elem::<i64>() as usize;
                 seen += b.len;
                 self.model = masks.apply_autodiff::<TrainBackend, _>(optim.step(
@@ -476,6 +478,8 @@ impl ImageTask {
                 break; // stopped inside an epoch: no epoch report
             }
             let (test_loss, test_acc) = ImageTask::evaluate(self, mask);
+            // The last step can leave the weights non-finite with a finite loss.
+            PruneError::check_loss(test_loss, self.epochs_done, self.step)?;
             let report = EpochReport {
                 epoch: self.epochs_done,
                 step: self.step,
@@ -501,6 +505,7 @@ impl ImageTask {
                 break;
             }
         }
+        Ok(())
     }
 
     /// The shape of one input image.
@@ -518,14 +523,15 @@ impl ImageTask {
         format!("{:?}", self.model.architecture())
     }
 
-    /// Trains the model itself under `mask` with a fresh optimiser of the run's kind.
+    /// Trains the model itself under `mask` with a fresh optimiser of the run's kind; a
+    /// non-finite loss stops it with [`PruneError::Diverged`].
     fn train_in_place(
         &mut self,
         mask: &MaskSet,
         end_step: usize,
         watch: &[String],
         on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
-    ) {
+    ) -> Result<(), PruneError> {
         let c = &self.train_cfg;
         let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
         match c.optimizer {
@@ -539,14 +545,14 @@ impl ImageTask {
                     .with_momentum(momentum)
                     .with_weight_decay(wd)
                     .init();
-                self.train_with(optim, mask, end_step, watch, on_epoch);
+                self.train_with(optim, mask, end_step, watch, on_epoch)
             }
             OptimizerKind::Adam => {
                 let optim = AdamConfig::new()
                     .with_epsilon(1e-8)
                     .with_weight_decay(wd)
                     .init();
-                self.train_with(optim, mask, end_step, watch, on_epoch);
+                self.train_with(optim, mask, end_step, watch, on_epoch)
             }
         }
     }
@@ -597,10 +603,12 @@ impl ImageTask {
         let full_model = std::mem::replace(&mut self.model, small);
         let full_naming = std::mem::replace(&mut self.naming, small_naming);
         let before: Vec<usize> = self.checkpoints.keys().copied().collect();
-        self.train_in_place(&small_mask, end_step, watch, on_epoch);
-        let trained = self.all_values();
+        let trained = self
+            .train_in_place(&small_mask, end_step, watch, on_epoch)
+            .map(|()| self.all_values());
         self.model = full_model;
         self.naming = full_naming;
+        let trained = trained?;
         let widen = |small: &ParamValues| -> Result<ParamValues, PruneError> {
             let mut v = channels::embed_values(&arch, input, keep, small, &full).map_err(target)?;
             mask.apply(&mut v);
@@ -807,10 +815,7 @@ impl PruneTarget for ImageTask {
     ) -> Result<(), PruneError> {
         match self.channels.clone() {
             Some(keep) => self.train_smaller(&keep, mask, end_step, watch, on_epoch),
-            None => {
-                self.train_in_place(mask, end_step, watch, on_epoch);
-                Ok(())
-            }
+            None => self.train_in_place(mask, end_step, watch, on_epoch),
         }
     }
 

@@ -46,7 +46,7 @@ impl PrunerOptions for BertTicketsOptions {
     }
 }
 
-inventory::submit! { PrunerEntry::new::<BertTicketsOptions>("bert-tickets", "BERT tickets: IMP on a pre-trained BERT (10 %/round, rewind to the pre-trained weights); transfer across tasks") }
+inventory::submit! { PrunerEntry::new::<BertTicketsOptions>("bert-tickets", "BERT tickets: IMP on a pre-trained BERT (10 %/round, rewind to the pre-trained weights); transfer across tasks").needing(lottery_core::plugin::capability::TEXT) }
 
 /// The BERT-tickets pruner.
 #[derive(Debug, Clone)]

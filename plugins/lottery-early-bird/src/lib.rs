@@ -147,6 +147,7 @@ inventory::submit! {
         "channel masks from BN scales under L1, drawn when they stop changing (density counts channels)",
     )
     .counting_channels()
+    .needing(lottery_core::plugin::capability::BN_CHANNELS)
 }
 
 /// The Early-Bird pruner.
@@ -267,17 +268,22 @@ fn save_ticket(
     lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| failed(path, e))
 }
 
+/// Reads what [`save_ticket`] wrote; a file that does not load is
+/// [`PruneError::DamagedProgress`].
 fn load_ticket(path: &Path) -> Result<(ParamValues, Ticket, Vec<MetricRow>), PruneError> {
-    let values = weights::read(path).map_err(|e| failed(path, e))?;
-    let bytes = std::fs::read(path).map_err(|e| failed(path, e))?;
-    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| failed(path, e))?;
+    let damaged = |why: &dyn std::fmt::Display| PruneError::DamagedProgress {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    };
+    let values = weights::read(path).map_err(|e| damaged(&e))?;
+    let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
+    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
     let get = |key: &str| {
         meta.get(key)
-            .ok_or_else(|| failed(path, format!("no `{key}` metadata")))
+            .ok_or_else(|| damaged(&format!("no `{key}` metadata")))
     };
-    let ticket: Ticket = serde_json::from_str(get("ticket")?).map_err(|e| failed(path, e))?;
-    let rows: Vec<MetricRow> =
-        serde_json::from_str(get("metrics")?).map_err(|e| failed(path, e))?;
+    let ticket: Ticket = serde_json::from_str(get("ticket")?).map_err(|e| damaged(&e))?;
+    let rows: Vec<MetricRow> = serde_json::from_str(get("metrics")?).map_err(|e| damaged(&e))?;
     Ok((values, ticket, rows))
 }
 
@@ -432,6 +438,11 @@ impl Pruner for EarlyBird {
             Some(path) => {
                 let (values, ticket, rows) = load_ticket(path)?;
                 ctx.target.restore_metrics(rows);
+                tracing::info!(
+                    "early-bird resumed with its ticket drawn at epoch {} from {}",
+                    ticket.drawn_epoch,
+                    path.display()
+                );
                 (ticket, values)
             }
             None => {

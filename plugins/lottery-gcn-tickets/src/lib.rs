@@ -86,7 +86,7 @@ impl PrunerOptions for GcnTicketsOptions {
     }
 }
 
-inventory::submit! { PrunerEntry::new::<GcnTicketsOptions>("gcn-tickets", "graph early-bird tickets (GEBT): joint edge and weight masks drawn when both stop changing (GCN)") }
+inventory::submit! { PrunerEntry::new::<GcnTicketsOptions>("gcn-tickets", "graph early-bird tickets (GEBT): joint edge and weight masks drawn when both stop changing (GCN)").needing(lottery_core::plugin::capability::GRAPH) }
 
 /// The joint early-bird detector: a FIFO window of the distances between consecutive graph masks
 /// and between consecutive weight masks.

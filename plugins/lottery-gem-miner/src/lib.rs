@@ -38,6 +38,7 @@ inventory::submit! {
         "gem-miner",
         "scores in [0,1] trained with frozen weights, rounded at 0.5, pruned bottom-k every few epochs (Rare Gems)",
     )
+    .needing(lottery_core::plugin::capability::IMAGE)
 }
 
 /// How the scores start (the reference's `score_init`).
@@ -334,20 +335,24 @@ fn save_state(
         .map_err(|e| failed(path, e))
 }
 
-/// Loads a saved state: the mining state, every model value, prunes done, rows.
+/// Loads a saved state: the mining state, every model value, prunes done, rows. A file that does
+/// not load is [`PruneError::DamagedProgress`].
 fn load_state(
     path: &Path,
 ) -> Result<(MiningState, ParamValues, usize, Vec<MetricRow>), PruneError> {
-    let all = weights::read(path).map_err(|e| failed(path, e))?;
-    let bytes = std::fs::read(path).map_err(|e| failed(path, e))?;
-    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| failed(path, e))?;
+    let damaged = |why: &dyn std::fmt::Display| PruneError::DamagedProgress {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    };
+    let all = weights::read(path).map_err(|e| damaged(&e))?;
+    let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
+    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
     let get = |key: &str| {
         meta.get(key)
-            .ok_or_else(|| failed(path, format!("no `{key}` metadata")))
+            .ok_or_else(|| damaged(&format!("no `{key}` metadata")))
     };
-    let progress: Progress = serde_json::from_str(get("progress")?).map_err(|e| failed(path, e))?;
-    let rows: Vec<MetricRow> =
-        serde_json::from_str(get("metrics")?).map_err(|e| failed(path, e))?;
+    let progress: Progress = serde_json::from_str(get("progress")?).map_err(|e| damaged(&e))?;
+    let rows: Vec<MetricRow> = serde_json::from_str(get("metrics")?).map_err(|e| damaged(&e))?;
     let mut state = MiningState {
         epoch: progress.epoch,
         step: progress.step,
@@ -411,7 +416,11 @@ impl Pruner for GemMiner {
                 let (state, values, prunes_done, rows) = load_state(path)?;
                 ctx.target.set_values(&values)?;
                 ctx.target.restore_metrics(rows);
-                tracing::info!(epoch = state.epoch, "gem-miner resumes");
+                tracing::info!(
+                    "gem-miner resumed at epoch {} of {epochs} from {}",
+                    state.epoch,
+                    path.display()
+                );
                 (state, prunes_done)
             }
             None => {

@@ -25,7 +25,7 @@ impl PrunerOptions for GraphMagnitudeOptions {
     }
 }
 
-inventory::submit! { PrunerEntry::new::<GraphMagnitudeOptions>("graph-magnitude", "graph tickets' magnitude baseline: |θ₀| for weights, normalised-adjacency entry for edges (GCN)") }
+inventory::submit! { PrunerEntry::new::<GraphMagnitudeOptions>("graph-magnitude", "graph tickets' magnitude baseline: |θ₀| for weights, normalised-adjacency entry for edges (GCN)").needing(lottery_core::plugin::capability::GRAPH) }
 
 /// The magnitude graph pruner.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ impl PrunerOptions for GraphRandomOptions {
     }
 }
 
-inventory::submit! { PrunerEntry::new::<GraphRandomOptions>("graph-random", "graph tickets' random baseline: random edges and random weights (GCN)") }
+inventory::submit! { PrunerEntry::new::<GraphRandomOptions>("graph-random", "graph tickets' random baseline: random edges and random weights (GCN)").needing(lottery_core::plugin::capability::GRAPH) }
 
 /// The random graph pruner.
 #[derive(Debug, Clone)]

@@ -14,7 +14,10 @@
 //! per-layer counts, the ticket's rewind weights). Both start at the rewind step, like the ticket.
 //!
 //! Progress is saved in the run's work directory after every level (the mask and every metric row
-//! so far), so an interrupted run resumes at the last finished level and recomputes nothing.
+//! so far), so an interrupted run resumes at the last finished level and recomputes nothing. A
+//! level's file that does not load is set aside (`<file>.damaged`) and the run resumes from the
+//! level before it (or starts over); a rewind point that does not load is
+//! [`PruneError::DamagedProgress`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -296,6 +299,7 @@ struct Resumed {
     mask: MaskSet,
     metrics: Vec<MetricRow>,
     finished: bool,
+    rewind: ParamValues,
 }
 
 impl Progress {
@@ -321,13 +325,8 @@ impl Progress {
         lottery_core::fsutil::write_atomic(&path, &bytes).map_err(|e| failed(&path, e))
     }
 
-    fn load_rewind(&self) -> Result<Option<ParamValues>, PruneError> {
-        match self.rewind_path() {
-            Some(path) if path.exists() => {
-                weights::read(&path).map(Some).map_err(|e| failed(&path, e))
-            }
-            _ => Ok(None),
-        }
+    fn load_rewind(path: &Path) -> Result<ParamValues, PruneError> {
+        weights::read(path).map_err(|e| damaged(path, e))
     }
 
     fn save_mask(
@@ -343,32 +342,41 @@ impl Progress {
     }
 
     fn load_mask(path: &Path) -> Result<(MaskSet, Vec<MetricRow>), PruneError> {
-        lottery_core::progress::load_mask_progress(path)
+        lottery_core::progress::load_mask_progress(path).map_err(PruneError::into_damaged)
     }
 
-    /// The furthest saved point, if the rewind point was saved.
+    /// The furthest saved point that loads, if the rewind point was saved. A level's file that
+    /// does not load is set aside and the level before it is tried; a rewind point that does not
+    /// load is an error.
     fn resume(&self, levels: usize) -> Result<Option<Resumed>, PruneError> {
-        if self.rewind_path().is_none_or(|p| !p.exists()) {
+        let Some(rewind_path) = self.rewind_path().filter(|p| p.exists()) else {
             return Ok(None);
-        }
-        if let Some(p) = self.final_path().filter(|p| p.exists()) {
-            let (mask, metrics) = Self::load_mask(&p)?;
-            return Ok(Some(Resumed {
-                level: levels,
-                mask,
-                metrics,
-                finished: true,
-            }));
-        }
-        for r in (1..=levels).rev() {
-            if let Some(p) = self.level_path(r).filter(|p| p.exists()) {
-                let (mask, metrics) = Self::load_mask(&p)?;
-                return Ok(Some(Resumed {
-                    level: r,
-                    mask,
-                    metrics,
-                    finished: false,
-                }));
+        };
+        let rewind = Self::load_rewind(&rewind_path)?;
+        let saved = self
+            .final_path()
+            .map(|p| (p, levels, true))
+            .into_iter()
+            .chain(
+                (1..=levels)
+                    .rev()
+                    .filter_map(|r| self.level_path(r).map(|p| (p, r, false))),
+            );
+        for (path, level, finished) in saved {
+            if !path.exists() {
+                continue;
+            }
+            match Self::load_mask(&path) {
+                Ok((mask, metrics)) => {
+                    return Ok(Some(Resumed {
+                        level,
+                        mask,
+                        metrics,
+                        finished,
+                        rewind,
+                    }));
+                }
+                Err(e) => set_aside(&path, &e)?,
             }
         }
         Ok(None)
@@ -380,6 +388,26 @@ fn failed(path: &Path, why: impl ToString) -> PruneError {
         path: path.to_path_buf(),
         why: why.to_string(),
     }
+}
+
+fn damaged(path: &Path, why: impl ToString) -> PruneError {
+    PruneError::DamagedProgress {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// Renames a file of saved progress that does not load to `<file>.damaged`, with a warning, so
+/// that the run goes on from an earlier one.
+fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".damaged");
+    let aside = PathBuf::from(aside);
+    tracing::warn!(
+        "{error}; set aside as {} and going on from earlier progress, if any",
+        aside.display()
+    );
+    std::fs::rename(path, &aside).map_err(|e| failed(path, format!("setting it aside: {e}")))
 }
 
 impl Imp {
@@ -454,14 +482,19 @@ impl Pruner for Imp {
         let resumed = progress.resume(n)?;
         let (mut level, mut mask, rewind) = match resumed {
             Some(s) => {
+                let dir = progress.dir.as_deref().unwrap_or(Path::new("")).display();
+                if s.finished {
+                    tracing::info!("imp resumed after its last level ({n}) from {dir}");
+                } else {
+                    tracing::info!("imp resumed at level {} of {n} from {dir}", s.level);
+                }
                 ctx.target.restore_metrics(s.metrics);
-                let rewind = progress.load_rewind()?.expect("checked by resume");
                 if s.finished {
                     ctx.target.set_phase(n, "ticket");
-                    ctx.target.rewind(&rewind, k)?;
+                    ctx.target.rewind(&s.rewind, k)?;
                     return Ok(s.mask);
                 }
-                (s.level, s.mask, Some(rewind))
+                (s.level, s.mask, Some(s.rewind))
             }
             None => (0, ctx.dense_mask(), None),
         };

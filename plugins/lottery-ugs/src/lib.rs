@@ -6,10 +6,12 @@
 //! `weight_rate` of the remaining weights with the smallest |mask| (one global threshold over the
 //! weights). Rounds repeat until the weights reach the run's density (the last round lands on it
 //! exactly, and the graph on `graph_density`); the ticket is the masks on θ₀, which the run then
-//! trains. Progress is saved after every round in the run's work directory.
+//! trains. Progress is saved after every round in the run's work directory; a round's file that
+//! does not load is set aside (`<file>.damaged`) and the run resumes from the round before it (or
+//! starts over).
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lottery_core::graph::{UGS_GRAPH_RATE, UGS_WEIGHT_RATE, edge_count, keep_top_edges};
 use lottery_core::progress::{load_mask_progress, save_mask_progress};
@@ -83,7 +85,7 @@ impl UgsOptions {
     }
 }
 
-inventory::submit! { PrunerEntry::new::<UgsOptions>("ugs", "unified graph sparsification (UGS): trained edge and weight masks, iterative, rewinding (GCN)") }
+inventory::submit! { PrunerEntry::new::<UgsOptions>("ugs", "unified graph sparsification (UGS): trained edge and weight masks, iterative, rewinding (GCN)").needing(lottery_core::plugin::capability::GRAPH) }
 
 /// The UGS pruner.
 #[derive(Debug, Clone)]
@@ -108,6 +110,22 @@ fn magnitudes(masks: &ParamValues, names: &[String]) -> ParamValues {
             )
         })
         .collect()
+}
+
+/// Renames a round's file that does not load to `<file>.damaged`, with a warning, so that the run
+/// goes on from an earlier round.
+fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".damaged");
+    let aside = PathBuf::from(aside);
+    tracing::warn!(
+        "{error}; set aside as {} and going on from an earlier round, if any",
+        aside.display()
+    );
+    std::fs::rename(path, &aside).map_err(|e| PruneError::Progress {
+        path: path.to_path_buf(),
+        why: format!("setting it aside: {e}"),
+    })
 }
 
 impl Pruner for Ugs {
@@ -140,12 +158,21 @@ impl Pruner for Ugs {
         fixed.insert(GRAPH_MASK, Mask::ones(vec![edges]));
         let mut first = 1;
         for r in (1..=rounds).rev() {
-            if let Some(p) = round_path(r).filter(|p| p.exists()) {
-                let (mask, rows) = load_mask_progress(&p)?;
-                fixed = mask;
-                ctx.target.restore_metrics(rows);
-                first = r + 1;
-                break;
+            let Some(p) = round_path(r).filter(|p| p.exists()) else {
+                continue;
+            };
+            match load_mask_progress(&p).map_err(PruneError::into_damaged) {
+                Ok((mask, rows)) => {
+                    fixed = mask;
+                    ctx.target.restore_metrics(rows);
+                    first = r + 1;
+                    tracing::info!(
+                        "ugs resumed after round {r} of {rounds} from {}",
+                        p.display()
+                    );
+                    break;
+                }
+                Err(e) => set_aside(&p, &e)?,
             }
         }
         ctx.progress.set_length((rounds * o.epochs) as u64);

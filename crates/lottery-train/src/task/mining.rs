@@ -206,7 +206,15 @@ impl ImageTask {
                 let logits = self.model.forward(x);
                 let (loss, _) = loss_and_correct(logits, y);
                 let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-                loss_sum += loss.into_scalar().elem::<f64>() * b.len as f64;
+                let batch_loss = loss.into_scalar().elem::<f64>();
+                if let Err(e) = PruneError::check_loss(batch_loss, state.epoch + 1, state.step + 1)
+                {
+                    // The weights go back to w₀, as after any mining.
+                    self.write_mined(&mined, None);
+                    self.settle();
+                    return Err(e);
+                }
+                loss_sum += batch_loss * b.len as f64;
                 seen += b.len;
                 let t = state.step as i32 + 1;
                 for m in mined.iter_mut() {

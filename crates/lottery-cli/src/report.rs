@@ -1,0 +1,263 @@
+//! Reading the results store: study tables, figures, a run's mask layers and distance matrix.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use lottery_analysis::{
+    Best, TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame,
+    render_table_with, row_fields, select_runs, store, study_frame,
+};
+use lottery_core::MaskSet;
+
+use crate::{Format, Selection};
+
+pub(crate) fn table(
+    results: &Path,
+    study: &str,
+    format: Format,
+    metric: &str,
+    levels: bool,
+    select: &Selection,
+) -> Result<String> {
+    let (frame, header, name) = study_table_frame(results, study, metric, levels, select)?;
+    let (fmt, ext) = match format {
+        Format::Markdown => (TableFormat::Markdown, "md"),
+        Format::Csv => (TableFormat::Csv, "csv"),
+        Format::Latex => (TableFormat::Latex, "tex"),
+    };
+    let text = render_table_with(
+        &frame,
+        fmt,
+        &format!("{study}: {name}"),
+        &header,
+        Best::for_metric(&name),
+    )?;
+    let out = results.join("tables").join(format!(
+        "{study}.{}{}.{ext}",
+        name.replace('/', "-"),
+        suffix(select)
+    ));
+    lottery_core::fsutil::write_atomic(&out, text.as_bytes())
+        .with_context(|| out.display().to_string())?;
+    Ok(text)
+}
+
+/// A file-name suffix for a selection that is not the default (`.by-method-seed.method=imp`).
+fn suffix(select: &Selection) -> String {
+    let mut s = String::new();
+    if !select.by.is_empty() {
+        s.push_str(&format!(".by-{}", select.by.join("-")));
+    }
+    for (k, v) in &select.filters {
+        s.push_str(&format!(".{k}={v}"));
+    }
+    s.chars()
+        .map(|c| if c == '/' || c == ' ' { '_' } else { c })
+        .collect()
+}
+
+/// The aggregated frame of a study's table, its row header and the metric's name.
+fn study_table_frame(
+    results: &Path,
+    study: &str,
+    metric: &str,
+    levels: bool,
+    select: &Selection,
+) -> Result<(polars::prelude::DataFrame, String, String)> {
+    let study_dir = results.join(study);
+    let store::StudyRuns { runs: all, skipped } = store::scan_runs(&study_dir)?;
+    if !skipped.is_empty() {
+        tracing::warn!(
+            "{} run folder{} under {} {} no summary.json and {} skipped: {}",
+            skipped.len(),
+            if skipped.len() == 1 { "" } else { "s" },
+            study_dir.display(),
+            if skipped.len() == 1 { "has" } else { "have" },
+            if skipped.len() == 1 { "was" } else { "were" },
+            skipped
+                .iter()
+                .map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if all.is_empty() {
+        bail!(
+            "no finished runs under {}{}",
+            study_dir.display(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} run folders without summary.json)", skipped.len())
+            }
+        );
+    }
+    let runs = select_runs(&all, &select.filters)?;
+    if runs.is_empty() {
+        bail!(
+            "no run of {} passes the filters {:?}",
+            study_dir.display(),
+            select.filters
+        );
+    }
+    let scale = if metric.contains("accuracy") {
+        100.0
+    } else {
+        1.0
+    };
+    if levels {
+        let frame = levels_frame(&study_dir, &runs, 100.0)?;
+        return Ok((frame, "method".into(), "levels".into()));
+    }
+    let header = row_fields(&runs, &select.by)?.join("/");
+    let frame = if metric.contains('/') {
+        recorded_frame(&study_dir, &runs, metric, scale, &select.by)?
+    } else {
+        let opts = TableOptions {
+            metric: metric.to_string(),
+            scale,
+            by: select.by.clone(),
+        };
+        study_frame(&runs, &opts)?
+    };
+    Ok((frame, header, metric.to_string()))
+}
+
+pub(crate) fn plot_study(
+    results: &Path,
+    study: &str,
+    metric: &str,
+    select: &Selection,
+) -> Result<()> {
+    let (frame, header, name) = study_table_frame(results, study, metric, false, select)?;
+    let row = frame.column("row")?.str()?;
+    let density = frame.column("density")?.f64()?;
+    let mean = frame.column("mean")?.f64()?;
+    let std = frame.column("std")?.f64()?;
+    let mut series: Vec<lottery_plot::Series> = vec![];
+    for i in 0..frame.height() {
+        let (Some(label), Some(d), Some(m)) = (row.get(i), density.get(i), mean.get(i)) else {
+            continue;
+        };
+        let point = lottery_plot::Point {
+            density: d,
+            mean: m,
+            std: std.get(i),
+        };
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push(point),
+            None => series.push(lottery_plot::Series {
+                label: label.to_string(),
+                points: vec![point],
+            }),
+        }
+    }
+    let y_label = if name.contains("accuracy") {
+        format!("{name} (%)")
+    } else {
+        name.clone()
+    };
+    let stem = results.join("plots").join(format!(
+        "{study}.{}{}",
+        name.replace('/', "-"),
+        suffix(select)
+    ));
+    std::fs::create_dir_all(results.join("plots"))?;
+    let png = PathBuf::from(format!("{}.png", stem.display()));
+    let svg = PathBuf::from(format!("{}.svg", stem.display()));
+    lottery_plot::accuracy_plot(
+        &format!("{study}: {name} by {header}, mean ± std over seeds"),
+        &y_label,
+        &series,
+        &png,
+        &svg,
+    )?;
+    println!("wrote {} and {}", png.display(), svg.display());
+    Ok(())
+}
+
+pub(crate) fn plot_layers(run: &Path, results: &Path) -> Result<()> {
+    let masks = MaskSet::load(&run.join("masks.safetensors"))?;
+    let layers: Vec<lottery_plot::LayerDensity> = masks
+        .layers()
+        .into_iter()
+        .map(|l| lottery_plot::LayerDensity {
+            density: l.kept as f64 / l.numel.max(1) as f64,
+            name: l.name,
+        })
+        .collect();
+    let summary = store::read_summary(&run.join("summary.json"))?;
+    let stem = results
+        .join("plots")
+        .join(format!("{}.{}.layers", summary.study, summary.run_id));
+    let png = PathBuf::from(format!("{}.png", stem.display()));
+    let svg = PathBuf::from(format!("{}.svg", stem.display()));
+    std::fs::create_dir_all(results.join("plots"))?;
+    lottery_plot::layer_plot(
+        &format!(
+            "{} {} at density {:.4} (seed {}): density per layer",
+            summary.model, summary.method, summary.density_achieved, summary.seed
+        ),
+        &layers,
+        &png,
+        &svg,
+    )?;
+    println!("wrote {} and {}", png.display(), svg.display());
+    Ok(())
+}
+
+pub(crate) fn distances(run: &Path) -> Result<String> {
+    let (epochs, matrix) = distance_matrix(&run.join("metrics.parquet"))?;
+    let mut out = String::from("epoch");
+    for e in &epochs {
+        out.push_str(&format!(",{e}"));
+    }
+    out.push('\n');
+    for (e, row) in epochs.iter().zip(&matrix) {
+        out.push_str(&e.to_string());
+        for v in row {
+            out.push_str(&format!(",{v:.4}"));
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+pub(crate) fn inspect(run: &Path) -> Result<()> {
+    let path = if run.is_dir() {
+        run.join("masks.safetensors")
+    } else {
+        run.to_path_buf()
+    };
+    let masks = MaskSet::load(&path)?;
+    println!(
+        "{:<40} {:>18} {:>10} {:>10} {:>9}",
+        "parameter", "shape", "numel", "kept", "density"
+    );
+    for l in masks.layers() {
+        let flag = if l.kept == 0 { "  COLLAPSED" } else { "" };
+        println!(
+            "{:<40} {:>18} {:>10} {:>10} {:>8.4}%{flag}",
+            l.name,
+            format!("{:?}", l.shape),
+            l.numel,
+            l.kept,
+            100.0 * l.kept as f64 / l.numel.max(1) as f64
+        );
+    }
+    println!(
+        "{:<40} {:>18} {:>10} {:>10} {:>8.4}%",
+        "total",
+        "",
+        masks.numel(),
+        masks.kept(),
+        100.0 * masks.density()
+    );
+    let collapsed = masks.collapsed();
+    if collapsed.is_empty() {
+        println!("no layer collapsed");
+    } else {
+        println!("collapsed layers: {}", collapsed.join(", "));
+    }
+    Ok(())
+}

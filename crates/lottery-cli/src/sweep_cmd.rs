@@ -1,0 +1,248 @@
+//! `lottery sweep`: a config's grid as separate processes on local workers or a Slurm array.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use indicatif::MultiProgress;
+use lottery_analysis::store;
+use lottery_core::config::Override;
+
+use crate::report::table;
+use crate::{Format, Selection, prepare_all};
+
+/// Arguments of `lottery sweep`.
+#[derive(clap::Args)]
+pub(crate) struct SweepArgs {
+    /// The config file (TOML) whose [grid] the sweep runs.
+    config: PathBuf,
+    /// Overrides, as for `run`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<Override>,
+    /// Results root (shared by every worker and Slurm task).
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Print where each run of the sweep stands (finished, running, failed, pending) and stop.
+    #[arg(long)]
+    status: bool,
+    /// Runs at a time (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Threads per run (default: cores / workers).
+    #[arg(long)]
+    threads_per_run: Option<usize>,
+    /// Further attempts at a failed run.
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+    /// Do not print the study tables at the end.
+    #[arg(long)]
+    no_table: bool,
+    /// Write a Slurm job array (one task per unfinished run) and submit it when sbatch exists.
+    #[arg(long)]
+    slurm: bool,
+    /// With --slurm: write the script but do not submit it.
+    #[arg(long, requires = "slurm")]
+    no_submit: bool,
+    /// With --slurm: the partition.
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// With --slurm: the time limit of each task (e.g. 02:00:00).
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// With --slurm: cores per task (also the run's thread count).
+    #[arg(long, default_value_t = 1)]
+    cpus_per_task: usize,
+    /// With --slurm: memory per task (e.g. 8G).
+    #[arg(long, requires = "slurm")]
+    mem: Option<String>,
+    /// With --slurm: at most this many tasks at once.
+    #[arg(long, requires = "slurm")]
+    max_parallel: Option<usize>,
+    /// With --slurm: a further #SBATCH option, verbatim (repeatable), e.g. --sbatch=--account=lab.
+    #[arg(
+        long = "sbatch",
+        value_name = "OPTION",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    sbatch: Vec<String>,
+}
+
+pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
+    let name = lottery_sweep::sweep_name(&a.config);
+    if a.status {
+        // Reading only: without a stored plan, the plan is computed and not written.
+        let plan = match lottery_sweep::SweepPlan::load(&a.results, &name) {
+            Ok(plan) => plan,
+            Err(_) => {
+                lottery_sweep::SweepPlan::in_memory(&a.results, &name, &a.config, run_specs(&a)?)?
+            }
+        };
+        print!("{}", lottery_sweep::render_status(&plan));
+        return Ok(());
+    }
+    let plan = lottery_sweep::SweepPlan::create(&a.results, &name, &a.config, run_specs(&a)?)?;
+    let exe = std::env::current_exe().context("the lottery executable")?;
+    if a.slurm {
+        let opts = lottery_sweep::SlurmOptions {
+            exe,
+            workdir: std::env::current_dir()?,
+            partition: a.partition.clone(),
+            time: a.time.clone(),
+            cpus_per_task: a.cpus_per_task,
+            mem: a.mem.clone(),
+            max_parallel: a.max_parallel,
+            extra: a.sbatch.clone(),
+        };
+        let Some(job) = lottery_sweep::write_job(&plan, &opts)? else {
+            println!("sweep {name}: every run is finished or running; nothing to submit");
+            return Ok(());
+        };
+        println!(
+            "sweep {name}: {} of {} runs as a job array: {}",
+            job.tasks,
+            plan.runs.len(),
+            job.script.display()
+        );
+        if a.no_submit {
+            println!(
+                "not submitted (--no-submit): sbatch {}",
+                job.script.display()
+            );
+            return Ok(());
+        }
+        match lottery_sweep::submit(&job)? {
+            lottery_sweep::Submission::Submitted(id) => println!(
+                "submitted job {id}; logs in {}; progress: lottery sweep {} --status",
+                job.logs.display(),
+                a.config.display()
+            ),
+            lottery_sweep::Submission::NoSbatch => println!(
+                "sbatch is not on this machine: submit with sbatch {}",
+                job.script.display()
+            ),
+        }
+        return Ok(());
+    }
+    let opts = lottery_sweep::LocalOptions::fitting_the_cores(
+        exe,
+        a.workers,
+        a.threads_per_run,
+        a.retries,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let t0 = std::time::Instant::now();
+    let report = lottery_sweep::run_local(&plan, &opts, &stop, &MultiProgress::new())?;
+    tracing::info!(
+        "sweep {name}: {} computed, {} already finished, {} finished by another process, {} failed, {} interrupted, in {:.1}s ({} workers × {} threads; logs in {})",
+        report.computed.len(),
+        report.already_finished.len(),
+        report.elsewhere.len(),
+        report.failed.len(),
+        report.interrupted.len(),
+        t0.elapsed().as_secs_f64(),
+        opts.workers,
+        opts.threads_per_run,
+        plan.dir().join("logs").display()
+    );
+    if !a.no_table {
+        let mut studies: Vec<&str> = plan.runs.iter().map(|r| r.study.as_str()).collect();
+        studies.dedup();
+        for study in studies {
+            if store::finished_runs(&a.results.join(study))?.is_empty() {
+                continue;
+            }
+            print!(
+                "{}",
+                table(
+                    &a.results,
+                    study,
+                    Format::Markdown,
+                    "test_accuracy",
+                    false,
+                    &Selection::default()
+                )?
+            );
+        }
+    }
+    // The store, not the report, has the last word: every run of the plan must be recorded.
+    let unfinished = lottery_sweep::unfinished(&plan);
+    if !unfinished.is_empty() {
+        let (mut failed, mut interrupted) = (0, 0);
+        let list: Vec<String> = unfinished
+            .iter()
+            .map(|(run, state)| {
+                let failure = report
+                    .failed
+                    .iter()
+                    .find(|(id, _)| *id == run.run_id)
+                    .map(|(_, why)| why.clone());
+                let why = if let Some(why) = failure {
+                    failed += 1;
+                    format!("failed: {}", why.lines().next().unwrap_or(""))
+                } else if report.interrupted.contains(&run.run_id) {
+                    interrupted += 1;
+                    "interrupted".to_string()
+                } else {
+                    match state {
+                        lottery_sweep::RunState::Running => {
+                            "still being computed by another process".to_string()
+                        }
+                        lottery_sweep::RunState::Failed(why) => {
+                            format!("failed elsewhere: {}", why.lines().next().unwrap_or(""))
+                        }
+                        _ => "not computed".to_string(),
+                    }
+                };
+                format!("{} {}: {why}", run.run_id, run.label)
+            })
+            .collect();
+        let mut kinds = vec![];
+        if failed > 0 {
+            kinds.push(format!("{failed} runs failed"));
+        }
+        if interrupted > 0 {
+            kinds.push(format!("{interrupted} interrupted"));
+        }
+        let other = unfinished.len() - failed - interrupted;
+        if other > 0 {
+            kinds.push(format!("{other} otherwise not finished"));
+        }
+        let resume = if interrupted > 0 {
+            "; run the same command again to resume"
+        } else {
+            ""
+        };
+        bail!(
+            "{} of {} runs of the sweep are not finished ({}){resume}:\n  {}",
+            unfinished.len(),
+            plan.runs.len(),
+            kinds.join(", "),
+            list.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Validates every run of the config and resolves each one's config.
+fn run_specs(a: &SweepArgs) -> Result<Vec<lottery_sweep::RunSpec>> {
+    let prepared = prepare_all(&a.config, &a.sets)?;
+    prepared
+        .iter()
+        .map(|p| {
+            Ok(lottery_sweep::RunSpec {
+                run_id: p.run_id.clone(),
+                study: p.canonical.study.clone(),
+                label: format!(
+                    "{} d={} seed={}",
+                    p.method.name, p.canonical.prune.density, p.canonical.seed
+                ),
+                config_toml: toml::to_string(&p.resolved.config)?,
+            })
+        })
+        .collect()
+}

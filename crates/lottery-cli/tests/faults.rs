@@ -1,0 +1,500 @@
+//! A catalogue of bad inputs and faults, one case per test: each asserts the message a user sees
+//! and that nothing finished-looking was written (or that a stale or damaged leftover did not
+//! decide the result). All runs use the generated `synthetic` dataset and finish in seconds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn lottery_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lottery"));
+    c.args(args).current_dir(dir).env_remove("LOTTERY_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LOTTERY_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn lottery(dir: &Path, args: &[&str]) -> Output {
+    lottery_cmd(dir, args).output().expect("run lottery")
+}
+
+fn lottery_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = lottery_cmd(dir, args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run lottery")
+}
+
+const BASE: &str = "study = \"t\"\nseed = 0\n[model]\nname = \"lenet-300-100\"\n[data]\nname = \"synthetic\"\nbatch_size = 64\ntrain_subset = 256\ntest_subset = 128\n[prune]\nmethod = \"magnitude\"\ndensity = 0.1\n[train]\nepochs = 1\nlr = 0.05\n";
+
+fn write_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{BASE}{extra}")).unwrap();
+    p
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Finished runs (folders with a summary) of a study.
+fn finished(study: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = match std::fs::read_dir(study) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("summary.json").exists())
+            .collect(),
+        Err(_) => vec![],
+    };
+    out.sort();
+    out
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// Asserts a config error (exit 2) whose message holds every needle, and an untouched results/.
+fn assert_refused(d: &Path, o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+    assert!(
+        !d.join("results").exists()
+            || std::fs::read_dir(d.join("results"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "results/ was written: {err}"
+    );
+}
+
+fn export(d: &Path, cfg: &Path, out: &str) -> BTreeMap<String, lottery_core::FlatTensor> {
+    let o = lottery(d, &["export-weights", cfg.to_str().unwrap(), "--out", out]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    lottery_core::weights::read(&d.join(out)).unwrap()
+}
+
+fn save(d: &Path, name: &str, values: &BTreeMap<String, lottery_core::FlatTensor>) {
+    std::fs::write(
+        d.join(name),
+        lottery_core::weights::to_bytes(values, &BTreeMap::new()),
+    )
+    .unwrap();
+}
+
+// 1. `--init-from` with part of the model's tensors stops and names the missing ones.
+#[test]
+fn init_from_a_partial_file_names_the_missing_tensors() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let all = export(d.path(), &cfg, "w.safetensors");
+    let mut names: Vec<&String> = all.keys().collect();
+    names.sort();
+    let dropped = names.last().unwrap().to_string();
+    let mut lacking = all.clone();
+    lacking.remove(&dropped);
+    save(d.path(), "lacking.safetensors", &lacking);
+    let only: BTreeMap<_, _> = all
+        .iter()
+        .filter(|(k, _)| **k == dropped)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    save(d.path(), "only.safetensors", &only);
+    for (file, missing) in [
+        ("lacking.safetensors", vec![dropped.clone()]),
+        (
+            "only.safetensors",
+            names
+                .iter()
+                .filter(|n| ***n != dropped)
+                .map(|n| n.to_string())
+                .collect(),
+        ),
+    ] {
+        let o = lottery(
+            d.path(),
+            &["run", cfg.to_str().unwrap(), "--init-from", file],
+        );
+        let mut needles = vec!["model.init_from", file, "--init-from"];
+        needles.extend(missing.iter().map(String::as_str));
+        assert_refused(d.path(), &o, &needles);
+    }
+}
+
+// 2. Overwriting the weights file gives a new run, not the stale result of the old content.
+#[test]
+fn init_from_new_content_under_the_same_path_is_a_new_run() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let mut w = export(d.path(), &cfg, "w.safetensors");
+    let run = |d: &Path| {
+        let o = lottery(
+            d,
+            &[
+                "run",
+                cfg.to_str().unwrap(),
+                "--init-from",
+                "w.safetensors",
+                "--no-table",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    run(d.path());
+    let study = d.path().join("results/t");
+    assert_eq!(finished(&study).len(), 1);
+    let first = finished(&study).remove(0);
+    let inputs = std::fs::read_to_string(first.join("inputs.json")).unwrap();
+    assert!(
+        inputs.contains("sha256") && inputs.contains("w.safetensors"),
+        "{inputs}"
+    );
+    for t in w.values_mut() {
+        for v in &mut t.values {
+            *v *= -0.5;
+        }
+    }
+    save(d.path(), "w.safetensors", &w);
+    let err = run(d.path());
+    assert!(!err.contains("skipped"), "stale result reused: {err}");
+    assert_eq!(finished(&study).len(), 2, "{err}");
+    // The same content again is the same run: skipped.
+    let err = run(d.path());
+    assert!(err.contains("skipped"), "{err}");
+}
+
+// 3. `--set` (or an env var) on a key the [grid] varies replaces that axis; a list sets it.
+#[test]
+fn set_on_a_grid_key_replaces_the_axis() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "c.toml",
+        "[grid]\n\"prune.density\" = [0.1, 0.02]\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let o = lottery(d.path(), &["config", c, "--set", "prune.density=0.05"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert_eq!(text.matches("density = 0.05").count(), 1, "{text}");
+    assert!(!text.contains("density = 0.02"), "{text}");
+    assert!(text.contains("# prune.density: --set"), "{text}");
+
+    let o = lottery(
+        d.path(),
+        &["run", c, "--set", "prune.density=0.05", "--no-table"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = finished(&d.path().join("results/t"));
+    assert_eq!(runs.len(), 1);
+    assert_eq!(summary(&runs[0])["density_requested"], 0.05);
+
+    let o = lottery(
+        d.path(),
+        &["config", c, "--set", "prune.density=[0.5, 0.25, 0.2]"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for v in ["0.5", "0.25", "0.2"] {
+        assert!(text.contains(&format!("density = {v}\n")), "{v}: {text}");
+    }
+    assert!(!text.contains("density = 0.1\n"), "{text}");
+
+    // A list-valued key takes a list as its value, a list of lists as an axis.
+    let o = lottery(d.path(), &["config", c, "--set", "train.milestones=[1, 2]"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).matches("milestones = [1, 2]").count(), 2);
+    let o = lottery(
+        d.path(),
+        &["config", c, "--set", "train.milestones=[[1], [2]]"],
+    );
+    assert_eq!(
+        stdout(&o).matches("milestones = [").count(),
+        4,
+        "{}",
+        stdout(&o)
+    );
+
+    let o = lottery_env(
+        d.path(),
+        &["config", c],
+        &[("LOTTERY_PRUNE__DENSITY", "0.3")],
+    );
+    let text = stdout(&o);
+    assert_eq!(text.matches("density = 0.3").count(), 1, "{text}");
+    assert!(
+        text.contains("# prune.density: env LOTTERY_PRUNE__DENSITY"),
+        "{text}"
+    );
+}
+
+// 4. An unknown key under a method the config does not choose is still an error.
+#[test]
+fn unknown_key_under_an_unused_method_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "[methods.snip]\nbatchs = 2\n");
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap()]);
+    assert_refused(d.path(), &o, &["methods.snip", "batchs", "c.toml"]);
+}
+
+// 6. A method on a network it cannot work on is refused while the grid is validated.
+#[test]
+fn a_method_on_the_wrong_network_is_refused_before_any_run() {
+    let d = tempfile::tempdir().unwrap();
+    for method in ["early-bird", "ugs", "bert-tickets", "gem-miner"] {
+        let model = if method == "gem-miner" {
+            // Gem-Miner mines image classifiers; a GCN is the wrong network.
+            "\"prune.method\" = [\"magnitude\", \"gem-miner\"]\n\"model.name\" = [\"gcn\"]\n\"data.name\" = [\"sbm\"]\n".to_string()
+        } else {
+            format!("\"prune.method\" = [\"magnitude\", \"{method}\"]\n")
+        };
+        let cfg = write_config(d.path(), "c.toml", &format!("[grid]\n{model}"));
+        let o = lottery(d.path(), &["run", cfg.to_str().unwrap()]);
+        assert_refused(
+            d.path(),
+            &o,
+            &["prune.method", method, "needs a network with"],
+        );
+    }
+}
+
+// 7. Diverging training says so, with epoch and step.
+#[test]
+fn diverging_training_is_reported_as_such() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.lr=1e6",
+            "--set",
+            "train.momentum=0.9",
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged at epoch"), "{err}");
+    assert!(!err.contains("internal error"), "{err}");
+    assert!(finished(&d.path().join("results/t")).is_empty());
+}
+
+// 7. Non-finite initial weights are rejected at load, naming tensor and index.
+#[test]
+fn non_finite_initial_weights_are_rejected_at_load() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let mut w = export(d.path(), &cfg, "w.safetensors");
+    let name = w.keys().next().unwrap().clone();
+    w.get_mut(&name).unwrap().values[7] = f32::NAN;
+    save(d.path(), "nan.safetensors", &w);
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--init-from",
+            "nan.safetensors",
+        ],
+    );
+    assert_refused(d.path(), &o, &["nan.safetensors", &name, "7"]);
+}
+
+// 8. A range error names where the value came from: --set, an env var, not the config file.
+#[test]
+fn range_errors_name_the_real_source() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let c = cfg.to_str().unwrap();
+    let o = lottery(d.path(), &["run", c, "--set", "train.lr=-1"]);
+    assert_refused(d.path(), &o, &["train.lr", "-1", "from --set"]);
+    assert!(!stderr(&o).contains("c.toml"), "{}", stderr(&o));
+    let o = lottery_env(d.path(), &["run", c], &[("LOTTERY_TRAIN__MOMENTUM", "1.5")]);
+    assert_refused(
+        d.path(),
+        &o,
+        &["train.momentum", "1.5", "LOTTERY_TRAIN__MOMENTUM"],
+    );
+    assert!(!stderr(&o).contains("c.toml"), "{}", stderr(&o));
+    let o = lottery(d.path(), &["run", c, "--init-from", "missing.safetensors"]);
+    assert_refused(
+        d.path(),
+        &o,
+        &["model.init_from", "missing.safetensors", "--init-from"],
+    );
+    let err = stderr(&o);
+    assert!(!err.contains("c.toml"), "{err}");
+    // The OS error is said once.
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    // A value from the file's grid names the file.
+    let cfg = write_config(d.path(), "g.toml", "[grid]\n\"train.lr\" = [0.1, -2.0]\n");
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap()]);
+    assert_refused(d.path(), &o, &["train.lr", "g.toml", "[grid]"]);
+}
+
+/// Runs IMP to completion once and returns (its run directory, its work folder's path).
+fn imp_run(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let cfg = write_config(d, "imp.toml", "[methods.imp]\nrate = 0.5\n");
+    let o = lottery(
+        d,
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "prune.method=imp",
+            "--set",
+            "prune.density=0.25",
+            "--no-table",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = finished(&d.join("results/t")).remove(0);
+    let id = run.file_name().unwrap().to_string_lossy().to_string();
+    let work = d.join("results/t").join(format!(".{id}.work"));
+    (cfg, run, work)
+}
+
+// 10. A damaged file of saved progress is set aside and the run starts over; --force clears it.
+#[test]
+fn damaged_saved_progress_is_set_aside_and_force_clears_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, run, work) = imp_run(d.path());
+    let accuracy = summary(&run)["test_accuracy"].clone();
+    let args = [
+        "run",
+        cfg.to_str().unwrap(),
+        "--set",
+        "prune.method=imp",
+        "--set",
+        "prune.density=0.25",
+        "--no-table",
+    ];
+    // As if killed after saving a level whose file was then damaged.
+    std::fs::remove_dir_all(&run).unwrap();
+    std::fs::create_dir_all(work.join("imp")).unwrap();
+    for file in ["rewind.safetensors", "final.safetensors"] {
+        std::fs::write(work.join("imp").join(file), b"garbage, not safetensors").unwrap();
+    }
+    let o = lottery(d.path(), &args);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("does not load"), "{err}");
+    assert_eq!(summary(&run)["test_accuracy"], accuracy, "{err}");
+    let aside: Vec<String> = std::fs::read_dir(d.path().join("results/t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".work.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+
+    // --force discards whatever progress is there.
+    std::fs::create_dir_all(work.join("imp")).unwrap();
+    std::fs::write(work.join("imp/rewind.safetensors"), b"garbage").unwrap();
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let o = lottery(d.path(), &forced);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("--force: discarding"), "{err}");
+    assert!(!work.exists());
+    assert_eq!(summary(&run)["test_accuracy"], accuracy);
+}
+
+// 11. Temporary folders of a failed write are gone after the next run.
+#[test]
+fn leftover_temporary_folders_are_cleaned_by_the_next_run() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let study = d.path().join("results/t");
+    let run = finished(&study).remove(0);
+    let id = run.file_name().unwrap().to_string_lossy().to_string();
+    let stale = study.join(format!(".{id}.tmp-999999"));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("config.toml"), "half").unwrap();
+    let o = lottery(
+        d.path(),
+        &["run", cfg.to_str().unwrap(), "--no-table", "--force"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stale.exists(), "{}", stderr(&o));
+}
+
+// 12. Two identical runs at once: the second waits for the first and reports its result.
+#[test]
+fn two_identical_concurrent_runs_both_succeed() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let c = cfg.to_str().unwrap();
+    let spawn = || {
+        lottery_cmd(d.path(), &["run", c])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for o in [&a, &b] {
+        assert!(o.status.success(), "{}", stderr(o));
+        assert!(stdout(o).contains("| magnitude |"), "{}", stdout(o));
+    }
+    assert_eq!(finished(&d.path().join("results/t")).len(), 1);
+}
+
+// 12. A resumed run says so and its prune_seconds counts the earlier attempts.
+#[test]
+fn a_resumed_run_says_so_and_accumulates_its_prune_time() {
+    let d = tempfile::tempdir().unwrap();
+    let (cfg, run, work) = imp_run(d.path());
+    let args = [
+        "run",
+        cfg.to_str().unwrap(),
+        "--set",
+        "prune.method=imp",
+        "--set",
+        "prune.density=0.25",
+        "--no-table",
+    ];
+    std::fs::remove_dir_all(&run).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("prune-seconds"), "1000.0").unwrap();
+    let o = lottery(d.path(), &args);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming from the saved progress"), "{err}");
+    let seconds = summary(&run)["prune_seconds"].as_f64().unwrap();
+    assert!(seconds > 1000.0, "{seconds}");
+}
+
+// 13. A reader that closes the pipe early ends the program quietly.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = lottery_cmd(d.path(), &["list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the program writes its first line.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(o.status.code(), Some(101), "{err}");
+}
