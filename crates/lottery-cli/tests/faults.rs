@@ -346,21 +346,17 @@ fn range_errors_name_the_real_source() {
     assert_refused(d.path(), &o, &["train.lr", "g.toml", "[grid]"]);
 }
 
-/// Runs IMP to completion once and returns (its run directory, its work folder's path).
+/// `lottery run` of the IMP config at density 0.25, without the table.
+fn imp_args(cfg: &Path) -> Vec<&str> {
+    let c = cfg.to_str().unwrap();
+    let sets = ["--set", "prune.method=imp", "--set", "prune.density=0.25"];
+    [&["run", c][..], &sets, &["--no-table"]].concat()
+}
+
+/// Runs IMP to completion once: its config, its run directory and its work folder's path.
 fn imp_run(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let cfg = write_config(d, "imp.toml", "[methods.imp]\nrate = 0.5\n");
-    let o = lottery(
-        d,
-        &[
-            "run",
-            cfg.to_str().unwrap(),
-            "--set",
-            "prune.method=imp",
-            "--set",
-            "prune.density=0.25",
-            "--no-table",
-        ],
-    );
+    let o = lottery(d, &imp_args(&cfg));
     assert!(o.status.success(), "{}", stderr(&o));
     let run = finished(&d.join("results/t")).remove(0);
     let id = run.file_name().unwrap().to_string_lossy().to_string();
@@ -374,15 +370,7 @@ fn damaged_saved_progress_is_set_aside_and_force_clears_it() {
     let d = tempfile::tempdir().unwrap();
     let (cfg, run, work) = imp_run(d.path());
     let accuracy = summary(&run)["test_accuracy"].clone();
-    let args = [
-        "run",
-        cfg.to_str().unwrap(),
-        "--set",
-        "prune.method=imp",
-        "--set",
-        "prune.density=0.25",
-        "--no-table",
-    ];
+    let args = imp_args(&cfg);
     // As if killed after saving a level whose file was then damaged.
     std::fs::remove_dir_all(&run).unwrap();
     std::fs::create_dir_all(work.join("imp")).unwrap();
@@ -462,15 +450,7 @@ fn two_identical_concurrent_runs_both_succeed() {
 fn a_resumed_run_says_so_and_accumulates_its_prune_time() {
     let d = tempfile::tempdir().unwrap();
     let (cfg, run, work) = imp_run(d.path());
-    let args = [
-        "run",
-        cfg.to_str().unwrap(),
-        "--set",
-        "prune.method=imp",
-        "--set",
-        "prune.density=0.25",
-        "--no-table",
-    ];
+    let args = imp_args(&cfg);
     std::fs::remove_dir_all(&run).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("prune-seconds"), "1000.0").unwrap();
@@ -497,4 +477,29 @@ fn a_closed_stdout_ends_quietly() {
     let err = stderr(&o);
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(o.status.code(), Some(101), "{err}");
+}
+
+// 12. A run folder without a summary is not silently left out of a table.
+#[test]
+fn a_table_warns_about_and_counts_run_folders_without_a_summary() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let study = d.path().join("results/t");
+    for name in ["copied-half", "another"] {
+        std::fs::create_dir_all(study.join(name)).unwrap();
+    }
+    let o = lottery(d.path(), &["table", "t"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("2 run folders") && err.contains("no summary.json"),
+        "{err}"
+    );
+    assert!(
+        err.contains("copied-half") && err.contains("another"),
+        "{err}"
+    );
+    assert!(stdout(&o).contains("| magnitude |"), "{}", stdout(&o));
 }
