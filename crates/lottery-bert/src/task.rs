@@ -482,7 +482,36 @@ fn unsupported(what: &str) -> PruneError {
     ))
 }
 
+impl BertTask {
+    /// Switches the data and the output head the network trains and evaluates on to the task
+    /// `name` (a text dataset's name), for a ticket found on one task and fine-tuned on another:
+    /// the weights go back to the starting point (the pre-trained encoder, a fresh head of the new
+    /// task from the run's seed) and the clock to step 0. Returns the previous task's name.
+    pub fn switch_task(&mut self, name: &str) -> Result<String, PruneError> {
+        let s = &self.settings;
+        let task = TextTask::load(
+            name,
+            None,
+            &self.pretrained.tokenizer,
+            s.max_tokens,
+            s.train_subset,
+            s.test_subset,
+        )
+        .map_err(|e| PruneError::Target(e.to_string()))?;
+        let previous = std::mem::replace(&mut self.task, Arc::new(task));
+        self.model = Self::starting_model(&self.pretrained, &self.task, s.seed, &self.device)?;
+        self.step = 0;
+        Ok(previous.name.clone())
+    }
+}
+
 impl PruneTarget for BertTask {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn params(&self) -> Vec<ParamInfo> {
         let mut out = vec![];
         let mut model = self.model.clone();
@@ -623,23 +652,6 @@ impl PruneTarget for BertTask {
             }
         }
         Ok(())
-    }
-
-    fn switch_task(&mut self, name: &str) -> Result<String, PruneError> {
-        let s = &self.settings;
-        let task = TextTask::load(
-            name,
-            None,
-            &self.pretrained.tokenizer,
-            s.max_tokens,
-            s.train_subset,
-            s.test_subset,
-        )
-        .map_err(|e| PruneError::Target(e.to_string()))?;
-        let previous = std::mem::replace(&mut self.task, Arc::new(task));
-        self.model = Self::starting_model(&self.pretrained, &self.task, s.seed, &self.device)?;
-        self.step = 0;
-        Ok(previous.name.clone())
     }
 
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {

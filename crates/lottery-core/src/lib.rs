@@ -5,7 +5,6 @@
 //! (see [`plugin`]); models and datasets have registries in their own crates built the same way.
 
 pub mod backend;
-pub mod channels;
 pub mod config;
 pub mod density;
 pub mod error;
@@ -21,15 +20,14 @@ pub mod tensorfile;
 pub mod topk;
 pub mod weights;
 
-pub use channels::{ChannelGroup, ChannelKeep, Gate, NetworkCost};
 pub use density::Density;
 pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};
 pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
 pub use plugin::{
-    BnMode, GRAPH_MASK, JointMaskEpoch, JointMaskSpec, LossSpec, MetricRow, MiningReport,
-    MiningSpec, MiningState, PathFlow, Precision, PruneContext, PruneGoal, PruneTarget, Pruner,
-    PrunerEntry, PrunerOptions, ScorePenalty, Scorer, TrainClock,
+    BnMode, GRAPH_MASK, LossSpec, MetricRow, MiningReport, MiningSpec, MiningState, PathFlow,
+    Precision, PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions,
+    ScorePenalty, Scorer, TrainClock,
 };
 pub use topk::Scope;
 

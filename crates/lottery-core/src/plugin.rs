@@ -17,21 +17,46 @@
 //! - **Training in the loop** (IMP, Early-Bird) call [`PruneTarget::train_until`] between prunes
 //!   and [`PruneTarget::rewind`] to send survivors back to θ₀ or θ_k (weights *and* the training
 //!   clock); they tag what they record with [`PruneTarget::set_phase`] and keep their progress in
-//!   [`PruneContext::work_dir`] so that an interrupted run resumes. Early-Bird trains with the
-//!   batch-norm penalty of [`PruneTarget::set_norm_l1`], watches the BN scales after each epoch
-//!   through [`PruneTarget::train_watching`] (which it stops when the ticket is drawn), and
-//!   expands its channel masks over the weights each channel gates ([`PruneTarget::channel_groups`],
-//!   [`crate::channels::expand`]); its entry counts `prune.density` in channels
+//!   [`PruneContext::work_dir`] so that an interrupted run resumes. Early-Bird watches the BN
+//!   scales after each epoch through [`PruneTarget::train_watching`] (which it stops when the
+//!   ticket is drawn); its entry counts `prune.density` in channels
 //!   ([`PrunerEntry::counting_channels`]).
 //! - **Trainable scores with frozen weights** (Gem-Miner) hand their scores and flags to
 //!   [`PruneTarget::mine_scores`], which trains the scores through a forward that multiplies each
 //!   weight by its rounded score (straight-through gradient) and calls back after every epoch with
-//!   the whole [`MiningState`], which the method prunes (its flags) and saves; the pruner stays
-//!   model-agnostic.
+//!   the whole [`MiningState`], which the method prunes (its flags) and saves.
 //! - **Transformers and graphs** (BERT tickets, GCN tickets) are other model families behind the same
 //!   target: their parameters are named like Hugging Face / PyG names them, and a graph's edge mask is a
 //!   mask over a parameter-like entry (`graph.adjacency`) of kind `Other`.
+//!
+//! ## What only one family of networks offers
+//!
+//! [`PruneTarget`] holds what every network offers every method. What only one family offers
+//! (the channels and batch-norm penalty of BN conv nets, the joint edge-and-weight mask training of
+//! a GCN, the task heads of a pre-trained encoder) is an inherent method of that family's target
+//! type, and a method that needs it depends on the family crate and reaches the concrete target
+//! with a checked downcast ([`family_mut`]); its entry declares the capability
+//! ([`PrunerEntry::needing`]) so that a run on another network is refused while the config is
+//! validated, before any work. The core knows no method.
+//!
+//! Two designs were written out for two methods before choosing:
+//! - *Typed downcast* (chosen). BERT tickets: `family_mut::<BertTask>(target, …)?.switch_task(t)`,
+//!   one line; the heads stay with the encoder that owns them. Early-Bird:
+//!   `family_mut::<ImageTask>(target, …)?` gives `set_norm_l1`, `channel_groups`, `cost`,
+//!   `set_channel_structure` and `fresh_channel_values`; the search loop, the channel selection
+//!   by |γ| and the mask distance are the plugin's own code.
+//! - *A functional family API* (forward of a batch with given parameter tensors and masks, a loss,
+//!   the data), on which the plugin writes its own loop. BERT tickets would still need the family's
+//!   head constructors to switch tasks, so nothing gets simpler; Early-Bird would re-implement the
+//!   trainer (schedule, data order, resumable clock, the smaller network) only to add `λ·sign(γ)`
+//!   to the scales' gradients, a copy of the training loop per method.
+//!
+//! The downcast reads better where a method *uses* a family's capability. The functional API is
+//! the right shape where the method's math *is* the training step (Gem-Miner's straight-through
+//! scores, edge-popup); [`PruneTarget::mine_scores`] is the one method-specific operation left
+//! here, to be replaced by that API.
 
+use std::any::Any;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -39,7 +64,6 @@ use std::path::PathBuf;
 use indicatif::ProgressBar;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::channels::{ChannelGroup, ChannelKeep, NetworkCost};
 use crate::config::TrainSection;
 use crate::density::{Density, exponential_schedule, linear_schedule};
 use crate::error::PruneError;
@@ -260,32 +284,6 @@ pub type MiningHook<'a> = dyn FnMut(
 /// the mask they return and the target applies it.
 pub const GRAPH_MASK: &str = "graph.adjacency";
 
-/// How [`PruneTarget::train_masks_jointly`] trains (the unified graph sparsification of UGS).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct JointMaskSpec {
-    /// Epochs of training.
-    pub epochs: usize,
-    /// λ of the L1 penalty on the graph mask (subgradient `λ·sign(m)`).
-    pub graph_l1: f64,
-    /// λ of the L1 penalty on the weight masks.
-    pub weight_l1: f64,
-}
-
-/// One epoch of [`PruneTarget::train_masks_jointly`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct JointMaskEpoch {
-    /// Epochs completed (1-based).
-    pub epoch: usize,
-    /// Training loss (without the penalties).
-    pub train_loss: f64,
-    /// Validation accuracy of the network with its soft masks.
-    pub val_accuracy: f64,
-    /// Test accuracy of the network with its soft masks.
-    pub test_accuracy: f64,
-    /// The soft masks: [`GRAPH_MASK`] and one per prunable weight (pruned entries stay 0).
-    pub masks: ParamValues,
-}
-
 /// What a pruner may ask of the network being pruned. Values are keyed by PyTorch names and laid
 /// out as PyTorch lays them out; `mask` arguments are applied to the weights before computing,
 /// and gradients are taken with respect to the masked weights.
@@ -345,38 +343,6 @@ pub trait PruneTarget {
             ControlFlow::Continue(())
         })
     }
-    /// Adds `strength · Σ|γ|` over every batch-norm scale to the training loss from now on (the
-    /// sparsity penalty of network slimming: a subgradient `strength · sign(γ)` on each scale);
-    /// 0 turns it off.
-    fn set_norm_l1(&mut self, strength: f64) -> Result<(), PruneError> {
-        let _ = strength;
-        Err(PruneError::Target(
-            "this network has no batch-norm penalty".into(),
-        ))
-    }
-    /// From now on, trains the physically smaller network that keeps only the `keep` channels in
-    /// place of the channel-masked full one (the same function at a fraction of the FLOPs; the
-    /// values are written back at the kept channels after each training); `None`: the full network.
-    fn set_channel_structure(&mut self, keep: Option<ChannelKeep>) -> Result<(), PruneError> {
-        let _ = keep;
-        Err(PruneError::Target(
-            "this network has no prunable batch-norm channels".into(),
-        ))
-    }
-    /// The batch-norm channels of the network and the weights each gates, in forward order.
-    fn channel_groups(&self) -> Result<Vec<ChannelGroup>, PruneError> {
-        Err(PruneError::Target(
-            "this network has no prunable batch-norm channels".into(),
-        ))
-    }
-    /// Parameters and FLOPs of the network with only the `keep` channels (the physically smaller
-    /// network); `None`: the whole network.
-    fn cost(&self, keep: Option<&ChannelKeep>) -> Result<NetworkCost, PruneError> {
-        let _ = keep;
-        Err(PruneError::Target(
-            "this network cannot count its cost".into(),
-        ))
-    }
     /// Trains the scores of `state` with every parameter frozen (Gem-Miner's mining) from
     /// `state.epoch` to `spec.train.epochs`, unless `on_epoch` breaks: each step's forward uses the
     /// weights times their rounded, flagged scores (batch norm in training mode, its running
@@ -395,23 +361,6 @@ pub trait PruneTarget {
             "this network cannot train scores".into(),
         ))
     }
-    /// Trains the weights together with a real-valued mask on each prunable weight and on the
-    /// graph's edges ([`GRAPH_MASK`]), both starting from `fixed` (1 kept, 0 pruned; pruned entries
-    /// stay 0) with a tiny seeded noise that breaks ties, as UGS starts them: the forward uses `w · m_w` and edge weights `m_g` before the adjacency is
-    /// normalised, and the loss adds the L1 penalties of `spec`. The run's optimiser and learning
-    /// rate train weights and masks alike; the clock is untouched and the weights are left as
-    /// trained (rewind them). Graph networks only.
-    fn train_masks_jointly(
-        &mut self,
-        fixed: &MaskSet,
-        spec: &JointMaskSpec,
-        on_epoch: &mut dyn FnMut(&JointMaskEpoch) -> ControlFlow<()>,
-    ) -> Result<(), PruneError> {
-        let _ = (fixed, spec, on_epoch);
-        Err(PruneError::Target(
-            "this network has no graph to mask".into(),
-        ))
-    }
     /// FLOPs of one forward pass of the network under `mask` (a multiply-add counts 2; a graph
     /// network counts its aggregation over the kept edges and its kept weights). Graph networks
     /// only.
@@ -419,17 +368,6 @@ pub trait PruneTarget {
         let _ = mask;
         Err(PruneError::Target(
             "this network cannot count the FLOPs of a mask".into(),
-        ))
-    }
-    /// Switches the data and the output head the network trains and evaluates on to the task
-    /// `name` (a dataset name), for a ticket found on one task and fine-tuned on another: the
-    /// weights go back to the network's starting point (pre-trained weights, a fresh head of the
-    /// new task from the run's seed) and the clock to step 0. Returns the previous task's name.
-    /// Networks with several tasks only.
-    fn switch_task(&mut self, name: &str) -> Result<String, PruneError> {
-        let _ = name;
-        Err(PruneError::Target(
-            "this network has one task; it cannot switch to another".into(),
         ))
     }
     /// Trains until the end of the `epochs`-th epoch from now (an epoch already begun counts as
@@ -443,19 +381,6 @@ pub trait PruneTarget {
         let c = self.clock();
         let spe = c.steps_per_epoch.max(1);
         self.train_until(mask, (c.step / spe + epochs) * spe, on_epoch)
-    }
-    /// Every parameter and buffer as a fresh initialisation with `seed` of the physically smaller
-    /// network that keeps only the `keep` channels would set them (fan-in of the narrower layers),
-    /// placed at the kept channels; entries of pruned channels as [`PruneTarget::fresh_values`].
-    fn fresh_channel_values(
-        &self,
-        seed: u64,
-        keep: &ChannelKeep,
-    ) -> Result<ParamValues, PruneError> {
-        let _ = (seed, keep);
-        Err(PruneError::Target(
-            "this network has no prunable batch-norm channels".into(),
-        ))
     }
     /// Rewinds: overwrites the named values and sets the clock to `step`, so that the schedule and
     /// the data order continue from there (θ₀ at step 0, or θ_k at step k).
@@ -473,6 +398,46 @@ pub trait PruneTarget {
     fn metrics(&self) -> Vec<MetricRow>;
     /// Replaces the recorded rows (a method resuming from its saved progress).
     fn restore_metrics(&mut self, rows: Vec<MetricRow>);
+    /// The concrete network behind this target, for a method that needs what only its family
+    /// offers: see [`family_mut`].
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The concrete network behind this target: see [`family`].
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The target as the concrete network type `T` of one family (`lottery_bert::BertTask`,
+/// `lottery_train::ImageTask`, `lottery_gcn::GcnTask`), for a method that works on that family
+/// only; an error naming the method and what it needs otherwise. A method that calls this declares
+/// the family's capability in its entry ([`PrunerEntry::needing`]), so that a run on another
+/// network is refused before any work.
+pub fn family_mut<'a, T: 'static>(
+    target: &'a mut dyn PruneTarget,
+    method: &str,
+    needs: &str,
+) -> Result<&'a mut T, PruneError> {
+    target
+        .as_any_mut()
+        .downcast_mut::<T>()
+        .ok_or_else(|| family_error(method, needs))
+}
+
+/// Read-only [`family_mut`].
+pub fn family<'a, T: 'static>(
+    target: &'a dyn PruneTarget,
+    method: &str,
+    needs: &str,
+) -> Result<&'a T, PruneError> {
+    target
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| family_error(method, needs))
+}
+
+fn family_error(method: &str, needs: &str) -> PruneError {
+    PruneError::Unsupported {
+        method: method.into(),
+        why: format!("it needs a network with {needs}"),
+    }
 }
 
 /// How the density moves from 1 to the target over the iterations of [`iterative_prune`].

@@ -25,8 +25,8 @@ use lottery_core::backend::{Backend as InnerBackend, Device, TrainBackend};
 use lottery_core::config::TrainSection;
 use lottery_core::plugin::EpochReport;
 use lottery_core::{
-    FlatTensor, GRAPH_MASK, JointMaskEpoch, JointMaskSpec, LossSpec, MaskSet, MetricRow, ParamInfo,
-    ParamKind, ParamValues, PathFlow, Precision, PruneError, PruneTarget, TrainClock,
+    FlatTensor, GRAPH_MASK, LossSpec, MaskSet, MetricRow, ParamInfo, ParamKind, ParamValues,
+    PathFlow, Precision, PruneError, PruneTarget, TrainClock,
 };
 use lottery_data::Graph;
 use lottery_train::{RunOptimizer, flat_tensor};
@@ -418,7 +418,138 @@ impl GcnTask {
     }
 }
 
+/// How [`GcnTask::train_masks_jointly`] trains (the unified graph sparsification of UGS).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JointMaskSpec {
+    /// Epochs of training.
+    pub epochs: usize,
+    /// λ of the L1 penalty on the graph mask (subgradient `λ·sign(m)`).
+    pub graph_l1: f64,
+    /// λ of the L1 penalty on the weight masks.
+    pub weight_l1: f64,
+}
+
+/// One epoch of [`GcnTask::train_masks_jointly`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointMaskEpoch {
+    /// Epochs completed (1-based).
+    pub epoch: usize,
+    /// Training loss (without the penalties).
+    pub train_loss: f64,
+    /// Validation accuracy of the network with its soft masks.
+    pub val_accuracy: f64,
+    /// Test accuracy of the network with its soft masks.
+    pub test_accuracy: f64,
+    /// The soft masks: [`GRAPH_MASK`] and one per prunable weight (pruned entries stay 0).
+    pub masks: ParamValues,
+}
+
+impl GcnTask {
+    /// Trains the weights together with a real-valued mask on each prunable weight and on the
+    /// graph's edges ([`GRAPH_MASK`]), both starting from `fixed` (1 kept, 0 pruned; pruned entries
+    /// stay 0) with a tiny seeded noise that breaks ties, as UGS starts them: the forward uses `w · m_w` and edge weights `m_g` before the adjacency is
+    /// normalised, and the loss adds the L1 penalties of `spec`. The run's optimiser and learning
+    /// rate train weights and masks alike; the clock is untouched and the weights are left as
+    /// trained (rewind them). Graph networks only.
+    pub fn train_masks_jointly(
+        &mut self,
+        fixed: &MaskSet,
+        spec: &JointMaskSpec,
+        on_epoch: &mut dyn FnMut(&JointMaskEpoch) -> ControlFlow<()>,
+    ) -> Result<(), PruneError> {
+        let [s0, s1] = self.shape.weight_shapes();
+        let f0 = self.weight_mask::<TrainBackend>(fixed, LAYER0, s0.1, &self.device);
+        let f1 = self.weight_mask::<TrainBackend>(fixed, LAYER1, s1.1, &self.device);
+        let fg = self.edge_weights::<TrainBackend>(fixed, &self.device);
+        let salt = self.phase.bytes().fold(self.round as u64 * 3, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+        });
+        let mut model = MaskedGcn {
+            net: Gcn {
+                layer0: self.model.layer0.clone(),
+                layer1: self.model.layer1.clone(),
+            },
+            graph_mask: Param::from_tensor(self.noisy(fg.clone(), salt).detach().require_grad()),
+            mask0: Param::from_tensor(self.noisy(f0.clone(), salt ^ 1).detach().require_grad()),
+            mask1: Param::from_tensor(self.noisy(f1.clone(), salt ^ 2).detach().require_grad()),
+        };
+        let mut optim = RunOptimizer::<MaskedGcn<TrainBackend>>::new(&self.train_cfg);
+        let lr = self.train_cfg.lr;
+        let start = self.step;
+        for epoch in 1..=spec.epochs {
+            let keep = self.dropout_mask::<TrainBackend>(epoch as u64 ^ 0x5547_5300, &self.device);
+            let m0 = model.mask0.val() * f0.clone();
+            let m1 = model.mask1.val() * f1.clone();
+            let mg = model.graph_mask.val() * fg.clone();
+            let logits = self.tensors.forward(
+                model.net.layer0.val() * m0.clone(),
+                model.net.layer1.val() * m1.clone(),
+                mg.clone(),
+                Some(keep),
+            );
+            let (loss, _) = self.tensors.loss_on(logits, &self.tensors.train);
+            let train_loss = loss.clone().into_scalar().elem::<f64>();
+            if let Err(e) = PruneError::check_loss(train_loss, epoch, epoch) {
+                self.step = start;
+                self.model = model.net;
+                return Err(e);
+            }
+            let objective = loss
+                + mg.abs().sum().mul_scalar(spec.graph_l1)
+                + (m0.abs().sum() + m1.abs().sum()).mul_scalar(spec.weight_l1);
+            let grads = GradientsParams::from_grads(objective.backward(), &model);
+            model = optim.step(lr, model, grads);
+            // Pruned entries stay exactly 0.
+            model.mask0 = model
+                .mask0
+                .map(|m| (m * f0.clone()).detach().require_grad());
+            model.mask1 = model
+                .mask1
+                .map(|m| (m * f1.clone()).detach().require_grad());
+            model.graph_mask = model
+                .graph_mask
+                .map(|m| (m * fg.clone()).detach().require_grad());
+
+            // Evaluation with the soft masks, no dropout.
+            let inner = model.valid();
+            let t = self.tensors.clone().inner();
+            let logits = t.forward(
+                inner.net.layer0.val() * inner.mask0.val(),
+                inner.net.layer1.val() * inner.mask1.val(),
+                inner.graph_mask.val(),
+                None,
+            );
+            let (_, val) = t.loss_on(logits.clone(), &t.val);
+            let (_, test) = t.loss_on(logits, &t.test);
+            let mut masks = ParamValues::new();
+            masks.insert(GRAPH_MASK.into(), flat_tensor(inner.graph_mask.val()));
+            masks.insert(LAYER0.into(), flat_tensor(inner.mask0.val()));
+            masks.insert(LAYER1.into(), flat_tensor(inner.mask1.val()));
+            self.step = start + epoch; // for the rows recorded in the hook
+            let report = JointMaskEpoch {
+                epoch,
+                train_loss,
+                val_accuracy: val,
+                test_accuracy: test,
+                masks,
+            };
+            if on_epoch(&report).is_break() {
+                break;
+            }
+        }
+        self.step = start;
+        self.model = model.net;
+        Ok(())
+    }
+}
+
 impl PruneTarget for GcnTask {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn params(&self) -> Vec<ParamInfo> {
         let mut out: Vec<ParamInfo> = self
             .shape
@@ -619,97 +750,6 @@ impl PruneTarget for GcnTask {
                 break;
             }
         }
-        Ok(())
-    }
-
-    fn train_masks_jointly(
-        &mut self,
-        fixed: &MaskSet,
-        spec: &JointMaskSpec,
-        on_epoch: &mut dyn FnMut(&JointMaskEpoch) -> ControlFlow<()>,
-    ) -> Result<(), PruneError> {
-        let [s0, s1] = self.shape.weight_shapes();
-        let f0 = self.weight_mask::<TrainBackend>(fixed, LAYER0, s0.1, &self.device);
-        let f1 = self.weight_mask::<TrainBackend>(fixed, LAYER1, s1.1, &self.device);
-        let fg = self.edge_weights::<TrainBackend>(fixed, &self.device);
-        let salt = self.phase.bytes().fold(self.round as u64 * 3, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
-        });
-        let mut model = MaskedGcn {
-            net: Gcn {
-                layer0: self.model.layer0.clone(),
-                layer1: self.model.layer1.clone(),
-            },
-            graph_mask: Param::from_tensor(self.noisy(fg.clone(), salt).detach().require_grad()),
-            mask0: Param::from_tensor(self.noisy(f0.clone(), salt ^ 1).detach().require_grad()),
-            mask1: Param::from_tensor(self.noisy(f1.clone(), salt ^ 2).detach().require_grad()),
-        };
-        let mut optim = RunOptimizer::<MaskedGcn<TrainBackend>>::new(&self.train_cfg);
-        let lr = self.train_cfg.lr;
-        let start = self.step;
-        for epoch in 1..=spec.epochs {
-            let keep = self.dropout_mask::<TrainBackend>(epoch as u64 ^ 0x5547_5300, &self.device);
-            let m0 = model.mask0.val() * f0.clone();
-            let m1 = model.mask1.val() * f1.clone();
-            let mg = model.graph_mask.val() * fg.clone();
-            let logits = self.tensors.forward(
-                model.net.layer0.val() * m0.clone(),
-                model.net.layer1.val() * m1.clone(),
-                mg.clone(),
-                Some(keep),
-            );
-            let (loss, _) = self.tensors.loss_on(logits, &self.tensors.train);
-            let train_loss = loss.clone().into_scalar().elem::<f64>();
-            if let Err(e) = PruneError::check_loss(train_loss, epoch, epoch) {
-                self.step = start;
-                self.model = model.net;
-                return Err(e);
-            }
-            let objective = loss
-                + mg.abs().sum().mul_scalar(spec.graph_l1)
-                + (m0.abs().sum() + m1.abs().sum()).mul_scalar(spec.weight_l1);
-            let grads = GradientsParams::from_grads(objective.backward(), &model);
-            model = optim.step(lr, model, grads);
-            // Pruned entries stay exactly 0.
-            model.mask0 = model
-                .mask0
-                .map(|m| (m * f0.clone()).detach().require_grad());
-            model.mask1 = model
-                .mask1
-                .map(|m| (m * f1.clone()).detach().require_grad());
-            model.graph_mask = model
-                .graph_mask
-                .map(|m| (m * fg.clone()).detach().require_grad());
-
-            // Evaluation with the soft masks, no dropout.
-            let inner = model.valid();
-            let t = self.tensors.clone().inner();
-            let logits = t.forward(
-                inner.net.layer0.val() * inner.mask0.val(),
-                inner.net.layer1.val() * inner.mask1.val(),
-                inner.graph_mask.val(),
-                None,
-            );
-            let (_, val) = t.loss_on(logits.clone(), &t.val);
-            let (_, test) = t.loss_on(logits, &t.test);
-            let mut masks = ParamValues::new();
-            masks.insert(GRAPH_MASK.into(), flat_tensor(inner.graph_mask.val()));
-            masks.insert(LAYER0.into(), flat_tensor(inner.mask0.val()));
-            masks.insert(LAYER1.into(), flat_tensor(inner.mask1.val()));
-            self.step = start + epoch; // for the rows recorded in the hook
-            let report = JointMaskEpoch {
-                epoch,
-                train_loss,
-                val_accuracy: val,
-                test_accuracy: test,
-                masks,
-            };
-            if on_epoch(&report).is_break() {
-                break;
-            }
-        }
-        self.step = start;
-        self.model = model.net;
         Ok(())
     }
 

@@ -191,7 +191,7 @@ fn overflowing_weights_stop_training_and_joint_mask_training_as_diverged() {
     );
     assert!(matches!(e, lottery_core::PruneError::Diverged { .. }));
 
-    let spec = lottery_core::JointMaskSpec {
+    let spec = lottery_gcn::JointMaskSpec {
         epochs: 3,
         graph_l1: 1e-2,
         weight_l1: 1e-2,

@@ -1,7 +1,7 @@
 //! Channel structure of the batch-norm conv nets (VGG-BN): which weights each batch-norm channel
 //! gates, the physically smaller network that keeps only some channels, and what a network costs.
 
-use lottery_core::channels::{ChannelGroup, ChannelKeep, Gate, NetworkCost};
+use crate::channel_masks::{ChannelGroup, ChannelKeep, Gate, NetworkCost};
 use lottery_core::{FlatTensor, ParamValues};
 
 use crate::arch::{Architecture, InputShape, Plan};

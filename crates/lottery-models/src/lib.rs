@@ -4,6 +4,7 @@
 //! through [`view`].
 
 pub mod arch;
+pub mod channel_masks;
 pub mod channels;
 pub mod init;
 pub mod layers;

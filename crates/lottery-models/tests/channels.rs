@@ -4,9 +4,9 @@
 
 use burn::prelude::*;
 use lottery_core::backend::{Backend as InnerBackend, TrainBackend, default_device};
-use lottery_core::channels::{ChannelKeep, expand};
 use lottery_core::{BnMode, FlatTensor, MaskSet, ParamKind, ParamValues, PrunableRule};
 use lottery_models::arch::Plan;
+use lottery_models::channel_masks::{ChannelKeep, expand};
 use lottery_models::channels::{
     channel_groups, cost, embed_values, shrink_architecture, shrink_values,
 };

@@ -9,12 +9,12 @@ mod common;
 use std::sync::Arc;
 
 use lottery_core::backend::default_device;
-use lottery_core::channels::{ChannelKeep, expand};
 use lottery_core::config::{LrSchedule, TrainSection};
 use lottery_core::plugin::{DensityOf, find_pruner};
 use lottery_core::{MaskSet, MetricRow, PrunableRule, PruneError, PruneTarget};
 use lottery_data::{ImageShape, synthetic};
 use lottery_models::arch::Plan;
+use lottery_models::channel_masks::{ChannelKeep, expand};
 use lottery_models::{Architecture, InputShape};
 use lottery_train::ImageTask;
 

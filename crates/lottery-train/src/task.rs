@@ -18,10 +18,11 @@ use lottery_core::backend::{Backend as InnerBackend, TrainBackend};
 use lottery_core::config::{NormKind, OptimizerKind, TrainSection, WeightInit};
 use lottery_core::plugin::EpochReport;
 use lottery_core::{
-    BnMode, ChannelGroup, ChannelKeep, LossSpec, MaskSet, NetworkCost, ParamInfo, ParamValues,
-    PathFlow, Precision, PruneError, PruneTarget, TrainClock,
+    BnMode, LossSpec, MaskSet, ParamInfo, ParamValues, PathFlow, Precision, PruneError,
+    PruneTarget, TrainClock,
 };
 use lottery_data::{Batch, ImageDataset, ImageShape, batches};
+use lottery_models::channel_masks::{ChannelGroup, ChannelKeep, NetworkCost};
 use lottery_models::view::{ParamValues64, map_inner, to_f32};
 use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, channels, view};
 
@@ -658,7 +659,98 @@ pub fn loss_and_correct<B: Backend>(
     (picked.mean().neg(), correct)
 }
 
+/// What only batch-norm convolutional networks offer: their channels (Early-Bird).
+impl ImageTask {
+    /// From now on, trains the physically smaller network that keeps only the `keep` channels in
+    /// place of the channel-masked full one (the same function at a fraction of the FLOPs; the
+    /// values are written back at the kept channels after each training); `None`: the full network.
+    pub fn set_channel_structure(&mut self, keep: Option<ChannelKeep>) -> Result<(), PruneError> {
+        if let Some(k) = &keep {
+            channels::shrink_architecture(&self.model.architecture(), self.input_shape(), k)
+                .map_err(|e| PruneError::Target(e.to_string()))?;
+        }
+        self.channels = keep;
+        Ok(())
+    }
+
+    /// Adds `strength · Σ|γ|` over every batch-norm scale to the training loss from now on (the
+    /// sparsity penalty of network slimming: a subgradient `strength · sign(γ)` on each scale);
+    /// 0 turns it off.
+    pub fn set_norm_l1(&mut self, strength: f64) -> Result<(), PruneError> {
+        if !(strength.is_finite() && strength >= 0.0) {
+            return Err(PruneError::Target(format!(
+                "a batch-norm penalty is a finite strength ≥ 0; got {strength}"
+            )));
+        }
+        if strength > 0.0 && self.model.norm_scales().is_empty() {
+            return Err(PruneError::Target(format!(
+                "{} has no batch norm to penalise",
+                self.architecture_name()
+            )));
+        }
+        self.norm_l1 = strength;
+        Ok(())
+    }
+
+    /// The batch-norm channels of the network and the weights each gates, in forward order.
+    pub fn channel_groups(&self) -> Result<Vec<ChannelGroup>, PruneError> {
+        channels::channel_groups(&self.model.architecture(), self.input_shape())
+            .map_err(|e| PruneError::Target(e.to_string()))
+    }
+
+    /// Parameters and FLOPs of the network with only the `keep` channels (the physically smaller
+    /// network); `None`: the whole network.
+    pub fn cost(&self, keep: Option<&ChannelKeep>) -> Result<NetworkCost, PruneError> {
+        let arch = self.model.architecture();
+        let arch = match keep {
+            Some(k) => channels::shrink_architecture(&arch, self.input_shape(), k)
+                .map_err(|e| PruneError::Target(e.to_string()))?,
+            None => arch,
+        };
+        channels::cost(&arch, self.input_shape(), self.data.classes)
+            .map_err(|e| PruneError::Target(e.to_string()))
+    }
+
+    /// Every parameter and buffer as a fresh initialisation with `seed` of the physically smaller
+    /// network that keeps only the `keep` channels would set them (fan-in of the narrower layers),
+    /// placed at the kept channels; entries of pruned channels as [`PruneTarget::fresh_values`].
+    pub fn fresh_channel_values(
+        &self,
+        seed: u64,
+        keep: &ChannelKeep,
+    ) -> Result<ParamValues, PruneError> {
+        let input = self.input_shape();
+        let full = self.fresh_values(seed);
+        let arch = self.model.architecture();
+        let small_arch = channels::shrink_architecture(&arch, input, keep)
+            .map_err(|e| PruneError::Target(e.to_string()))?;
+        let small_model = small_arch.build::<InnerBackend>(input, self.data.classes, &self.device);
+        let small: ParamValues =
+            view::entries::<InnerBackend, _>(&small_model, &small_model.naming())
+                .into_iter()
+                .map(|e| {
+                    let v = lottery_models::init::initial_value_as(
+                        self.init,
+                        seed,
+                        &e.info.name,
+                        e.info.kind,
+                        &e.info.shape,
+                    );
+                    (e.info.name, v)
+                })
+                .collect();
+        channels::embed_values(&arch, input, keep, &small, &full)
+            .map_err(|e| PruneError::Target(e.to_string()))
+    }
+}
+
 impl PruneTarget for ImageTask {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn params(&self) -> Vec<ParamInfo> {
         view::entries::<TrainBackend, _>(&self.model, &self.naming)
             .into_iter()
@@ -826,76 +918,6 @@ impl PruneTarget for ImageTask {
         on_epoch: &mut lottery_core::plugin::MiningHook<'_>,
     ) -> Result<(), PruneError> {
         self.mine(spec, state, on_epoch)
-    }
-
-    fn set_channel_structure(&mut self, keep: Option<ChannelKeep>) -> Result<(), PruneError> {
-        if let Some(k) = &keep {
-            channels::shrink_architecture(&self.model.architecture(), self.input_shape(), k)
-                .map_err(|e| PruneError::Target(e.to_string()))?;
-        }
-        self.channels = keep;
-        Ok(())
-    }
-
-    fn set_norm_l1(&mut self, strength: f64) -> Result<(), PruneError> {
-        if !(strength.is_finite() && strength >= 0.0) {
-            return Err(PruneError::Target(format!(
-                "a batch-norm penalty is a finite strength ≥ 0; got {strength}"
-            )));
-        }
-        if strength > 0.0 && self.model.norm_scales().is_empty() {
-            return Err(PruneError::Target(format!(
-                "{} has no batch norm to penalise",
-                self.architecture_name()
-            )));
-        }
-        self.norm_l1 = strength;
-        Ok(())
-    }
-
-    fn channel_groups(&self) -> Result<Vec<ChannelGroup>, PruneError> {
-        channels::channel_groups(&self.model.architecture(), self.input_shape())
-            .map_err(|e| PruneError::Target(e.to_string()))
-    }
-
-    fn cost(&self, keep: Option<&ChannelKeep>) -> Result<NetworkCost, PruneError> {
-        let arch = self.model.architecture();
-        let arch = match keep {
-            Some(k) => channels::shrink_architecture(&arch, self.input_shape(), k)
-                .map_err(|e| PruneError::Target(e.to_string()))?,
-            None => arch,
-        };
-        channels::cost(&arch, self.input_shape(), self.data.classes)
-            .map_err(|e| PruneError::Target(e.to_string()))
-    }
-
-    fn fresh_channel_values(
-        &self,
-        seed: u64,
-        keep: &ChannelKeep,
-    ) -> Result<ParamValues, PruneError> {
-        let input = self.input_shape();
-        let full = self.fresh_values(seed);
-        let arch = self.model.architecture();
-        let small_arch = channels::shrink_architecture(&arch, input, keep)
-            .map_err(|e| PruneError::Target(e.to_string()))?;
-        let small_model = small_arch.build::<InnerBackend>(input, self.data.classes, &self.device);
-        let small: ParamValues =
-            view::entries::<InnerBackend, _>(&small_model, &small_model.naming())
-                .into_iter()
-                .map(|e| {
-                    let v = lottery_models::init::initial_value_as(
-                        self.init,
-                        seed,
-                        &e.info.name,
-                        e.info.kind,
-                        &e.info.shape,
-                    );
-                    (e.info.name, v)
-                })
-                .collect();
-        channels::embed_values(&arch, input, keep, &small, &full)
-            .map_err(|e| PruneError::Target(e.to_string()))
     }
 
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {

@@ -13,7 +13,11 @@
 //! the run fine-tunes the transferred ticket there. The source IMP's rows keep their rounds under
 //! phases prefixed `source-`.
 
-use lottery_core::{MaskSet, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions};
+use lottery_bert::BertTask;
+use lottery_core::plugin::family_mut;
+use lottery_core::{
+    MaskSet, PruneContext, PruneError, PruneTarget, Pruner, PrunerEntry, PrunerOptions,
+};
 use lottery_imp::{ImpOptions, Rate};
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +77,7 @@ impl Pruner for BertTickets {
         let Some(source) = &self.options.find_on else {
             return imp.prune(ctx);
         };
-        let own = ctx.target.switch_task(source)?;
+        let own = switch_task(ctx.target, source)?;
         if own == *source {
             return imp.prune(ctx);
         }
@@ -90,10 +94,16 @@ impl Pruner for BertTickets {
             })
             .collect();
         ctx.target.restore_metrics(rows);
-        ctx.target.switch_task(&own)?;
+        switch_task(ctx.target, &own)?;
         ctx.target.set_phase(0, "ticket");
         Ok(mask)
     }
+}
+
+/// Switches the BERT behind `target` to the task `name`; returns the previous task's name.
+fn switch_task(target: &mut dyn PruneTarget, name: &str) -> Result<String, PruneError> {
+    family_mut::<BertTask>(target, "bert-tickets", "a pre-trained BERT with task heads")?
+        .switch_task(name)
 }
 
 #[cfg(test)]

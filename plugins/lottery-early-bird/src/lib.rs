@@ -34,11 +34,18 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use lottery_core::channels::{self, ChannelGroup, ChannelKeep, channel_distance};
+use lottery_core::PruneTarget;
+use lottery_core::plugin::{capability, family_mut};
 use lottery_core::{
     MaskSet, MetricRow, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
     Scope, weights,
 };
+use lottery_models::channel_masks::{self, ChannelGroup, ChannelKeep};
+
+pub mod selection;
+
+use lottery_train::ImageTask;
+use selection::channel_distance;
 use serde::{Deserialize, Serialize};
 
 /// Which mask the method takes.
@@ -218,13 +225,13 @@ pub fn channel_mask(
         Scope::Global => {
             let total: usize = groups.iter().map(|g| g.channels).sum();
             let count = density.keep_count(total).max(groups.len());
-            channels::global_channel_keep(groups, scales, count)
+            selection::global_channel_keep(groups, scales, count)
         }
         Scope::Layerwise => {
             let mut keep = ChannelKeep::new();
             for g in groups {
                 let count = density.keep_count(g.channels).max(1);
-                let one = channels::global_channel_keep(std::slice::from_ref(g), scales, count)?;
+                let one = selection::global_channel_keep(std::slice::from_ref(g), scales, count)?;
                 keep.extend(one);
             }
             Ok(keep)
@@ -337,7 +344,7 @@ impl EarlyBird {
         let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
         let (density, scope) = (ctx.goal.density, ctx.goal.scope);
         let dense = ctx.dense_mask();
-        ctx.target.set_norm_l1(o.l1)?;
+        bn_network(ctx.target)?.set_norm_l1(o.l1)?;
         ctx.target.set_phase(0, "search");
         let start = ctx.target.values(&scales)?;
         let first = channel_mask(groups, &start, density, scope)?;
@@ -427,7 +434,9 @@ impl Pruner for EarlyBird {
     fn prune(&mut self, ctx: &mut PruneContext<'_>) -> Result<MaskSet, PruneError> {
         let o = self.options.clone();
         o.check().map_err(Self::unsupported)?;
-        let groups = ctx.target.channel_groups().map_err(Self::unsupported)?;
+        let groups = bn_network(ctx.target)?
+            .channel_groups()
+            .map_err(Self::unsupported)?;
         let all: Vec<String> = ctx.target.params().into_iter().map(|p| p.name).collect();
         let saved: Option<PathBuf> = ctx
             .work_dir
@@ -456,7 +465,7 @@ impl Pruner for EarlyBird {
             }
         };
 
-        let mask = channels::expand(&groups, &ticket.keep, &ctx.dense_mask())?;
+        let mask = channel_masks::expand(&groups, &ticket.keep, &ctx.dense_mask())?;
         let clock = ctx.target.clock();
         let start = match o.retrain_clock {
             RetrainClock::Drawn => ticket.drawn_epoch * clock.steps_per_epoch,
@@ -470,28 +479,31 @@ impl Pruner for EarlyBird {
             )));
         }
         let values = match o.retrain_from {
-            RetrainFrom::Reinit => ctx
-                .target
+            RetrainFrom::Reinit => bn_network(ctx.target)?
                 .fresh_channel_values(ctx.seed ^ 0x00EB_00EB, &ticket.keep)?,
             RetrainFrom::Keep => drawn_values,
         };
         ctx.target.rewind(&values, start)?;
-        ctx.target
-            .set_norm_l1(if o.l1_in_retrain { o.l1 } else { 0.0 })?;
+        bn_network(ctx.target)?.set_norm_l1(if o.l1_in_retrain { o.l1 } else { 0.0 })?;
         if o.shrink {
-            ctx.target
-                .set_channel_structure(Some(ticket.keep.clone()))?;
+            bn_network(ctx.target)?.set_channel_structure(Some(ticket.keep.clone()))?;
         }
         ctx.target.set_phase(0, "ticket");
         Ok(mask)
     }
 }
 
+/// The batch-norm convolutional network behind the target: Early-Bird's channels, batch-norm
+/// penalty and cost are what only that family offers.
+fn bn_network(target: &mut dyn PruneTarget) -> Result<&mut ImageTask, PruneError> {
+    family_mut::<ImageTask>(target, "early-bird", capability::BN_CHANNELS)
+}
+
 impl EarlyBird {
     /// Records the ticket's epoch, size and training cost.
     fn record_costs(&self, ctx: &mut PruneContext<'_>, ticket: &Ticket) -> Result<(), PruneError> {
-        let dense = ctx.target.cost(None)?;
-        let small = ctx.target.cost(Some(&ticket.keep))?;
+        let dense = bn_network(ctx.target)?.cost(None)?;
+        let small = bn_network(ctx.target)?.cost(Some(&ticket.keep))?;
         let clock = ctx.target.clock();
         let run_epochs = (clock.run_steps / clock.steps_per_epoch.max(1)) as f64;
         let searched = ticket.drawn_epoch as f64;
@@ -516,7 +528,7 @@ impl EarlyBird {
         t.record(
             "early-bird",
             "channel-density",
-            channels::kept_channels(&ticket.keep) as f64 / total as f64,
+            channel_masks::kept_channels(&ticket.keep) as f64 / total as f64,
         );
         t.record("early-bird", "params", small.params as f64);
         t.record("early-bird", "flops", small.flops as f64);

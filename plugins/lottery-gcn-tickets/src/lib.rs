@@ -1,6 +1,6 @@
 //! `gcn-tickets`: graph early-bird tickets (GEBT; You et al. 2022, reference GATECH-EIC/GEBT).
 //! The GCN trains from θ₀ with real-valued masks on its weights and its edges under L1 penalties
-//! (UGS's joint sparsification, [`lottery_core::PruneTarget::train_masks_jointly`]); after every
+//! (UGS's joint sparsification, [`lottery_gcn::GcnTask::train_masks_jointly`]); after every
 //! epoch the graph mask (the `graph_density` of edges with the largest |m_g|) and the weight mask
 //! (the run's density of weights with the largest |m_w|, one global threshold) are drawn, and
 //! their distances to the previous epoch's masks (fraction of entries that differ) enter a FIFO
@@ -18,11 +18,13 @@ use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
 use lottery_core::graph::{edge_count, graph_density, keep_top_edges};
+use lottery_core::plugin::family_mut;
 use lottery_core::topk::top_k_mask;
 use lottery_core::{
-    FlatTensor, GRAPH_MASK, JointMaskSpec, Mask, MaskSet, ParamValues, PruneContext, PruneError,
-    Pruner, PrunerEntry, PrunerOptions,
+    FlatTensor, GRAPH_MASK, Mask, MaskSet, ParamValues, PruneContext, PruneError, Pruner,
+    PrunerEntry, PrunerOptions,
 };
+use lottery_gcn::{GcnTask, JointMaskSpec};
 use serde::{Deserialize, Serialize};
 
 /// Options of `gcn-tickets`.
@@ -186,8 +188,10 @@ impl Pruner for GcnTickets {
         let progress = ctx.progress.clone();
         progress.set_length(o.max_epochs as u64);
         ctx.target.set_phase(0, "search");
-        ctx.target
-            .train_masks_jointly(&MaskSet::new(), &spec, &mut |e| {
+        family_mut::<GcnTask>(ctx.target, "gcn-tickets", "a graph to mask")?.train_masks_jointly(
+            &MaskSet::new(),
+            &spec,
+            &mut |e| {
                 progress.inc(1);
                 last_epoch = e.epoch;
                 let draw = || -> Result<(Mask, MaskSet), PruneError> {
@@ -221,7 +225,8 @@ impl Pruner for GcnTickets {
                         ControlFlow::Break(())
                     }
                 }
-            })?;
+            },
+        )?;
         if let Some(err) = failure {
             return Err(err);
         }

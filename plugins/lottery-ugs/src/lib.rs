@@ -14,12 +14,14 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use lottery_core::graph::{UGS_GRAPH_RATE, UGS_WEIGHT_RATE, edge_count, keep_top_edges};
+use lottery_core::plugin::family_mut;
 use lottery_core::progress::{load_mask_progress, save_mask_progress};
 use lottery_core::topk::top_k_count;
 use lottery_core::{
-    Density, FlatTensor, GRAPH_MASK, JointMaskSpec, Mask, MaskSet, ParamValues, PruneContext,
-    PruneError, Pruner, PrunerEntry, PrunerOptions,
+    Density, FlatTensor, GRAPH_MASK, Mask, MaskSet, ParamValues, PruneContext, PruneError, Pruner,
+    PrunerEntry, PrunerOptions,
 };
+use lottery_gcn::{GcnTask, JointMaskSpec};
 use serde::{Deserialize, Serialize};
 
 /// Options of `ugs`.
@@ -187,13 +189,17 @@ impl Pruner for Ugs {
             ctx.target.set_phase(r, "ugs");
             let mut best: Option<(f64, f64, ParamValues)> = None;
             let progress = ctx.progress.clone();
-            ctx.target.train_masks_jointly(&fixed, &spec, &mut |e| {
-                progress.inc(1);
-                if best.as_ref().is_none_or(|(v, _, _)| e.val_accuracy > *v) {
-                    best = Some((e.val_accuracy, e.test_accuracy, e.masks.clone()));
-                }
-                ControlFlow::Continue(())
-            })?;
+            family_mut::<GcnTask>(ctx.target, "ugs", "a graph to mask")?.train_masks_jointly(
+                &fixed,
+                &spec,
+                &mut |e| {
+                    progress.inc(1);
+                    if best.as_ref().is_none_or(|(v, _, _)| e.val_accuracy > *v) {
+                        best = Some((e.val_accuracy, e.test_accuracy, e.masks.clone()));
+                    }
+                    ControlFlow::Continue(())
+                },
+            )?;
             let (val, test, soft) = best.ok_or_else(|| PruneError::Internal("no epoch".into()))?;
             let (keep_w, keep_g) = if r == rounds {
                 (

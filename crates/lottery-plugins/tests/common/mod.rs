@@ -101,6 +101,12 @@ fn crash() -> PruneError {
 }
 
 impl PruneTarget for Crashing<'_> {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self.inner.as_any_mut()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self.inner.as_any()
+    }
     fn params(&self) -> Vec<ParamInfo> {
         self.inner.params()
     }
