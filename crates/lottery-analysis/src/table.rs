@@ -484,6 +484,22 @@ pub fn render_table_with(
     row_header: &str,
     best_is: Best,
 ) -> PolarsResult<String> {
+    render_table_styled(frame, format, title, row_header, best_is, WEIGHT_DENSITY)
+}
+
+/// What a density column means for methods that count prunable weights.
+pub const WEIGHT_DENSITY: &str = "fraction of prunable weights kept";
+
+/// [`render_table_with`], saying what the density columns count (`density_meaning`, e.g.
+/// [`WEIGHT_DENSITY`], or the fraction of batch-norm channels kept for a structured method).
+pub fn render_table_styled(
+    frame: &DataFrame,
+    format: TableFormat,
+    title: &str,
+    row_header: &str,
+    best_is: Best,
+    density_meaning: &str,
+) -> PolarsResult<String> {
     let method = frame.column("row")?.str()?;
     let density = frame.column("density")?.f64()?;
     let mean = frame.column("mean")?.f64()?;
@@ -578,7 +594,7 @@ pub fn render_table_with(
                 }
                 out.push('\n');
             }
-            out.push_str("\nColumns: density (fraction of prunable weights kept) and compression 10^x; cells: mean ± sample std over seeds.\n");
+            out.push_str(&format!("\nColumns: density ({density_meaning}) and compression 10^x; cells: mean ± sample std over seeds.\n"));
         }
         TableFormat::Csv => {
             out.push_str(&format!("{row_header},density,mean,std,n\n"));

@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use lottery_analysis::{
-    Best, TableFormat, TableOptions, distance_matrix, levels_frame, recorded_frame,
-    render_table_with, row_fields, select_runs, store, study_frame,
+    Best, TableFormat, TableOptions, WEIGHT_DENSITY, distance_matrix, levels_frame, recorded_frame,
+    render_table_styled, row_fields, select_runs, store, study_frame,
 };
 use lottery_core::MaskSet;
+use lottery_core::plugin::{DensityOf, find_pruner};
 
 use crate::{Format, Selection};
 
@@ -19,18 +20,20 @@ pub(crate) fn table(
     levels: bool,
     select: &Selection,
 ) -> Result<String> {
-    let (frame, header, name) = study_table_frame(results, study, metric, levels, select)?;
+    let (frame, header, name, density_meaning) =
+        study_table_frame(results, study, metric, levels, select)?;
     let (fmt, ext) = match format {
         Format::Markdown => (TableFormat::Markdown, "md"),
         Format::Csv => (TableFormat::Csv, "csv"),
         Format::Latex => (TableFormat::Latex, "tex"),
     };
-    let text = render_table_with(
+    let text = render_table_styled(
         &frame,
         fmt,
         &format!("{study}: {name}"),
         &header,
         Best::for_metric(&name),
+        &density_meaning,
     )?;
     let out = results.join("tables").join(format!(
         "{study}.{}{}.{ext}",
@@ -56,14 +59,40 @@ fn suffix(select: &Selection) -> String {
         .collect()
 }
 
-/// The aggregated frame of a study's table, its row header and the metric's name.
+/// What the density columns of a table over `runs` count: prunable weights, or for a structured
+/// method (Early-Bird) batch-norm channels.
+fn density_meaning(runs: &[store::RunSummary]) -> String {
+    let mut by_channels: Vec<&str> = runs
+        .iter()
+        .map(|r| r.method.as_str())
+        .filter(|m| find_pruner(m).is_ok_and(|e| e.density_of == DensityOf::Channels))
+        .collect();
+    by_channels.sort();
+    by_channels.dedup();
+    if by_channels.is_empty() {
+        WEIGHT_DENSITY.to_string()
+    } else if runs
+        .iter()
+        .all(|r| by_channels.contains(&r.method.as_str()))
+    {
+        "fraction of batch-norm channels kept".to_string()
+    } else {
+        format!(
+            "{WEIGHT_DENSITY}; for {}, of batch-norm channels",
+            by_channels.join(", ")
+        )
+    }
+}
+
+/// The aggregated frame of a study's table, its row header, the metric's name and what its
+/// density columns count.
 fn study_table_frame(
     results: &Path,
     study: &str,
     metric: &str,
     levels: bool,
     select: &Selection,
-) -> Result<(polars::prelude::DataFrame, String, String)> {
+) -> Result<(polars::prelude::DataFrame, String, String, String)> {
     let study_dir = results.join(study);
     let store::StudyRuns { runs: all, skipped } = store::scan_runs(&study_dir)?;
     if !skipped.is_empty() {
@@ -107,7 +136,12 @@ fn study_table_frame(
     };
     if levels {
         let frame = levels_frame(&study_dir, &runs, 100.0)?;
-        return Ok((frame, "method".into(), "levels".into()));
+        return Ok((
+            frame,
+            "method".into(),
+            "levels".into(),
+            density_meaning(&runs),
+        ));
     }
     let header = row_fields(&runs, &select.by)?.join("/");
     let frame = if metric.contains('/') {
@@ -120,7 +154,7 @@ fn study_table_frame(
         };
         study_frame(&runs, &opts)?
     };
-    Ok((frame, header, metric.to_string()))
+    Ok((frame, header, metric.to_string(), density_meaning(&runs)))
 }
 
 pub(crate) fn plot_study(
@@ -129,7 +163,7 @@ pub(crate) fn plot_study(
     metric: &str,
     select: &Selection,
 ) -> Result<()> {
-    let (frame, header, name) = study_table_frame(results, study, metric, false, select)?;
+    let (frame, header, name, _) = study_table_frame(results, study, metric, false, select)?;
     let row = frame.column("row")?.str()?;
     let density = frame.column("density")?.f64()?;
     let mean = frame.column("mean")?.f64()?;

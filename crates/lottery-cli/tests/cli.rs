@@ -462,6 +462,11 @@ fn early_bird_run_counts_channels_and_tables_its_recorded_metrics() {
     let table = String::from_utf8_lossy(&o.stdout);
     // Window 2 and ε = 1: drawn after the first epoch.
     assert!(table.contains("| early-bird | 1.00 (n=1) |"), "{table}");
+    // Early-Bird's density counts channels, and the table says so.
+    assert!(
+        table.contains("density (fraction of batch-norm channels kept)"),
+        "{table}"
+    );
     assert!(
         d.path()
             .join("results/tables/t.early-bird-drawn-epoch.md")

@@ -263,3 +263,23 @@ fn retraining_the_smaller_network_matches_retraining_the_masked_one() {
         "{acc_small} vs {acc_masked}"
     );
 }
+
+#[test]
+fn a_search_that_never_fires_takes_the_last_mask_and_retrains_a_whole_schedule() {
+    // A window longer than the schedule never fills, so the detector cannot fire.
+    let opts = "window = 8\nepsilon = 0.1";
+    let mut t = task();
+    let mask = early_bird(&mut t, 0.5, opts, None).unwrap();
+    let all = PruneTarget::metrics(&t);
+    assert_eq!(value(&all, "detected"), 0.0);
+    assert_eq!(value(&all, "drawn-epoch"), 6.0);
+    assert_eq!(value(&all, "retrain-start-epoch"), 0.0);
+    // Retraining has the whole schedule (6 epochs of 4 steps), from step 0.
+    assert_eq!(t.clock().step, 0);
+    assert!(value(&all, "train-flops-ratio") > 1.0);
+    // The ticket is the last mask of the search: exactly half the channels.
+    let keep = channels_of(&t, &mask);
+    let kept: usize = keep.values().flatten().filter(|&&k| k).count();
+    let total: usize = keep.values().map(Vec::len).sum();
+    assert_eq!(kept, total / 2);
+}

@@ -466,17 +466,13 @@ impl Pruner for EarlyBird {
         };
 
         let mask = channel_masks::expand(&groups, &ticket.keep, &ctx.dense_mask())?;
-        let clock = ctx.target.clock();
-        let start = match o.retrain_clock {
-            RetrainClock::Drawn => ticket.drawn_epoch * clock.steps_per_epoch,
-            RetrainClock::Zero => 0,
-        };
-        if start >= clock.run_steps {
-            return Err(Self::unsupported(format!(
-                "the ticket was drawn at epoch {}, the end of the schedule: nothing is left to \
-                 retrain; set retrain_clock = \"zero\" to retrain for a whole schedule",
+        let start = self.retrain_start(&ticket, ctx.target.clock());
+        if o.retrain_clock == RetrainClock::Drawn && start == 0 {
+            tracing::warn!(
+                "early-bird: no ticket drawn before the end of the schedule (epoch {}); the last \
+                 mask is the ticket and retrains for a whole schedule from step 0",
                 ticket.drawn_epoch
-            )));
+            );
         }
         let values = match o.retrain_from {
             RetrainFrom::Reinit => bn_network(ctx.target)?
@@ -500,17 +496,29 @@ fn bn_network(target: &mut dyn PruneTarget) -> Result<&mut ImageTask, PruneError
 }
 
 impl EarlyBird {
+    /// The step the ticket's retraining starts at: the draw's with `retrain_clock = "drawn"`, 0
+    /// with `"zero"`, and 0 too when the draw came at the end of the schedule (the detector never
+    /// fired): then the last mask is the ticket and retrains for a whole schedule, so the run
+    /// finishes and its seed stays in the tables (`early-bird/detected` is 0 and
+    /// `early-bird/retrain-start-epoch` says where retraining began).
+    fn retrain_start(&self, ticket: &Ticket, clock: lottery_core::TrainClock) -> usize {
+        let start = match self.options.retrain_clock {
+            RetrainClock::Drawn => ticket.drawn_epoch * clock.steps_per_epoch,
+            RetrainClock::Zero => 0,
+        };
+        if start >= clock.run_steps { 0 } else { start }
+    }
+
     /// Records the ticket's epoch, size and training cost.
     fn record_costs(&self, ctx: &mut PruneContext<'_>, ticket: &Ticket) -> Result<(), PruneError> {
         let dense = bn_network(ctx.target)?.cost(None)?;
         let small = bn_network(ctx.target)?.cost(Some(&ticket.keep))?;
         let clock = ctx.target.clock();
-        let run_epochs = (clock.run_steps / clock.steps_per_epoch.max(1)) as f64;
+        let spe = clock.steps_per_epoch.max(1);
+        let run_epochs = (clock.run_steps / spe) as f64;
         let searched = ticket.drawn_epoch as f64;
-        let retrain_epochs = match self.options.retrain_clock {
-            RetrainClock::Drawn => run_epochs - searched,
-            RetrainClock::Zero => run_epochs,
-        };
+        let retrain_start = self.retrain_start(ticket, clock) / spe;
+        let retrain_epochs = run_epochs - retrain_start as f64;
         let total: usize = ticket.keep.values().map(Vec::len).sum();
         let dense_mask = ctx.dense_mask();
         let t = &mut *ctx.target;
@@ -520,6 +528,7 @@ impl EarlyBird {
         let train_flops_dense = 3.0 * run_epochs * dense.flops as f64;
         t.set_phase(0, "search");
         t.record("early-bird", "drawn-epoch", searched);
+        t.record("early-bird", "retrain-start-epoch", retrain_start as f64);
         t.record(
             "early-bird",
             "detected",
