@@ -355,7 +355,7 @@ fn prepare_unattributed(
     check_fit(method, cfg, &network)?;
     let canonical = cfg.canonical(options.clone(), method.default_iterations);
     let run_id = canonical.run_id_with_inputs(&inputs);
-    Ok(Prepared {
+    let prepared = Prepared {
         resolved,
         canonical,
         run_id,
@@ -363,7 +363,39 @@ fn prepare_unattributed(
         options,
         network,
         inputs,
-    })
+    };
+    check_ignore(&prepared)?;
+    Ok(prepared)
+}
+
+/// Refuses a `prune.ignore` pattern that matches no parameter of the run's network: a typo would
+/// otherwise prune the layer it meant to keep.
+fn check_ignore(p: &Prepared) -> Result<(), RunError> {
+    let rule = p.canonical.goal()?.rule;
+    if rule.ignore.is_empty() {
+        return Ok(());
+    }
+    let mut run_target = target_of(p, ProgressBar::hidden())?;
+    let names: Vec<String> = run_target
+        .target()
+        .params()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    match rule.unmatched_ignores(&names).first() {
+        None => Ok(()),
+        Some(pattern) => Err(named(
+            ConfigErrorKind::Invalid,
+            "prune.ignore",
+            &format!("\"{pattern}\""),
+            format!(
+                "names or patterns of parameters of {}: {}",
+                p.canonical.model.name,
+                names.join(", ")
+            ),
+        )
+        .into()),
+    }
 }
 
 /// What the run's network offers beyond the contract every target keeps

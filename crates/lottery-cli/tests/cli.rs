@@ -590,3 +590,46 @@ fn a_graph_run_prunes_edges_and_weights_and_tables_them() {
         "{err}"
     );
 }
+
+#[test]
+fn ignored_parameters_stay_dense_for_every_method() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "ignore.toml",
+        "[methods.imp]\nrate = 0.5\n[grid]\n\"prune.method\" = [\"magnitude\", \"imp\", \"snip\"]\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let ignore = "prune.ignore=[\"fc.weight\"]";
+    let o = lottery(
+        d.path(),
+        &["run", c, "--set", ignore, "--set", "prune.density=0.25"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = study_entries(&d.path().join("results/t"));
+    assert_eq!(runs.len(), 3);
+    for run in &runs {
+        let masks = lottery_core::MaskSet::load(&run.join("masks.safetensors")).unwrap();
+        assert!(masks.get("fc.weight").is_none(), "{}", run.display());
+        // The two hidden layers hold every prunable weight, a quarter of them kept exactly.
+        assert_eq!(masks.numel(), 784 * 300 + 300 * 100);
+        assert_eq!(masks.kept(), (784 * 300 + 300 * 100) / 4);
+        let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(config.contains("ignore = [\"fc.weight\"]"), "{config}");
+    }
+    // A pattern that matches nothing is a typo, refused before any run.
+    let e = tempfile::tempdir().unwrap();
+    let o = lottery(
+        e.path(),
+        &["run", c, "--set", "prune.ignore=[\"fc.wieght\"]"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("prune.ignore")
+            && err.contains("fc.wieght")
+            && err.contains("fc_layers.0.weight"),
+        "{err}"
+    );
+    assert!(results_entries(e.path()).is_empty());
+}

@@ -170,6 +170,10 @@ pub struct PruneSection {
     pub prune_batchnorm: bool,
     /// Prune residual shortcut projections too.
     pub prune_residual: bool,
+    /// Parameters never pruned, by PyTorch name or glob (`["fc.weight"]`, open_lth's
+    /// `pruning_layers_to_ignore`), for every method.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
 }
 
 impl Default for PruneSection {
@@ -183,6 +187,7 @@ impl Default for PruneSection {
             prune_bias: false,
             prune_batchnorm: false,
             prune_residual: false,
+            ignore: vec![],
         }
     }
 }
@@ -270,6 +275,7 @@ impl RunConfig {
                 prune_bias: self.prune.prune_bias,
                 prune_batchnorm: self.prune.prune_batchnorm,
                 prune_residual: self.prune.prune_residual,
+                ignore: self.prune.ignore.clone(),
             },
             iterations: self.prune.iterations.unwrap_or(1),
             schedule: self.prune.schedule,
@@ -287,6 +293,15 @@ impl RunConfig {
             ))
         };
         Density::from_config(self.prune.density, "prune.density")?;
+        for g in &self.prune.ignore {
+            if let Err(e) = glob::Pattern::new(g) {
+                return bad(
+                    "prune.ignore",
+                    format!("\"{g}\""),
+                    &format!("parameter names or glob patterns ({e})"),
+                );
+            }
+        }
         if self.prune.iterations == Some(0) {
             return bad("prune.iterations", "0".into(), "at least 1 round");
         }

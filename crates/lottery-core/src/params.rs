@@ -51,7 +51,7 @@ impl ParamInfo {
 
 /// Which parameters a pruner may touch. The defaults follow Synaptic-Flow: weights of
 /// convolutions and linear layers only; biases, batch norm and residual shortcuts stay dense.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrunableRule {
     /// Prune biases too.
@@ -60,6 +60,9 @@ pub struct PrunableRule {
     pub prune_batchnorm: bool,
     /// Prune residual shortcut projections too.
     pub prune_residual: bool,
+    /// Parameters never pruned, by PyTorch name or glob pattern (`fc.weight`,
+    /// `features.*.weight`): open_lth's `pruning_layers_to_ignore`.
+    pub ignore: Vec<String>,
 }
 
 impl PrunableRule {
@@ -68,12 +71,40 @@ impl PrunableRule {
         if p.shortcut && !self.prune_residual {
             return false;
         }
+        if self.ignores(&p.name) {
+            return false;
+        }
         match p.kind {
             ParamKind::ConvWeight | ParamKind::LinearWeight => true,
             ParamKind::Bias => self.prune_bias,
             ParamKind::Norm => self.prune_batchnorm,
             ParamKind::NormStatistic | ParamKind::Embedding | ParamKind::Other => false,
         }
+    }
+}
+
+impl PrunableRule {
+    /// Whether `name` matches one of the `ignore` patterns (an exact name, or a glob).
+    pub fn ignores(&self, name: &str) -> bool {
+        self.ignore
+            .iter()
+            .any(|g| g == name || glob::Pattern::new(g).is_ok_and(|pattern| pattern.matches(name)))
+    }
+
+    /// The `ignore` patterns that match none of `names` (a typo would otherwise prune the layer
+    /// it meant to keep, silently).
+    pub fn unmatched_ignores<'a>(&'a self, names: &[String]) -> Vec<&'a str> {
+        self.ignore
+            .iter()
+            .filter(|g| {
+                let one = PrunableRule {
+                    ignore: vec![(*g).clone()],
+                    ..PrunableRule::default()
+                };
+                !names.iter().any(|n| one.ignores(n))
+            })
+            .map(String::as_str)
+            .collect()
     }
 }
 
@@ -101,3 +132,32 @@ impl FlatTensor {
 
 /// Values of named parameters (weights, gradients, scores), keyed by PyTorch name, in name order.
 pub type ParamValues = BTreeMap<String, FlatTensor>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(name: &str) -> ParamInfo {
+        ParamInfo {
+            name: name.into(),
+            shape: vec![2, 2],
+            kind: ParamKind::LinearWeight,
+            shortcut: false,
+        }
+    }
+
+    #[test]
+    fn ignored_names_and_globs_are_never_prunable() {
+        let rule = PrunableRule {
+            ignore: vec!["fc.weight".into(), "features.*.weight".into()],
+            ..PrunableRule::default()
+        };
+        assert!(!rule.admits(&weight("fc.weight")));
+        assert!(!rule.admits(&weight("features.3.weight")));
+        assert!(rule.admits(&weight("fc_layers.0.weight")));
+        let names: Vec<String> = ["fc.weight", "fc_layers.0.weight"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(rule.unmatched_ignores(&names), ["features.*.weight"]);
+    }
+}
