@@ -3,7 +3,7 @@
 # Installs torch from PyPI into .venv-bench on first use. A benchmark, never a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench -q -p lottery-train --bench mining_step 2>/dev/null | grep '^mining'
+cargo bench -q -p lottery-gem-miner --bench mining_step 2>/dev/null | grep '^mining'
 if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install -q torch

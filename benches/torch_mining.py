@@ -3,7 +3,7 @@ LeNet-300-100 with frozen weights, one score per weight in [0, 1], forward with 
 at 0.5 times the flag (straight-through gradient), L2 penalty 7e-6 on the scores, SGD 0.1 with
 momentum 0.9 on the scores, clamp to [0, 1]; batch 128, 50 steps an epoch, 4 epochs, each epoch
 ending as the Rust benchmark's does (scores to NumPy, the rounded net's accuracy on 128 images).
-Prints a line in the same form as `cargo bench -p lottery-train --bench mining_step`."""
+Prints a line in the same form as `cargo bench -p lottery-gem-miner --bench mining_step`."""
 import sys
 import time
 

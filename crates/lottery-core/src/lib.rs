@@ -25,9 +25,8 @@ pub use error::{ConfigError, ConfigErrorKind, MaskError, PruneError};
 pub use mask::{Mask, MaskSet};
 pub use params::{FlatTensor, ParamInfo, ParamKind, ParamValues, PrunableRule};
 pub use plugin::{
-    BnMode, GRAPH_MASK, LossSpec, MetricRow, MiningReport, MiningSpec, MiningState, PathFlow,
-    Precision, PruneContext, PruneGoal, PruneTarget, Pruner, PrunerEntry, PrunerOptions,
-    ScorePenalty, Scorer, TrainClock,
+    BnMode, GRAPH_MASK, LossSpec, MetricRow, PathFlow, Precision, PruneContext, PruneGoal,
+    PruneTarget, Pruner, PrunerEntry, PrunerOptions, Scorer, TrainClock,
 };
 pub use topk::Scope;
 

@@ -21,10 +21,10 @@
 //!   scales after each epoch through [`PruneTarget::train_watching`] (which it stops when the
 //!   ticket is drawn); its entry counts `prune.density` in channels
 //!   ([`PrunerEntry::counting_channels`]).
-//! - **Trainable scores with frozen weights** (Gem-Miner) hand their scores and flags to
-//!   [`PruneTarget::mine_scores`], which trains the scores through a forward that multiplies each
-//!   weight by its rounded score (straight-through gradient) and calls back after every epoch with
-//!   the whole [`MiningState`], which the method prunes (its flags) and saves.
+//! - **Trainable scores with frozen weights** (Gem-Miner) compute the weights each forward pass
+//!   uses (each weight times its rounded score) and train the scores on the image family's
+//!   functional API (below); the straight-through gradient, the penalty, the optimiser and the
+//!   clamp are the plugin's own code, and so is its state, which it prunes and saves every epoch.
 //! - **Transformers and graphs** (BERT tickets, GCN tickets) are other model families behind the same
 //!   target: their parameters are named like Hugging Face / PyG names them, and a graph's edge mask is a
 //!   mask over a parameter-like entry (`graph.adjacency`) of kind `Other`.
@@ -53,8 +53,12 @@
 //!
 //! The downcast reads better where a method *uses* a family's capability. The functional API is
 //! the right shape where the method's math *is* the training step (Gem-Miner's straight-through
-//! scores, edge-popup); [`PruneTarget::mine_scores`] is the one method-specific operation left
-//! here, to be replaced by that API.
+//! scores, edge-popup), and the image family offers it behind the same downcast, as inherent
+//! methods of `ImageTask` that know no method: the parameters as flat device tensors, computed
+//! weights written in place of the model's (and the originals put back), the run's training
+//! batches of an epoch, the loss and gradients of one batch, and rows recorded at the method's own
+//! clock. Gem-Miner's mining is plugin code on that API; no method-specific operation or type is
+//! left here.
 
 use std::any::Any;
 use std::fmt;
@@ -64,7 +68,6 @@ use std::path::PathBuf;
 use indicatif::ProgressBar;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::config::TrainSection;
 use crate::density::{Density, exponential_schedule, linear_schedule};
 use crate::error::PruneError;
 use crate::mask::MaskSet;
@@ -183,101 +186,6 @@ pub struct PathFlow {
     pub log_gradients: ParamValues,
 }
 
-/// The penalty on trainable scores (Gem-Miner's `regularization`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScorePenalty {
-    /// `λ·Σ s²` (gradient `2λs`), the reference's choice.
-    #[default]
-    L2,
-    /// `λ·Σ |s|` (gradient `λ·sign(s)`).
-    L1,
-}
-
-/// How [`PruneTarget::mine_scores`] trains scores with the weights frozen.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MiningSpec {
-    /// Optimiser (PyTorch's SGD or Adam semantics), learning rate, weight decay and schedule of the
-    /// scores; `epochs` is the length of the mining (the schedule's horizon).
-    pub train: TrainSection,
-    /// The penalty added to the loss.
-    pub penalty: ScorePenalty,
-    /// λ, the penalty's strength.
-    pub strength: f64,
-    /// A weight takes part in the forward pass when its score exceeds this and it is flagged.
-    pub threshold: f32,
-}
-
-/// Where a score mining stands after a whole epoch: everything needed to continue it exactly.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MiningState {
-    /// Epochs completed.
-    pub epoch: usize,
-    /// Optimiser steps taken.
-    pub step: usize,
-    /// One score in [0, 1] per prunable weight (PyTorch names and layout).
-    pub scores: ParamValues,
-    /// Weights still eligible; a weight without its flag is out of the forward pass whatever its
-    /// score, and its score gets no gradient from the loss.
-    pub flags: MaskSet,
-    /// The optimiser's moments, `momentum/<name>` (SGD) or `m/<name>` and `v/<name>` (Adam);
-    /// empty before the first step.
-    pub moments: ParamValues,
-}
-
-impl MiningState {
-    /// The mask of the forward pass: score above `threshold`, and flagged.
-    pub fn rounded(&self, threshold: f32) -> MaskSet {
-        let mut out = MaskSet::new();
-        for (name, flag) in self.flags.iter() {
-            let keep = match self.scores.get(name) {
-                Some(s) => s
-                    .values
-                    .iter()
-                    .zip(&flag.keep)
-                    .map(|(&v, &f)| f && v > threshold)
-                    .collect(),
-                None => vec![false; flag.keep.len()],
-            };
-            out.insert(
-                name.clone(),
-                crate::mask::Mask {
-                    shape: flag.shape.clone(),
-                    keep,
-                },
-            );
-        }
-        out
-    }
-}
-
-/// One epoch of score mining, as [`PruneTarget::mine_scores`] reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MiningReport {
-    /// Epochs completed (1-based).
-    pub epoch: usize,
-    /// Mean cross-entropy over the epoch's batches (without the penalty).
-    pub train_loss: f64,
-    /// The penalty at the end of the epoch (λ included).
-    pub penalty: f64,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    /// Density of the rounded subnetwork (score above the threshold and flagged).
-    pub rounded_density: f64,
-    /// Test accuracy of the rounded subnetwork on the untrained weights.
-    pub rounded_accuracy: f64,
-}
-
-/// What [`PruneTarget::mine_scores`] calls after each epoch: the report, the state (whose flags,
-/// and scores, the method may change before the next epoch), and the target itself (to record,
-/// read values and save; rows it records carry the mining's step and epoch).
-pub type MiningHook<'a> = dyn FnMut(
-        &MiningReport,
-        &mut MiningState,
-        &mut dyn PruneTarget,
-    ) -> Result<ControlFlow<()>, PruneError>
-    + 'a;
-
 /// Name of the graph mask in a [`MaskSet`] of a graph network: one entry per undirected edge
 /// (both directions at once; self-loops are added by the network and never masked), shape `[E]`.
 /// It is not a prunable parameter (`prune.density` counts weights only); graph methods add it to
@@ -342,24 +250,6 @@ pub trait PruneTarget {
             on_epoch(r);
             ControlFlow::Continue(())
         })
-    }
-    /// Trains the scores of `state` with every parameter frozen (Gem-Miner's mining) from
-    /// `state.epoch` to `spec.train.epochs`, unless `on_epoch` breaks: each step's forward uses the
-    /// weights times their rounded, flagged scores (batch norm in training mode, its running
-    /// statistics updated), the gradient passes straight through the rounding to the scores (none
-    /// to unflagged ones), the penalty's gradient is added, the optimiser steps, and the scores are
-    /// clamped to [0, 1]. Data order is the run's, epoch by epoch; the training clock is untouched.
-    /// The weights are exactly their values before the call whenever `on_epoch` runs and after.
-    fn mine_scores(
-        &mut self,
-        spec: &MiningSpec,
-        state: &mut MiningState,
-        on_epoch: &mut MiningHook<'_>,
-    ) -> Result<(), PruneError> {
-        let _ = (spec, state, on_epoch);
-        Err(PruneError::Target(
-            "this network cannot train scores".into(),
-        ))
     }
     /// FLOPs of one forward pass of the network under `mask` (a multiply-add counts 2; a graph
     /// network counts its aggregation over the kept edges and its kept weights). Graph networks

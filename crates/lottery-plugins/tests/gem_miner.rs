@@ -119,15 +119,21 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
 
     let dir = tempfile::tempdir().unwrap();
     let work = Some(dir.path().to_path_buf());
-    // Crash after 5 epochs (one prune done, saved state of epoch 5).
+    // Crash in epoch 6, after 5 saved epochs (one prune done, saved state of epoch 5): the hook
+    // reads the values it saves once an epoch, and the sixth read fails.
     let mut first = task();
     let mut crashing = Crashing {
-        mining_epochs_left: 5,
+        value_reads_left: std::cell::Cell::new(5),
         ..Crashing::new(&mut first)
     };
     let e = run_method("gem-miner", &mut crashing, 0.1, OPTIONS, work.clone()).unwrap_err();
     assert!(e.to_string().contains("simulated crash"), "{e}");
     assert!(dir.path().join("gem-miner/state.safetensors").exists());
+    assert_eq!(
+        rows(&first, "accuracy").len(),
+        6,
+        "the crash came in epoch 6"
+    );
 
     let mut second = task();
     let mask = run_method("gem-miner", &mut second, 0.1, OPTIONS, work).unwrap();

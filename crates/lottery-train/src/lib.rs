@@ -10,7 +10,7 @@ pub mod schedule;
 pub mod task;
 
 pub use optim::RunOptimizer;
-pub use task::{Checkpoints, ImageTask, MetricRow, TaskError};
+pub use task::{Checkpoints, DeviceFlat, ImageTask, MetricRow, TaskError};
 
 /// The values of `t` as a [`FlatTensor`](lottery_core::FlatTensor) (its shape, row-major f32):
 /// how a tensor-holding prune target reports its parameters.

@@ -28,7 +28,9 @@ use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, c
 
 use crate::schedule::lr_at;
 
-mod mining;
+mod forward_weights;
+
+pub use forward_weights::{DeviceFlat, take_flat_gradient};
 
 /// Weights saved at chosen optimiser steps (0 is θ₀): the rewind points of IMP.
 pub type Checkpoints = BTreeMap<usize, ParamValues>;
@@ -68,6 +70,8 @@ pub struct ImageTask {
     init: WeightInit,
     /// Batch norm keeps γ = 1 and β = 0 through training.
     non_affine_norm: bool,
+    /// `(step, epoch)` that recorded rows carry in place of the training clock's.
+    record_clock: Option<(usize, usize)>,
 }
 
 impl ImageTask {
@@ -103,6 +107,7 @@ impl ImageTask {
             channels: None,
             init: WeightInit::KaimingNormal,
             non_affine_norm: false,
+            record_clock: None,
         }
     }
 
@@ -176,13 +181,14 @@ impl ImageTask {
         &self.metrics
     }
 
-    /// Records a metric at the current step.
+    /// Records a metric at the current step (or at the clock of [`ImageTask::set_record_clock`]).
     pub fn record(&mut self, split: &str, metric: &str, value: f64) {
+        let (step, epoch) = self.record_clock.unwrap_or((self.step, self.epochs_done));
         self.metrics.push(MetricRow {
             round: self.round as u64,
             phase: self.phase.clone(),
-            step: self.step as u64,
-            epoch: self.epochs_done as u64,
+            step: step as u64,
+            epoch: epoch as u64,
             split: split.into(),
             metric: metric.into(),
             value,
@@ -202,7 +208,7 @@ impl ImageTask {
     /// Applies the running-statistics update that burn's batch norm keeps aside after a training
     /// step (a `RunningState` is read and overwritten without it until something syncs it), so that
     /// what is read is the trained network and what is written is not replaced by a stale update.
-    fn settle(&self) {
+    pub fn settle(&self) {
         let _ = self.model.valid();
     }
 
@@ -625,7 +631,7 @@ impl ImageTask {
     }
 
     /// Optimiser steps in one epoch (the last batch may be short).
-    fn steps_per_epoch(&self) -> usize {
+    pub fn steps_per_epoch(&self) -> usize {
         self.data.train.len().div_ceil(self.batch_size).max(1)
     }
 }
@@ -909,15 +915,6 @@ impl PruneTarget for ImageTask {
             Some(keep) => self.train_smaller(&keep, mask, end_step, watch, on_epoch),
             None => self.train_in_place(mask, end_step, watch, on_epoch),
         }
-    }
-
-    fn mine_scores(
-        &mut self,
-        spec: &lottery_core::MiningSpec,
-        state: &mut lottery_core::MiningState,
-        on_epoch: &mut lottery_core::plugin::MiningHook<'_>,
-    ) -> Result<(), PruneError> {
-        self.mine(spec, state, on_epoch)
     }
 
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {

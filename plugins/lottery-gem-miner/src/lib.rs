@@ -17,6 +17,13 @@
 //! is trained (the "rare gem" accuracy), and the flagged density after each prune. Progress is
 //! saved after every epoch in the run's work directory, so an interrupted run resumes at the last
 //! finished epoch and ends as the uninterrupted run would.
+//!
+//! The mining itself ([`mining`]: the straight-through forward, the penalty, the optimiser of the
+//! scores and the clamp) is this crate's code, written on the image family's functional methods of
+//! `lottery_train::ImageTask` (reached by a checked downcast; the entry needs
+//! [`capability::IMAGE`](lottery_core::plugin::capability::IMAGE)): the weights a forward pass
+//! uses, the run's batches and one batch's gradients. Recording, reading the values it saves and
+//! evaluating go through the target it was given.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -24,14 +31,15 @@ use std::path::{Path, PathBuf};
 
 use lottery_core::config::{LrSchedule, OptimizerKind, TrainSection};
 use lottery_core::density::{Density, exponential_schedule};
-use lottery_core::plugin::{
-    MiningReport, MiningSpec, MiningState, PruneContext, Pruner, PrunerEntry, PrunerOptions,
-    ScorePenalty,
-};
+use lottery_core::plugin::{PruneContext, Pruner, PrunerEntry, PrunerOptions};
 use lottery_core::topk::Scope;
 use lottery_core::{FlatTensor, Mask, MaskSet, MetricRow, ParamValues, PruneError, weights};
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+pub mod mining;
+
+pub use mining::{MiningHook, MiningReport, MiningSpec, MiningState, ScorePenalty, mine_scores};
 
 inventory::submit! {
     PrunerEntry::new::<GemMinerOptions>(
@@ -476,7 +484,7 @@ impl Pruner for GemMiner {
                 progress.inc(1);
                 Ok(ControlFlow::Continue(()))
             };
-            ctx.target.mine_scores(&spec, &mut state, &mut on_epoch)?;
+            mine_scores(ctx.target, &spec, &mut state, &mut on_epoch)?;
         }
         // A mining cut short of its last prune (or too short for one) ends at the target.
         if prunes_done < prune_at.len() {

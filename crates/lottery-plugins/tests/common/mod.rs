@@ -9,11 +9,10 @@ use std::sync::Arc;
 use indicatif::ProgressBar;
 use lottery_core::backend::default_device;
 use lottery_core::config::TrainSection;
-use lottery_core::plugin::{DensitySchedule, EpochReport, MiningHook, find_pruner};
+use lottery_core::plugin::{DensitySchedule, EpochReport, find_pruner};
 use lottery_core::{
-    Density, LossSpec, MaskSet, MetricRow, MiningSpec, MiningState, ParamInfo, ParamValues,
-    PathFlow, Precision, PrunableRule, PruneContext, PruneError, PruneGoal, PruneTarget, Scope,
-    TrainClock,
+    Density, LossSpec, MaskSet, MetricRow, ParamInfo, ParamValues, PathFlow, Precision,
+    PrunableRule, PruneContext, PruneError, PruneGoal, PruneTarget, Scope, TrainClock,
 };
 use lottery_data::{ImageShape, synthetic};
 use lottery_models::{Architecture, InputShape, init};
@@ -73,16 +72,17 @@ pub fn run_method(
     pruner.prune(&mut ctx)
 }
 
-/// A target that fails its next training call once `trainings_left` calls are used up, or its
-/// mining once `mining_epochs_left` epochs are reported, as a crash would stop a run; it counts
-/// down, so `usize::MAX` counts the calls a run makes.
+/// A target that fails its next training call once `trainings_left` calls are used up, or its next
+/// read of values once `value_reads_left` reads are used up, as a crash would stop a run; it counts
+/// down, so `usize::MAX` counts the calls a run makes. A method that reaches the network's family
+/// by downcast reaches the inner task, past these counters.
 pub struct Crashing<'a> {
     /// The real target.
     pub inner: &'a mut ImageTask,
     /// Training calls still allowed.
     pub trainings_left: usize,
-    /// Mining epochs still allowed.
-    pub mining_epochs_left: usize,
+    /// Calls of [`PruneTarget::values`] still allowed (a method saving its progress reads them).
+    pub value_reads_left: std::cell::Cell<usize>,
 }
 
 impl<'a> Crashing<'a> {
@@ -91,7 +91,7 @@ impl<'a> Crashing<'a> {
         Self {
             inner,
             trainings_left: usize::MAX,
-            mining_epochs_left: usize::MAX,
+            value_reads_left: std::cell::Cell::new(usize::MAX),
         }
     }
 }
@@ -111,6 +111,11 @@ impl PruneTarget for Crashing<'_> {
         self.inner.params()
     }
     fn values(&self, names: &[String]) -> Result<ParamValues, PruneError> {
+        let left = self.value_reads_left.get();
+        if left == 0 {
+            return Err(crash());
+        }
+        self.value_reads_left.set(left - 1);
         self.inner.values(names)
     }
     fn set_values(&mut self, values: &ParamValues) -> Result<(), PruneError> {
@@ -156,22 +161,6 @@ impl PruneTarget for Crashing<'_> {
         }
         self.trainings_left -= 1;
         self.inner.train_watching(mask, end_step, watch, on_epoch)
-    }
-    fn mine_scores(
-        &mut self,
-        spec: &MiningSpec,
-        state: &mut MiningState,
-        on_epoch: &mut MiningHook<'_>,
-    ) -> Result<(), PruneError> {
-        let left = &mut self.mining_epochs_left;
-        let hook: &mut MiningHook<'_> = &mut |r, s, t| {
-            if *left == 0 {
-                return Err(crash());
-            }
-            *left -= 1;
-            on_epoch(r, s, t)
-        };
-        self.inner.mine_scores(spec, state, hook)
     }
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {
         self.inner.rewind(values, step)

@@ -1,18 +1,18 @@
-//! Gem-Miner's score mining ([`PruneTarget::mine_scores`]) against its definition: the forward uses
-//! the rounded, flagged scores; the score gradient is the straight-through `∂L/∂w_eff ⊙ w₀ ⊙ flag`
-//! plus the penalty's; scores stay in [0, 1]; no parameter moves; the optimiser state carries over.
+//! Gem-Miner's score mining ([`mine_scores`]) on an image task against its definition: the
+//! forward uses the rounded, flagged scores; the score gradient is the straight-through
+//! `∂L/∂w_eff ⊙ w₀ ⊙ flag` plus the penalty's; scores stay in [0, 1]; no parameter moves; the
+//! optimiser state carries over.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use lottery_core::backend::default_device;
 use lottery_core::config::{LrSchedule, OptimizerKind, TrainSection};
-use lottery_core::plugin::MiningHook;
 use lottery_core::{
-    BnMode, FlatTensor, LossSpec, MaskSet, MiningSpec, MiningState, ParamKind, ParamValues,
-    PrunableRule, PruneTarget, ScorePenalty,
+    BnMode, FlatTensor, LossSpec, MaskSet, ParamKind, ParamValues, PrunableRule, PruneTarget,
 };
 use lottery_data::{ImageShape, synthetic};
+use lottery_gem_miner::{MiningHook, MiningSpec, MiningState, ScorePenalty, mine_scores};
 use lottery_models::arch::Plan;
 use lottery_models::{Architecture, InputShape, init};
 use lottery_train::ImageTask;
@@ -119,7 +119,7 @@ fn mine(t: &mut ImageTask, spec: &MiningSpec, state: &mut MiningState) -> Vec<(f
         reports.push((r.train_loss, r.rounded_density));
         Ok(ControlFlow::Continue(()))
     };
-    t.mine_scores(spec, state, hook).unwrap();
+    mine_scores(t, spec, state, hook).unwrap();
     reports
 }
 
@@ -262,7 +262,7 @@ fn mining_in_two_calls_equals_mining_in_one() {
     let mut first = task(mlp(), 32, 8);
     let mut s = start(&first);
     let hook: &mut MiningHook<'_> = &mut |_, _, _| Ok(ControlFlow::Break(()));
-    first.mine_scores(&spec3, &mut s, hook).unwrap();
+    mine_scores(&mut first, &spec3, &mut s, hook).unwrap();
     assert_eq!(s.epoch, 1);
     let mut second = task(mlp(), 32, 8);
     mine(&mut second, &spec3, &mut s);

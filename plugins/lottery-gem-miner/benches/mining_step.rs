@@ -5,7 +5,7 @@
 //! the mining figure includes each epoch's report (scores to the host, the rounded net's test
 //! accuracy on 128 images), amortised over its 50 steps.
 //!
-//! `cargo bench -p lottery-train --bench mining_step`
+//! `cargo bench -p lottery-gem-miner --bench mining_step`
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -13,12 +13,9 @@ use std::time::Instant;
 
 use lottery_core::backend::{backend_name, default_device};
 use lottery_core::config::{LrSchedule, OptimizerKind, TrainSection};
-use lottery_core::plugin::MiningHook;
-use lottery_core::{
-    FlatTensor, MaskSet, MiningSpec, MiningState, ParamValues, PrunableRule, PruneTarget,
-    ScorePenalty,
-};
+use lottery_core::{FlatTensor, MaskSet, ParamValues, PrunableRule, PruneTarget};
 use lottery_data::{ImageShape, synthetic};
+use lottery_gem_miner::{MiningHook, MiningSpec, MiningState, ScorePenalty, mine_scores};
 use lottery_models::InputShape;
 use lottery_train::ImageTask;
 
@@ -89,7 +86,7 @@ fn main() {
         stamps.push(Instant::now());
         Ok(ControlFlow::Continue(()))
     };
-    t.mine_scores(&spec, &mut state, hook).expect("mining");
+    mine_scores(&mut t, &spec, &mut state, hook).expect("mining");
     let mining = median_ms_per_step(&stamps);
 
     let mut t = task();
