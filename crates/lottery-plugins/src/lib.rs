@@ -7,6 +7,7 @@
 
 use lottery_bert_tickets as _;
 use lottery_early_bird as _;
+use lottery_edge_popup as _;
 use lottery_gcn_tickets as _;
 use lottery_gem_miner as _;
 use lottery_graph_magnitude as _;
