@@ -166,23 +166,12 @@ fn write_scored(
     scored: &[Scored],
     masks: Option<&HashMap<ParamId, DeviceFlat>>,
 ) {
-    let by_id: HashMap<ParamId, DeviceFlat> = scored
-        .iter()
-        .map(|s| {
-            let w = match masks.and_then(|ms| ms.get(&s.entry.id)) {
-                Some(mask) => s.w0.clone().mul(mask.clone()),
-                None => s.w0.clone(),
-            };
-            (s.entry.id, w)
-        })
-        .collect();
-    task.write_weights(&by_id);
+    task.write_masked_weights(scored.iter().map(|s| (s.entry.id, &s.w0)), masks);
 }
 
 /// Puts the weights back to `w₀` and applies batch norm's pending statistics.
 fn restore(task: &mut ImageTask, scored: &[Scored]) {
-    write_scored(task, scored, None);
-    task.settle();
+    task.restore_frozen_weights(scored.iter().map(|s| (s.entry.id, &s.w0)));
 }
 
 fn upload_state(task: &mut ImageTask, state: &SearchState) -> Result<Vec<Scored>, PruneError> {

@@ -151,23 +151,12 @@ fn write_mined(
     mined: &[Mined],
     masks: Option<&HashMap<ParamId, DeviceFlat>>,
 ) {
-    let by_id: HashMap<ParamId, DeviceFlat> = mined
-        .iter()
-        .map(|m| {
-            let w = match masks.and_then(|ms| ms.get(&m.entry.id)) {
-                Some(mask) => m.w0.clone().mul(mask.clone()),
-                None => m.w0.clone(),
-            };
-            (m.entry.id, w)
-        })
-        .collect();
-    task.write_weights(&by_id);
+    task.write_masked_weights(mined.iter().map(|m| (m.entry.id, &m.w0)), masks);
 }
 
 /// Puts the weights back to `w₀` and applies batch norm's pending statistics.
 fn restore(task: &mut ImageTask, mined: &[Mined]) {
-    write_mined(task, mined, None);
-    task.settle();
+    task.restore_frozen_weights(mined.iter().map(|m| (m.entry.id, &m.w0)));
 }
 
 /// The state's scores, flags and moments on the device, with each weight's `w₀`.

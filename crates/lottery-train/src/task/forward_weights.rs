@@ -82,6 +82,37 @@ impl ImageTask {
         );
     }
 
+    /// Frozen weights under computed masks: puts `w₀ ⊙ mask` (or `w₀` where there is no mask) in
+    /// place of each parameter `id` of `frozen`, an `(id, w₀)` pair of flat tensors in burn's
+    /// layout, with `masks` keyed by the same ids (score-based masks of Gem-Miner, edge-popup).
+    pub fn write_masked_weights<'a>(
+        &mut self,
+        frozen: impl IntoIterator<Item = (ParamId, &'a DeviceFlat)>,
+        masks: Option<&HashMap<ParamId, DeviceFlat>>,
+    ) {
+        let by_id: HashMap<ParamId, DeviceFlat> = frozen
+            .into_iter()
+            .map(|(id, w0)| {
+                let w = match masks.and_then(|ms| ms.get(&id)) {
+                    Some(mask) => w0.clone().mul(mask.clone()),
+                    None => w0.clone(),
+                };
+                (id, w)
+            })
+            .collect();
+        self.write_weights(&by_id);
+    }
+
+    /// Puts frozen weights back (`w₀` of each `(id, w₀)`) and applies batch norm's pending
+    /// statistics.
+    pub fn restore_frozen_weights<'a>(
+        &mut self,
+        frozen: impl IntoIterator<Item = (ParamId, &'a DeviceFlat)>,
+    ) {
+        self.write_masked_weights(frozen, None);
+        self.settle();
+    }
+
     /// The training batches of the 0-based `epoch`, in the run's order and with its augmentation,
     /// as training draws them.
     pub fn train_batches(&self, epoch: usize) -> Vec<Batch> {
