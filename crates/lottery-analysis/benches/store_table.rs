@@ -40,6 +40,8 @@ fn summary(i: usize) -> RunSummary {
         test_accuracy: acc,
         test_loss: 0.3,
         test_accuracy_at_init: 0.1,
+        best_test_accuracy: None,
+        best_test_epoch: None,
         epochs: 10,
         prune_seconds: 1.0,
         train_seconds: 7.0,

@@ -89,6 +89,14 @@ pub struct RunSummary {
     pub test_loss: f64,
     /// Test accuracy of the pruned network before training.
     pub test_accuracy_at_init: f64,
+    /// Best test accuracy over the evaluated epochs of the run's final training (the Early-Bird
+    /// reference reports this, its `best_prec1`: selected on the test set, so optimistic); absent
+    /// in runs that evaluated no epoch, or written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_test_accuracy: Option<f64>,
+    /// The epoch after which [`RunSummary::best_test_accuracy`] was measured (the first on ties).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_test_epoch: Option<u64>,
     /// Training epochs.
     pub epochs: u64,
     /// Seconds spent finding the mask.
@@ -351,6 +359,8 @@ mod tests {
             test_accuracy: 0.9,
             test_loss: 0.1,
             test_accuracy_at_init: 0.1,
+            best_test_accuracy: None,
+            best_test_epoch: None,
             epochs: 1,
             prune_seconds: 0.0,
             train_seconds: 0.0,

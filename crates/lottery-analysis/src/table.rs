@@ -23,7 +23,8 @@ pub enum TableFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableOptions {
     /// Summary field aggregated: `test_accuracy`, `test_loss`, `test_accuracy_at_init`,
-    /// `density_achieved`, `prune_seconds`, `train_seconds`.
+    /// `best_test_accuracy`, `best_test_epoch`, `density_achieved`, `prune_seconds`,
+    /// `train_seconds`.
     pub metric: String,
     /// Multiply values by this for display (100 for accuracy in percent).
     pub scale: f64,
@@ -155,34 +156,48 @@ fn row_label(r: &RunSummary, fields: &[String]) -> String {
         .join(" / ")
 }
 
-fn metric_of(s: &RunSummary, metric: &str) -> Option<f64> {
+/// A summary field of a run: `None` for an unknown name, `Some(None)` for a field the run does not
+/// hold (the best test accuracy of a run that evaluated no epoch or predates it).
+fn metric_of(s: &RunSummary, metric: &str) -> Option<Option<f64>> {
     Some(match metric {
-        "test_accuracy" => s.test_accuracy,
-        "test_loss" => s.test_loss,
-        "test_accuracy_at_init" => s.test_accuracy_at_init,
-        "density_achieved" => s.density_achieved,
-        "prune_seconds" => s.prune_seconds,
-        "train_seconds" => s.train_seconds,
+        "test_accuracy" => Some(s.test_accuracy),
+        "test_loss" => Some(s.test_loss),
+        "test_accuracy_at_init" => Some(s.test_accuracy_at_init),
+        "best_test_accuracy" => s.best_test_accuracy,
+        "best_test_epoch" => s.best_test_epoch.map(|e| e as f64),
+        "density_achieved" => Some(s.density_achieved),
+        "prune_seconds" => Some(s.prune_seconds),
+        "train_seconds" => Some(s.train_seconds),
         _ => return None,
     })
 }
 
 /// The aggregated frame: one row per (model, dataset, method, density) with `mean`, `std` (sample
-/// std, null for one seed) and `n`, sorted by method then decreasing density.
+/// std, null for one seed) and `n`, sorted by method then decreasing density. Runs without the
+/// field (`best_test_accuracy` of older runs) are left out; none holding it is an error.
 pub fn study_frame(runs: &[RunSummary], opts: &TableOptions) -> Result<DataFrame, StoreError> {
-    let values: Vec<f64> = runs
-        .iter()
-        .map(|r| {
-            metric_of(r, &opts.metric).ok_or_else(|| {
-                StoreError::Query(format!(
-                    "--metric {}: unknown; expected test_accuracy, test_loss, test_accuracy_at_init, density_achieved, prune_seconds, train_seconds, or split/metric of a recorded metric",
-                    opts.metric
-                ))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let fields = row_fields(runs, &opts.by)?;
-    aggregate(runs, &values, opts.scale, &fields).map_err(|source| StoreError::Polars {
+    let mut kept = vec![];
+    let mut values = vec![];
+    for r in runs {
+        let value = metric_of(r, &opts.metric).ok_or_else(|| {
+            StoreError::Query(format!(
+                "--metric {}: unknown; expected test_accuracy, test_loss, test_accuracy_at_init, best_test_accuracy, best_test_epoch, density_achieved, prune_seconds, train_seconds, or split/metric of a recorded metric",
+                opts.metric
+            ))
+        })?;
+        if let Some(v) = value {
+            kept.push(r.clone());
+            values.push(v);
+        }
+    }
+    if kept.is_empty() && !runs.is_empty() {
+        return Err(StoreError::Query(format!(
+            "--metric {}: no run holds it (runs written before it was recorded, or that evaluated no epoch)",
+            opts.metric
+        )));
+    }
+    let fields = row_fields(&kept, &opts.by)?;
+    aggregate(&kept, &values, opts.scale, &fields).map_err(|source| StoreError::Polars {
         path: "<runs>".into(),
         cause: source,
     })
@@ -275,7 +290,8 @@ pub fn recorded_frame(
 
 /// The mask-distance matrix of a run that recorded one (Early-Bird's `distance/eNNN` rows): the
 /// epochs, and for each pair the distance between the masks after those epochs (symmetric, 0 on
-/// the diagonal; epoch 0 is the mask before training).
+/// the diagonal; epoch 0 is the mask before training). A run whose detector ran on the step clock
+/// (`distance/sNNNNNN` rows) gives steps in place of epochs.
 pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>), StoreError> {
     let pl = |source: PolarsError| StoreError::Polars {
         path: metrics_path.to_path_buf(),
@@ -284,22 +300,27 @@ pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>),
     let df = store::read_metrics(metrics_path)?
         .lazy()
         .filter(col("split").eq(lit("early-bird")))
-        .select([col("epoch"), col("metric"), col("value")])
+        .select([col("step"), col("epoch"), col("metric"), col("value")])
         .collect()
         .map_err(pl)?;
+    let step = df.column("step").map_err(pl)?.u64().map_err(pl)?;
     let epoch = df.column("epoch").map_err(pl)?.u64().map_err(pl)?;
     let metric = df.column("metric").map_err(pl)?.str().map_err(pl)?;
     let value = df.column("value").map_err(pl)?.f64().map_err(pl)?;
     let mut pairs = BTreeMap::new();
     let mut epochs = BTreeSet::new();
     for i in 0..df.height() {
-        let (Some(a), Some(m), Some(v)) = (epoch.get(i), metric.get(i), value.get(i)) else {
+        let (Some(m), Some(v)) = (metric.get(i), value.get(i)) else {
             continue;
         };
-        let Some(b) = m
-            .strip_prefix("distance/e")
-            .and_then(|e| e.parse::<u64>().ok())
-        else {
+        let (clock, older) = if let Some(e) = m.strip_prefix("distance/e") {
+            (epoch, e)
+        } else if let Some(s) = m.strip_prefix("distance/s") {
+            (step, s)
+        } else {
+            continue;
+        };
+        let (Some(a), Ok(b)) = (clock.get(i), older.parse::<u64>()) else {
             continue;
         };
         epochs.insert(a);
@@ -309,7 +330,7 @@ pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>),
     }
     if epochs.is_empty() {
         return Err(pl(
-            polars_err!(NoData: "no distance/eNNN rows: not an early-bird run"),
+            polars_err!(NoData: "no distance/eNNN or distance/sNNNNNN rows: not an early-bird run"),
         ));
     }
     let epochs: Vec<u64> = epochs.into_iter().collect();
@@ -674,6 +695,8 @@ mod tests {
             test_accuracy: acc,
             test_loss: 0.0,
             test_accuracy_at_init: 0.0,
+            best_test_accuracy: None,
+            best_test_epoch: None,
             epochs: 1,
             prune_seconds: 0.0,
             train_seconds: 0.0,
@@ -683,6 +706,44 @@ mod tests {
             lottery_version: "0".into(),
             options: String::new(),
         }
+    }
+
+    #[test]
+    fn best_test_accuracy_is_a_summary_metric_and_runs_without_it_are_left_out() {
+        let mut a = run("a", 0.5, 0, 0.80);
+        a.best_test_accuracy = Some(0.85);
+        a.best_test_epoch = Some(7);
+        let mut b = run("a", 0.5, 1, 0.70);
+        b.best_test_accuracy = Some(0.75);
+        b.best_test_epoch = Some(9);
+        let old = run("a", 0.5, 2, 0.60);
+        let opts = TableOptions {
+            metric: "best_test_accuracy".into(),
+            ..TableOptions::default()
+        };
+        let frame = study_frame(&[a.clone(), b.clone(), old.clone()], &opts).unwrap();
+        let mean = frame.column("mean").unwrap().f64().unwrap().get(0).unwrap();
+        let n = frame.column("n").unwrap().u32().unwrap().get(0).unwrap();
+        assert!((mean - 80.0).abs() < 1e-9, "{mean}");
+        assert_eq!(n, 2, "the run without it is left out");
+        let epochs = TableOptions {
+            metric: "best_test_epoch".into(),
+            scale: 1.0,
+            by: vec![],
+        };
+        let frame = study_frame(&[a, b], &epochs).unwrap();
+        let mean = frame.column("mean").unwrap().f64().unwrap().get(0).unwrap();
+        assert_eq!(mean, 8.0);
+        let e = study_frame(&[old], &opts).unwrap_err();
+        assert!(e.to_string().contains("no run holds it"), "{e}");
+        // The old summary without the fields still reads, and a new one round-trips them.
+        let mut json = serde_json::to_value(run("a", 0.5, 0, 0.8)).unwrap();
+        assert!(json.get("best_test_accuracy").is_none());
+        json["best_test_accuracy"] = serde_json::json!(0.9);
+        json["best_test_epoch"] = serde_json::json!(3);
+        let back: RunSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back.best_test_accuracy, Some(0.9));
+        assert_eq!(back.best_test_epoch, Some(3));
     }
 
     #[test]
@@ -803,6 +864,43 @@ mod tests {
     }
 
     /// Two runs with a `test/accuracy` and `level` rows each, written under `study`.
+    #[test]
+    fn the_distance_matrix_reads_epoch_and_step_clocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |step: u64, epoch: u64, metric: String, value| crate::MetricRecord {
+            round: 0,
+            phase: "search".into(),
+            step,
+            epoch,
+            split: "early-bird".into(),
+            metric,
+            value,
+        };
+        // Masks before training and after steps 3 and 6 (epochs 0 and 1 of 4 steps).
+        let stepped = dir.path().join("steps.parquet");
+        let rows = vec![
+            row(3, 0, "distance/s000000".into(), 0.5),
+            row(6, 1, "distance/s000000".into(), 0.25),
+            row(6, 1, "distance/s000003".into(), 0.125),
+            row(6, 1, "distance-max".into(), 0.5),
+        ];
+        store::write_metrics(&stepped, &rows).unwrap();
+        let (steps, m) = distance_matrix(&stepped).unwrap();
+        assert_eq!(steps, vec![0, 3, 6]);
+        assert_eq!(m[0], vec![0.0, 0.5, 0.25]);
+        assert_eq!(m[2], vec![0.25, 0.125, 0.0]);
+        let by_epoch = dir.path().join("epochs.parquet");
+        let rows = vec![
+            row(4, 1, "distance/e000".into(), 0.5),
+            row(8, 2, "distance/e000".into(), 0.25),
+            row(8, 2, "distance/e001".into(), 0.125),
+        ];
+        store::write_metrics(&by_epoch, &rows).unwrap();
+        let (epochs, m) = distance_matrix(&by_epoch).unwrap();
+        assert_eq!(epochs, vec![0, 1, 2]);
+        assert_eq!(m[1], vec![0.5, 0.0, 0.125]);
+    }
+
     fn write_two_runs(study: &Path) -> Vec<RunSummary> {
         let mut runs = vec![];
         for (seed, acc) in [(0, 0.9), (1, 0.8)] {

@@ -329,6 +329,24 @@ fn prepare_unattributed(
     }
     let mut options = (method.default_options)();
     options.extend(cfg.method_options());
+    let image_model =
+        cfg.model.name != lottery_gcn::MODEL_NAME && cfg.model.name != lottery_bert::MODEL_NAME;
+    if !image_model && cfg.model.bias != Default::default() {
+        return Err(named(
+            ConfigErrorKind::Invalid,
+            "model.bias",
+            match cfg.model.bias {
+                lottery_core::config::BiasLayout::All => "all",
+                lottery_core::config::BiasLayout::LinearOnly => "linear-only",
+                lottery_core::config::BiasLayout::None => "none",
+            },
+            format!(
+                "only an image classifier's layers can be built without biases, not {}",
+                cfg.model.name
+            ),
+        )
+        .into());
+    }
     let (network, inputs) = if cfg.model.name == lottery_gcn::MODEL_NAME {
         if let Some(path) = &cfg.model.init_from {
             return Err(named(
@@ -492,12 +510,13 @@ fn image_network(
         height: data.shape.height,
         width: data.shape.width,
     };
-    let mut model = lottery_models::build(
+    let mut model = lottery_models::build_as(
         model_entry.name,
         input,
         data.classes,
         cfg.seed,
         cfg.model.init,
+        cfg.model.bias,
         &default_device(),
     )
     .map_err(|why| named(ConfigErrorKind::Invalid, "model.name", &cfg.model.name, why))?;
@@ -760,6 +779,8 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
     ));
     let t1 = Instant::now();
     let mut last = (init_loss, init_acc);
+    // (epoch, test accuracy) of every evaluated epoch of the final training.
+    let mut evaluated: Vec<(u64, f64)> = vec![];
     // To the end of the run's schedule: a method that rewound to step k continues from there.
     let end = task.clock().run_steps;
     task.train_until(&mask, end, &mut |r| {
@@ -767,6 +788,9 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
             r.test_loss.unwrap_or(f64::NAN),
             r.test_accuracy.unwrap_or(f64::NAN),
         );
+        if let Some(acc) = r.test_accuracy {
+            evaluated.push((r.epoch as u64, acc));
+        }
         tracing::info!(
             epoch = r.epoch,
             train_loss = format!("{:.4}", r.train_loss),
@@ -778,6 +802,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
     check_pruned_are_zero(&*task, &weights)?;
     task.record("level", "density", weights.density());
     task.record("level", "accuracy", last.1);
+    let best = best_epoch(&evaluated);
 
     let (git_commit, git_dirty) = git_state();
     let summary = RunSummary {
@@ -796,6 +821,8 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
         test_accuracy: last.1,
         test_loss: last.0,
         test_accuracy_at_init: init_acc,
+        best_test_accuracy: best.map(|b| b.1),
+        best_test_epoch: best.map(|b| b.0),
         epochs: cfg.train.epochs as u64,
         prune_seconds,
         train_seconds,
@@ -815,6 +842,19 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
         summary,
         skipped: false,
     })
+}
+
+/// The epoch of highest test accuracy and that accuracy (the first such epoch on ties; NaN never
+/// wins), or `None` when no epoch was evaluated: the reference implementations' `best_prec1`.
+fn best_epoch(evaluated: &[(u64, f64)]) -> Option<(u64, f64)> {
+    evaluated
+        .iter()
+        .copied()
+        .filter(|(_, acc)| !acc.is_nan())
+        .fold(None, |best, (e, acc)| match best {
+            Some((_, b)) if b >= acc => best,
+            _ => Some((e, acc)),
+        })
 }
 
 /// The method's options that differ from its defaults, `key=value` joined by `, `.
@@ -1194,4 +1234,18 @@ pub fn write_weights(path: &Path, values: &ParamValues, run_id: &str) -> Result<
         ("layout".to_string(), "pytorch".to_string()),
     ]);
     lottery_core::fsutil::write_atomic(path, &weights::to_bytes(values, &meta)).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_epoch;
+
+    #[test]
+    fn the_best_epoch_is_the_first_of_highest_accuracy() {
+        assert_eq!(best_epoch(&[]), None);
+        let curve = [(3, 0.5), (4, 0.8), (5, 0.7), (6, 0.8), (7, f64::NAN)];
+        assert_eq!(best_epoch(&curve), Some((4, 0.8)));
+        assert_eq!(best_epoch(&[(1, f64::NAN)]), None);
+        assert_eq!(best_epoch(&[(1, f64::NAN), (2, 0.1)]), Some((2, 0.1)));
+    }
 }

@@ -503,3 +503,28 @@ fn a_table_warns_about_and_counts_run_folders_without_a_summary() {
     );
     assert!(stdout(&o).contains("| magnitude |"), "{}", stdout(&o));
 }
+
+// model.bias builds an image classifier's layers without biases; on a GCN it would do nothing.
+#[test]
+fn a_bias_layout_on_a_graph_network_is_refused_before_any_run() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        "c.toml",
+        "[grid]\n\"prune.density\" = [0.5, 0.1]\n",
+    );
+    let o = lottery(
+        d.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "model.name=\"gcn\"",
+            "--set",
+            "data.name=\"sbm\"",
+            "--set",
+            "model.bias=\"none\"",
+        ],
+    );
+    assert_refused(d.path(), &o, &["model.bias", "none", "gcn"]);
+}

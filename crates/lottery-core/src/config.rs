@@ -64,6 +64,9 @@ pub struct ModelSection {
     /// Whether batch norm learns its scale and shift.
     #[serde(skip_serializing_if = "is_default")]
     pub batch_norm: NormKind,
+    /// Which layers carry a bias (image classifiers).
+    #[serde(skip_serializing_if = "is_default")]
+    pub bias: BiasLayout,
     /// Hidden units of a GCN (0: its default, 16); other models have fixed widths.
     #[serde(skip_serializing_if = "is_default")]
     pub hidden: usize,
@@ -76,6 +79,7 @@ impl Default for ModelSection {
             init_from: None,
             init: WeightInit::default(),
             batch_norm: NormKind::default(),
+            bias: BiasLayout::default(),
             hidden: 0,
         }
     }
@@ -87,7 +91,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-/// The seeded initialisation of convolution and linear weights (`model.init`).
+/// The seeded initialisation of a model's weights (`model.init`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WeightInit {
@@ -97,6 +101,11 @@ pub enum WeightInit {
     /// The sign of a Kaiming-normal draw times its standard deviation √(2/fan_in): the "signed
     /// constant" init of the edge-popup and Gem-Miner references.
     SignedConstant,
+    /// The Early-Bird reference's VGG init (`models/vgg.py:_initialize_weights`, network
+    /// slimming's): convolution weights N(0, 2/(k·k·out_channels)) (fan-out), linear weights
+    /// N(0, 0.01²), every bias 0, normalisation scales γ = 0.5 and shifts β = 0. Embeddings draw
+    /// as [`WeightInit::KaimingNormal`] does.
+    EarlyBird,
 }
 
 /// Batch norm with or without its learned scale and shift (`model.batch_norm`).
@@ -109,6 +118,31 @@ pub enum NormKind {
     /// γ stays 1 and β stays 0 through all training (`affine=False`, the Gem-Miner reference's
     /// `NonAffineBatchNorm`).
     NonAffine,
+}
+
+/// Which layers of an image classifier carry a bias (`model.bias`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BiasLayout {
+    /// Every convolution and linear layer has a bias (the ResNets' convolutions never do).
+    #[default]
+    All,
+    /// Linear layers only: convolutions are bias-free (the Early-Bird reference's VGG).
+    LinearOnly,
+    /// No layer has a bias (the Gem-Miner and edge-popup references' networks).
+    None,
+}
+
+impl BiasLayout {
+    /// Whether convolutions carry a bias.
+    pub fn convolutions(self) -> bool {
+        self == Self::All
+    }
+
+    /// Whether linear layers carry a bias.
+    pub fn linear(self) -> bool {
+        self != Self::None
+    }
 }
 
 /// `[data]`.

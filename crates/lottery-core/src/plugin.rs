@@ -210,7 +210,9 @@ pub trait PruneTarget {
         spec: &LossSpec,
     ) -> Result<ParamValues, PruneError>;
     /// `H v`: the Hessian of the loss of `spec` with respect to the named parameters (the block
-    /// of those parameters), times `vector` (which gives a value for each named parameter).
+    /// of those parameters), times `vector` (which gives a value for each named parameter). For a
+    /// piecewise-linear network, the almost-everywhere Hessian that autodiff's double backward
+    /// gives: ReLU'' = 0 and max-pooling routes fixed at the current values.
     fn loss_hessian_vector(
         &mut self,
         names: &[String],

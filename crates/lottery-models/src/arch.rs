@@ -5,10 +5,11 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use lottery_core::BnMode;
+use lottery_core::config::BiasLayout;
 
-use crate::layers::{ConvModule, batch_norm, conv, global_avg_pool, linear, max_pool2};
+use crate::layers::{ConvModule, batch_norm, conv, global_avg_pool, linear_with};
+use crate::switches::Switches;
 
 /// Shape of one input example: channels, height, width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,25 +39,31 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// Hidden widths `hidden`, then `classes` outputs.
-    pub fn new(input: InputShape, hidden: &[usize], classes: usize, device: &B::Device) -> Self {
+    /// Hidden widths `hidden`, then `classes` outputs; biases as `bias` says.
+    pub fn new(
+        input: InputShape,
+        hidden: &[usize],
+        classes: usize,
+        bias: BiasLayout,
+        device: &B::Device,
+    ) -> Self {
         let mut d = input.numel();
         let mut fc_layers = vec![];
         for &h in hidden {
-            fc_layers.push(linear(d, h, device));
+            fc_layers.push(linear_with(d, h, bias.linear(), device));
             d = h;
         }
         Self {
             fc_layers,
-            fc: linear(d, classes, device),
+            fc: linear_with(d, classes, bias.linear(), device),
         }
     }
 
     /// Logits.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<B, 4>, s: &mut Switches<B>) -> Tensor<B, 2> {
         let mut x: Tensor<B, 2> = x.flatten(1, 3);
         for l in &self.fc_layers {
-            x = relu(l.forward(x));
+            x = s.relu(l.forward(x));
         }
         self.fc.forward(x)
     }
@@ -79,8 +86,8 @@ pub struct LeNet5<B: Backend> {
 }
 
 impl<B: Backend> LeNet5<B> {
-    /// LeNet-5 for the given input.
-    pub fn new(input: InputShape, classes: usize, device: &B::Device) -> Self {
+    /// LeNet-5 for the given input; biases as `bias` says.
+    pub fn new(input: InputShape, classes: usize, bias: BiasLayout, device: &B::Device) -> Self {
         let pad = if input.height < 32 {
             (32 - input.height).div_ceil(2)
         } else {
@@ -89,21 +96,23 @@ impl<B: Backend> LeNet5<B> {
         let h = ((input.height + 2 * pad - 4) / 2 - 4) / 2;
         let w = ((input.width + 2 * pad - 4) / 2 - 4) / 2;
         Self {
-            conv1: conv(input.channels, 6, 5, 1, pad, true, device),
-            conv2: conv(6, 16, 5, 1, 0, true, device),
-            fc1: linear(16 * h * w, 120, device),
-            fc2: linear(120, 84, device),
-            fc3: linear(84, classes, device),
+            conv1: conv(input.channels, 6, 5, 1, pad, bias.convolutions(), device),
+            conv2: conv(6, 16, 5, 1, 0, bias.convolutions(), device),
+            fc1: linear_with(16 * h * w, 120, bias.linear(), device),
+            fc2: linear_with(120, 84, bias.linear(), device),
+            fc3: linear_with(84, classes, bias.linear(), device),
         }
     }
 
     /// Logits.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = max_pool2(relu(self.conv1.forward(x)));
-        let x = max_pool2(relu(self.conv2.forward(x)));
+    pub fn forward(&self, x: Tensor<B, 4>, s: &mut Switches<B>) -> Tensor<B, 2> {
+        let x = s.relu(self.conv1.forward(x));
+        let x = s.max_pool2(x);
+        let x = s.relu(self.conv2.forward(x));
+        let x = s.max_pool2(x);
         let x: Tensor<B, 2> = x.flatten(1, 3);
-        let x = relu(self.fc1.forward(x));
-        let x = relu(self.fc2.forward(x));
+        let x = s.relu(self.fc1.forward(x));
+        let x = s.relu(self.fc2.forward(x));
         self.fc3.forward(x)
     }
 }
@@ -140,7 +149,9 @@ pub struct ConvNet<B: Backend> {
 }
 
 impl<B: Backend> ConvNet<B> {
-    /// Builds the network of `plan` followed by fully connected `hidden` widths.
+    /// Builds the network of `plan` followed by fully connected `hidden` widths, biases as
+    /// `bias` says.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         input: InputShape,
         plan: &[Plan],
@@ -148,6 +159,7 @@ impl<B: Backend> ConvNet<B> {
         batch_norm: bool,
         global_pool: bool,
         classes: usize,
+        bias: BiasLayout,
         device: &B::Device,
     ) -> Self {
         let mut layers = vec![];
@@ -157,7 +169,14 @@ impl<B: Backend> ConvNet<B> {
         for (i, p) in plan.iter().enumerate() {
             match *p {
                 Plan::Conv(f) => {
-                    layers.push(ConvModule::new(c, f, 3, batch_norm, true, device));
+                    layers.push(ConvModule::new(
+                        c,
+                        f,
+                        3,
+                        batch_norm,
+                        bias.convolutions(),
+                        device,
+                    ));
                     pools_after.push(false);
                     torch_index.push(i);
                     c = f;
@@ -174,13 +193,13 @@ impl<B: Backend> ConvNet<B> {
         let mut d = if global_pool { c } else { c * h * w };
         let mut fc_layers = vec![];
         for &n in hidden {
-            fc_layers.push(linear(d, n, device));
+            fc_layers.push(linear_with(d, n, bias.linear(), device));
             d = n;
         }
         Self {
             layers,
             fc_layers,
-            fc: linear(d, classes, device),
+            fc: linear_with(d, classes, bias.linear(), device),
             pools_after,
             global_pool,
             torch_index,
@@ -188,11 +207,11 @@ impl<B: Backend> ConvNet<B> {
     }
 
     /// Logits, batch norm in `mode`.
-    pub fn forward(&self, mut x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 2> {
+    pub fn forward(&self, mut x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 2> {
         for (layer, &pool) in self.layers.iter().zip(&self.pools_after) {
-            x = layer.forward(x, mode);
+            x = layer.forward(x, mode, s);
             if pool {
-                x = max_pool2(x);
+                x = s.max_pool2(x);
             }
         }
         let mut x: Tensor<B, 2> = if self.global_pool {
@@ -201,7 +220,7 @@ impl<B: Backend> ConvNet<B> {
             x.flatten(1, 3)
         };
         for l in &self.fc_layers {
-            x = relu(l.forward(x));
+            x = s.relu(l.forward(x));
         }
         self.fc.forward(x)
     }
@@ -251,14 +270,14 @@ impl<B: Backend> BasicBlock<B> {
         }
     }
 
-    fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
-        let out = relu(batch_norm(&self.bn1, self.conv1.forward(x.clone()), mode));
+    fn forward(&self, x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 4> {
+        let out = s.relu(batch_norm(&self.bn1, self.conv1.forward(x.clone()), mode));
         let out = batch_norm(&self.bn2, self.conv2.forward(out), mode);
         let skip = match &self.shortcut {
             Some(s) => batch_norm(&s.bn, s.conv.forward(x), mode),
             None => x,
         };
-        relu(out + skip)
+        s.relu(out + skip)
     }
 }
 
@@ -277,8 +296,15 @@ pub struct CifarResNet<B: Backend> {
 }
 
 impl<B: Backend> CifarResNet<B> {
-    /// ResNet of the given depth (6n + 2).
-    pub fn new(input: InputShape, depth: usize, classes: usize, device: &B::Device) -> Self {
+    /// ResNet of the given depth (6n + 2); its convolutions never carry a bias, the classifier
+    /// as `bias` says.
+    pub fn new(
+        input: InputShape,
+        depth: usize,
+        classes: usize,
+        bias: BiasLayout,
+        device: &B::Device,
+    ) -> Self {
         assert!(
             depth >= 8 && (depth - 2).is_multiple_of(6),
             "CIFAR ResNet depth must be 6n+2, got {depth}"
@@ -297,15 +323,15 @@ impl<B: Backend> CifarResNet<B> {
             conv: conv(input.channels, 16, 3, 1, 1, false, device),
             bn: BatchNormConfig::new(16).init(device),
             blocks,
-            fc: linear(64, classes, device),
+            fc: linear_with(64, classes, bias.linear(), device),
         }
     }
 
     /// Logits, batch norm in `mode`.
-    pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 2> {
-        let mut x = relu(batch_norm(&self.bn, self.conv.forward(x), mode));
+    pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 2> {
+        let mut x = s.relu(batch_norm(&self.bn, self.conv.forward(x), mode));
         for b in &self.blocks {
-            x = b.forward(x, mode);
+            x = b.forward(x, mode, s);
         }
         self.fc.forward(global_avg_pool(x))
     }
@@ -335,11 +361,22 @@ impl<B: Backend> ImageModel<B> {
 
     /// Logits with batch norm in `mode` ([`BnMode::Eval`]: running statistics on every backend).
     pub fn forward_with(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 2> {
+        self.forward_switched(x, mode, &mut Switches::Free)
+    }
+
+    /// Logits with batch norm in `mode` and every ReLU and max pool switched as `switches` says
+    /// (recorded, or replayed from a recording).
+    pub fn forward_switched(
+        &self,
+        x: Tensor<B, 4>,
+        mode: BnMode,
+        switches: &mut Switches<B>,
+    ) -> Tensor<B, 2> {
         match self {
-            Self::Mlp(m) => m.forward(x),
-            Self::LeNet5(m) => m.forward(x),
-            Self::ConvNet(m) => m.forward(x, mode),
-            Self::ResNet(m) => m.forward(x, mode),
+            Self::Mlp(m) => m.forward(x, switches),
+            Self::LeNet5(m) => m.forward(x, switches),
+            Self::ConvNet(m) => m.forward(x, mode, switches),
+            Self::ResNet(m) => m.forward(x, mode, switches),
         }
     }
 
@@ -366,7 +403,28 @@ impl<B: Backend> ImageModel<B> {
         }
     }
 
-    /// The architecture, read back from the module, to build the same network elsewhere.
+    /// Which layers carry a bias: what [`Architecture::build_with`] needs to build this network
+    /// again.
+    pub fn bias_layout(&self) -> BiasLayout {
+        let (conv, linear) = match self {
+            Self::Mlp(m) => (true, m.fc.bias.is_some()),
+            Self::LeNet5(m) => (m.conv1.bias.is_some(), m.fc3.bias.is_some()),
+            Self::ConvNet(n) => (
+                n.layers.first().is_none_or(|l| l.conv.bias.is_some()),
+                n.fc.bias.is_some(),
+            ),
+            // The ResNets' convolutions never carry a bias.
+            Self::ResNet(r) => (true, r.fc.bias.is_some()),
+        };
+        match (conv, linear) {
+            (_, false) => BiasLayout::None,
+            (true, true) => BiasLayout::All,
+            (false, true) => BiasLayout::LinearOnly,
+        }
+    }
+
+    /// The architecture, read back from the module, to build the same network elsewhere (with
+    /// [`ImageModel::bias_layout`]).
     pub fn architecture(&self) -> Architecture {
         match self {
             Self::Mlp(m) => Architecture::Mlp {
@@ -424,16 +482,28 @@ pub enum Architecture {
 }
 
 impl Architecture {
-    /// The network on backend `B` for `input` and `classes` (weights still to be initialised).
+    /// The network on backend `B` for `input` and `classes` (weights still to be initialised),
+    /// every layer with its bias.
     pub fn build<B: Backend>(
         &self,
         input: InputShape,
         classes: usize,
         device: &B::Device,
     ) -> ImageModel<B> {
+        self.build_with(input, classes, BiasLayout::All, device)
+    }
+
+    /// [`Architecture::build`] with biases as `bias` says.
+    pub fn build_with<B: Backend>(
+        &self,
+        input: InputShape,
+        classes: usize,
+        bias: BiasLayout,
+        device: &B::Device,
+    ) -> ImageModel<B> {
         match self {
-            Self::Mlp { hidden } => ImageModel::Mlp(Mlp::new(input, hidden, classes, device)),
-            Self::LeNet5 => ImageModel::LeNet5(LeNet5::new(input, classes, device)),
+            Self::Mlp { hidden } => ImageModel::Mlp(Mlp::new(input, hidden, classes, bias, device)),
+            Self::LeNet5 => ImageModel::LeNet5(LeNet5::new(input, classes, bias, device)),
             Self::ConvNet {
                 plan,
                 hidden,
@@ -446,10 +516,11 @@ impl Architecture {
                 *batch_norm,
                 *global_pool,
                 classes,
+                bias,
                 device,
             )),
             Self::ResNet { depth } => {
-                ImageModel::ResNet(CifarResNet::new(input, *depth, classes, device))
+                ImageModel::ResNet(CifarResNet::new(input, *depth, classes, bias, device))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! gates, the physically smaller network that keeps only some channels, and what a network costs.
 
 use crate::channel_masks::{ChannelGroup, ChannelKeep, Gate, NetworkCost};
+use lottery_core::config::BiasLayout;
 use lottery_core::{FlatTensor, ParamValues};
 
 use crate::arch::{Architecture, InputShape, Plan};
@@ -299,6 +300,7 @@ pub fn cost(
     arch: &Architecture,
     input: InputShape,
     classes: usize,
+    bias: BiasLayout,
 ) -> Result<NetworkCost, ChannelError> {
     let Architecture::ConvNet {
         plan,
@@ -315,7 +317,10 @@ pub fn cost(
     let mut c_in = input.channels;
     for s in &sites {
         let weights = (c_in * s.c_out * 9) as u64;
-        params += weights + s.c_out as u64; // weight and bias
+        params += weights;
+        if bias.convolutions() {
+            params += s.c_out as u64;
+        }
         if *batch_norm {
             params += 2 * s.c_out as u64;
         }
@@ -324,7 +329,10 @@ pub fn cost(
     }
     let mut d = if *global_pool { c_in } else { c_in * h * w };
     for &n in hidden.iter().chain(std::iter::once(&classes)) {
-        params += (d * n + n) as u64;
+        params += (d * n) as u64;
+        if bias.linear() {
+            params += n as u64;
+        }
         flops += 2 * (d * n) as u64;
         d = n;
     }

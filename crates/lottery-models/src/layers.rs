@@ -3,8 +3,9 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use lottery_core::BnMode;
+
+use crate::switches::Switches;
 
 /// A 3×3 (or k×k) convolution, optional batch norm, ReLU.
 #[derive(Module, Debug)]
@@ -31,14 +32,19 @@ impl<B: Backend> ConvModule<B> {
         }
     }
 
-    /// conv → bn → relu.
-    pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
+    /// conv → bn → relu, the ReLU's switches as `switches` says.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        mode: BnMode,
+        switches: &mut Switches<B>,
+    ) -> Tensor<B, 4> {
         let x = self.conv.forward(x);
         let x = match &self.bn {
             Some(bn) => batch_norm(bn, x, mode),
             None => x,
         };
-        relu(x)
+        switches.relu(x)
     }
 }
 
@@ -81,14 +87,19 @@ pub fn conv<B: Backend>(
         .init(device)
 }
 
-/// A fully connected layer.
+/// A fully connected layer with a bias.
 pub fn linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
-    LinearConfig::new(d_in, d_out).init(device)
+    linear_with(d_in, d_out, true, device)
 }
 
-/// 2×2 max pooling, stride 2.
-pub fn max_pool2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    burn::tensor::module::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+/// A fully connected layer, with or without a bias.
+pub fn linear_with<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Linear<B> {
+    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
 }
 
 /// Global average pooling to `[N, C]`.

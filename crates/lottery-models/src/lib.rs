@@ -9,12 +9,14 @@ pub mod channels;
 pub mod init;
 pub mod layers;
 pub mod registry;
+pub mod switches;
 pub mod view;
 
 use std::collections::BTreeMap;
 
 pub use arch::{Architecture, ImageModel, InputShape, Plan};
 pub use registry::{ModelEntry, TrainDevice, find_model, models};
+pub use switches::Switches;
 pub use view::{DeviceMasks, TorchNaming, ViewEntry, ViewError};
 
 use burn::prelude::Backend;
@@ -55,8 +57,21 @@ pub fn build(
     init: lottery_core::config::WeightInit,
     device: &TrainDevice,
 ) -> Result<ImageModel<TrainBackend>, String> {
+    build_as(name, input, classes, seed, init, Default::default(), device)
+}
+
+/// [`build`] with biases as `bias` says.
+pub fn build_as(
+    name: &str,
+    input: InputShape,
+    classes: usize,
+    seed: u64,
+    init: lottery_core::config::WeightInit,
+    bias: lottery_core::config::BiasLayout,
+    device: &TrainDevice,
+) -> Result<ImageModel<TrainBackend>, String> {
     let entry = find_model(name)?;
-    let model = (entry.architecture)().build::<TrainBackend>(input, classes, device);
+    let model = (entry.architecture)().build_with::<TrainBackend>(input, classes, bias, device);
     let naming = model.naming();
     init::seeded_init_as::<TrainBackend, _>(model, &naming, seed, init).map_err(|e| e.to_string())
 }

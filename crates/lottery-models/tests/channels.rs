@@ -166,11 +166,11 @@ fn shrinking_and_embedding_are_inverse_and_the_cost_is_what_the_small_net_holds(
         .filter(|e| e.info.kind != ParamKind::NormStatistic)
         .map(|e| e.info.numel() as u64)
         .sum();
-    let c = cost(&small_arch, INPUT, 3).unwrap();
+    let c = cost(&small_arch, INPUT, 3, Default::default()).unwrap();
     assert_eq!(c.params, trainable);
     // Convolutions at 8×8, 4×4, 4×4, then the classifier; a multiply-add is 2 FLOPs.
     let expected = 2 * 9 * (2 * kept[0] * 64 + kept[0] * kept[1] * 16 + kept[1] * kept[2] * 16)
         + 2 * kept[2] * 3;
     assert_eq!(c.flops, expected as u64);
-    assert!(c.flops < cost(&a, INPUT, 3).unwrap().flops);
+    assert!(c.flops < cost(&a, INPUT, 3, Default::default()).unwrap().flops);
 }

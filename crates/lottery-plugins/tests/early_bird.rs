@@ -283,3 +283,112 @@ fn a_search_that_never_fires_takes_the_last_mask_and_retrains_a_whole_schedule()
     let total: usize = keep.values().map(Vec::len).sum();
     assert_eq!(kept, total / 2);
 }
+
+#[test]
+fn the_step_clock_draws_between_epoch_ends_and_retraining_resumes_at_that_step() {
+    // Masks before training and after steps 3 and 6 (4 steps an epoch): ε = 1 fires once the
+    // window of 3 is full, at step 6, half-way through epoch 2.
+    let opts = "window = 3\nepsilon = 1.0\ndetect_every = 3";
+    let mut t = task();
+    let mask = early_bird(&mut t, 0.5, opts, None).unwrap();
+    let all = PruneTarget::metrics(&t);
+    assert_eq!(value(&all, "detected"), 1.0);
+    assert_eq!(value(&all, "drawn-step"), 6.0);
+    assert_eq!(value(&all, "drawn-epoch"), 1.5);
+    assert_eq!(value(&all, "retrain-start-epoch"), 1.5);
+    // The distance rows sit on the step clock: to the masks at steps 0 and 3, none at the epoch
+    // end (step 4), none in epoch units.
+    let steps = |metric: &str| -> Vec<u64> { rows(&all, metric).iter().map(|r| r.step).collect() };
+    assert_eq!(steps("distance-previous"), vec![3, 6]);
+    assert_eq!(steps("distance/s000000"), vec![3, 6]);
+    assert_eq!(steps("distance/s000003"), vec![6]);
+    assert_eq!(steps("distance-max"), vec![6]);
+    assert!(rows(&all, "distance/e000").is_empty());
+    // Retraining resumes the schedule at step 6, inside epoch 2, and runs to its end.
+    assert_eq!(t.clock().step, 6);
+    let end = t.clock().run_steps;
+    let mut epochs = vec![];
+    t.train_until(&mask, end, &mut |r| epochs.push((r.epoch, r.step)))
+        .unwrap();
+    assert_eq!(epochs.first(), Some(&(2, 8)));
+    assert_eq!(epochs.last(), Some(&(6, 24)));
+    let names: Vec<String> = t.params().into_iter().map(|p| p.name).collect();
+    let v = t.values(&names).unwrap();
+    for (name, m) in mask.iter() {
+        for (k, x) in m.keep.iter().zip(&v[name].values) {
+            if !k {
+                assert_eq!(*x, 0.0, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_step_clock_of_one_epoch_is_the_epoch_clock() {
+    // Four steps an epoch: `detect_every = 4` checks exactly at the epoch ends.
+    let base = "window = 3\nepsilon = 0.2\nretrain_from = \"keep\"";
+    let mut by_epoch = task();
+    let m1 = early_bird(&mut by_epoch, 0.4, base, None).unwrap();
+    let mut by_step = task();
+    let m2 = early_bird(
+        &mut by_step,
+        0.4,
+        &format!("{base}\ndetect_every = 4"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(m1, m2);
+    let (a, b) = (
+        PruneTarget::metrics(&by_epoch),
+        PruneTarget::metrics(&by_step),
+    );
+    // The same rows, the distance matrix's named by step (4·j) instead of epoch (j).
+    let renamed: Vec<MetricRow> = a
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            if let Some(j) = r.metric.strip_prefix("distance/e") {
+                r.metric = format!("distance/s{:06}", 4 * j.parse::<usize>().unwrap());
+            }
+            r
+        })
+        .collect();
+    assert_eq!(renamed, b);
+    assert_eq!(by_epoch.clock().step, by_step.clock().step);
+}
+
+#[test]
+fn watching_between_epoch_ends_leaves_training_alone_and_draw_last_takes_the_budget_end() {
+    // Checks after steps 5 and 10; the budget (3 epochs) ends at step 12, off the step clock.
+    let opts = "draw = \"last\"\nmax_epochs = 3\nretrain_from = \"keep\"";
+    let mut stepped = task();
+    let m1 = early_bird(
+        &mut stepped,
+        0.5,
+        &format!("{opts}\ndetect_every = 5"),
+        None,
+    )
+    .unwrap();
+    let all = PruneTarget::metrics(&stepped);
+    assert_eq!(value(&all, "drawn-step"), 12.0);
+    assert_eq!(value(&all, "drawn-epoch"), 3.0);
+    assert_eq!(rows(&all, "distance-previous").len(), 2);
+    assert_eq!(stepped.clock().step, 12);
+    // The same training as under the epoch clock: the same weights at the draw, the same mask
+    // (the last one), the same training curve.
+    let mut plain = task();
+    let m2 = early_bird(&mut plain, 0.5, opts, None).unwrap();
+    assert_eq!(m1, m2);
+    let names: Vec<String> = plain.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(
+        stepped.values(&names).unwrap(),
+        plain.values(&names).unwrap()
+    );
+    let curve = |rows: &[MetricRow]| -> Vec<MetricRow> {
+        rows.iter()
+            .filter(|r| r.split == "test" || r.split == "train")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(curve(&all), curve(&PruneTarget::metrics(&plain)));
+}

@@ -145,3 +145,131 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
         whole.values(&names).unwrap()
     );
 }
+
+const CONTROLS: &str =
+    "epochs = 11\niter_period = 3\nlambda = 1e-4\ncontrols = [\"reinit\", \"shuffled-mask\"]";
+
+fn level_rows(t: &ImageTask, phase: &str) -> Vec<MetricRow> {
+    t.metrics()
+        .iter()
+        .filter(|r| r.split == "level" && r.phase == phase)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn controls_record_level_rows_and_leave_the_ticket_as_it_was() {
+    let mut plain = task();
+    let plain_mask = run_method("gem-miner", &mut plain, 0.1, OPTIONS, None).unwrap();
+    let mut t = task();
+    let mask = run_method("gem-miner", &mut t, 0.1, CONTROLS, None).unwrap();
+    assert_eq!(mask, plain_mask, "controls do not change the ticket");
+    let names: Vec<String> = t.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(
+        t.values(&names).unwrap(),
+        plain.values(&names).unwrap(),
+        "the ticket starts where it would have without controls"
+    );
+    assert_eq!(t.clock().step, plain.clock().step);
+    for phase in ["reinit", "shuffled-mask"] {
+        let rows = level_rows(&t, phase);
+        let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(metrics, ["density", "accuracy"], "{phase}");
+        assert_eq!(rows[0].value, mask.density(), "{phase}");
+        assert!((0.0..=1.0).contains(&rows[1].value), "{phase}");
+        assert_eq!(rows[0].round, 0);
+        // The control trained: its own training rows, to the end of the run's schedule.
+        assert!(
+            t.metrics()
+                .iter()
+                .any(|r| r.phase == phase && r.split == "train"),
+            "{phase} trained"
+        );
+    }
+    // The mining rows are the same as without controls.
+    assert_eq!(rows(&t, "accuracy"), rows(&plain, "accuracy"));
+}
+
+#[test]
+fn a_control_starts_from_the_ticket_mask_or_the_ticket_weights() {
+    let mut t = task();
+    let mask = run_method("gem-miner", &mut t, 0.1, OPTIONS, None).unwrap();
+    let names: Vec<String> = t.params().into_iter().map(|p| p.name).collect();
+    let ticket = t.values(&names).unwrap();
+    use lottery_gem_miner::{Control, control_start};
+
+    let (values, m) = control_start(Control::Reinit, &t, &ticket, &mask, 11);
+    assert_eq!(m, mask, "reinit keeps the ticket's mask");
+    for (name, _) in mask.iter() {
+        assert_eq!(values[name].shape, ticket[name].shape);
+        assert_ne!(values[name].values, ticket[name].values, "{name} re-drawn");
+    }
+
+    let (values, m) = control_start(Control::ShuffledMask, &t, &ticket, &mask, 11);
+    assert_eq!(
+        values, ticket,
+        "the shuffled mask sits on the ticket's weights"
+    );
+    assert_ne!(m, mask);
+    for (name, kept) in mask.iter() {
+        assert_eq!(m.get(name).unwrap().kept(), kept.kept(), "{name} count");
+    }
+}
+
+#[test]
+fn an_interrupted_control_resumes_to_the_uninterrupted_result() {
+    let mut whole = task();
+    let whole_mask = run_method("gem-miner", &mut whole, 0.1, CONTROLS, None).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let work = Some(dir.path().to_path_buf());
+    // Mining trains through the image family, past the counter: the first training call is the
+    // reinit control, the second (the shuffled mask) crashes.
+    let mut first = task();
+    let mut crashing = Crashing {
+        trainings_left: 1,
+        ..Crashing::new(&mut first)
+    };
+    let e = run_method("gem-miner", &mut crashing, 0.1, CONTROLS, work.clone()).unwrap_err();
+    assert!(e.to_string().contains("simulated crash"), "{e}");
+    assert_eq!(level_rows(&first, "reinit").len(), 2);
+
+    let mut second = task();
+    let mask = run_method("gem-miner", &mut second, 0.1, CONTROLS, work).unwrap();
+    assert_eq!(mask, whole_mask);
+    assert_eq!(second.metrics(), whole.metrics());
+    let names: Vec<String> = whole.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(
+        second.values(&names).unwrap(),
+        whole.values(&names).unwrap()
+    );
+}
+
+#[test]
+fn the_tie_rule_meets_the_target_and_never_keeps_more_than_the_schedule() {
+    let mut t = task();
+    let target = 0.05;
+    let options = format!("{OPTIONS}\nties = \"prune-tied\"");
+    let mask = run_method("gem-miner", &mut t, target, &options, None).unwrap();
+    let total = mask.numel();
+    let d = Density::new(target).unwrap();
+    assert_eq!(mask.kept(), d.keep_count(total), "floored at the target");
+    let flags = rows(&t, "flag-density");
+    assert_eq!(flags.len(), 3);
+    for (k, row) in flags.iter().enumerate() {
+        let scheduled = lottery_core::density::exponential_schedule(d, k + 1, 3);
+        let kept = (row.value * total as f64).round() as usize;
+        assert!(
+            kept <= scheduled.keep_count(total),
+            "prune {}: {kept} kept, the schedule says {}",
+            k + 1,
+            scheduled.keep_count(total)
+        );
+    }
+    assert_eq!(rows(&t, "tied-pruned").len(), 3);
+    assert_eq!(rows(&t, "tied-spared-by-floor").len(), 3);
+    // The default rule records neither.
+    let mut exact = task();
+    run_method("gem-miner", &mut exact, target, OPTIONS, None).unwrap();
+    assert!(rows(&exact, "tied-pruned").is_empty());
+}

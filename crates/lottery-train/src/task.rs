@@ -24,7 +24,9 @@ use lottery_core::{
 use lottery_data::{Batch, ImageDataset, ImageShape, batches};
 use lottery_models::channel_masks::{ChannelGroup, ChannelKeep, NetworkCost};
 use lottery_models::view::{ParamValues64, map_inner, to_f32};
-use lottery_models::{DeviceMasks, ImageModel, InputShape, Naming, TrainDevice, channels, view};
+use lottery_models::{
+    DeviceMasks, ImageModel, InputShape, Naming, Switches, TrainDevice, channels, view,
+};
 
 use crate::schedule::lr_at;
 
@@ -72,6 +74,8 @@ pub struct ImageTask {
     non_affine_norm: bool,
     /// `(step, epoch)` that recorded rows carry in place of the training clock's.
     record_clock: Option<(usize, usize)>,
+    /// Also call the training watcher every this many steps between epoch ends.
+    watch_every: Option<usize>,
 }
 
 impl ImageTask {
@@ -108,6 +112,7 @@ impl ImageTask {
             init: WeightInit::KaimingNormal,
             non_affine_norm: false,
             record_clock: None,
+            watch_every: None,
         }
     }
 
@@ -254,10 +259,12 @@ impl ImageTask {
             height: shape.height,
             width: shape.width,
         };
-        let fresh =
-            self.model
-                .architecture()
-                .build::<TrainBackend>(input, self.data.classes, &self.device);
+        let fresh = self.model.architecture().build_with::<TrainBackend>(
+            input,
+            self.data.classes,
+            self.model.bias_layout(),
+            &self.device,
+        );
         let copy = view::set_values::<TrainBackend, _>(fresh, &self.naming, &self.all_values())
             .expect("same architecture, same names and shapes");
         match precision {
@@ -304,6 +311,16 @@ impl ImageTask {
         model: &ImageModel<TrainBackend>,
         spec: &LossSpec,
     ) -> Result<(Tensor<TrainBackend, 1>, usize), PruneError> {
+        self.spec_loss_switched(model, spec, &mut Switches::Free)
+    }
+
+    /// [`ImageTask::spec_loss_tensor`] with every ReLU and max pool switched as `switches` says.
+    fn spec_loss_switched(
+        &self,
+        model: &ImageModel<TrainBackend>,
+        spec: &LossSpec,
+        switches: &mut Switches<TrainBackend>,
+    ) -> Result<(Tensor<TrainBackend, 1>, usize), PruneError> {
         let used = self.scoring_batches(spec.batches);
         let k = used.len() as f64;
         let mut total: Option<Tensor<TrainBackend, 1>> = None;
@@ -311,7 +328,7 @@ impl ImageTask {
         for b in used {
             let (x, y) = batch_tensors::<TrainBackend>(&b, self.data.shape, &self.device);
             let x = x.cast(dtype_of(spec.precision));
-            let logits = model.forward_with(x, spec.bn_mode);
+            let logits = model.forward_switched(x, spec.bn_mode, switches);
             let logits = if spec.temperature == 1.0 {
                 logits
             } else {
@@ -336,7 +353,18 @@ impl ImageTask {
         spec: &LossSpec,
         names: &[String],
     ) -> Result<ParamValues64, PruneError> {
-        let (total, _) = self.spec_loss_tensor(model, spec)?;
+        self.spec_gradients_switched(model, spec, names, &mut Switches::Free)
+    }
+
+    /// [`ImageTask::spec_gradients`] with every ReLU and max pool switched as `switches` says.
+    fn spec_gradients_switched(
+        &self,
+        model: &ImageModel<TrainBackend>,
+        spec: &LossSpec,
+        names: &[String],
+        switches: &mut Switches<TrainBackend>,
+    ) -> Result<ParamValues64, PruneError> {
+        let (total, _) = self.spec_loss_switched(model, spec, switches)?;
         let grads = GradientsParams::from_grads(total.backward(), model);
         Ok(view::gradients_f64::<TrainBackend, _>(
             model,
@@ -344,6 +372,83 @@ impl ImageTask {
             &grads,
             names,
         ))
+    }
+
+    /// [`PruneTarget::loss_hessian_vector`] with the step of its central difference set to
+    /// `relative_step · max(‖θ‖, 1) / ‖v‖` (1e-6 in f64, 1e-3 in f32 by default).
+    pub fn hessian_vector_with_step(
+        &mut self,
+        names: &[String],
+        mask: &MaskSet,
+        spec: &LossSpec,
+        vector: &ParamValues,
+        relative_step: f64,
+    ) -> Result<ParamValues, PruneError> {
+        // H v is a central difference of gradients, (∇L(θ + εv) − ∇L(θ − εv)) / 2ε, with ε
+        // relative to ‖θ‖/‖v‖, taken with every ReLU and max-pool switch frozen as it is at θ:
+        // the network is then smooth around θ, and the difference converges to the a.e. Hessian
+        // that autodiff's double backward gives (ReLU'' = 0, pooling routes fixed) instead of
+        // picking up each kink within ε. In f64 the truncation (ε²) and rounding errors stay
+        // near 1e-10.
+        let base = self.independent_copy(spec.precision);
+        let entries = view::entries::<TrainBackend, _>(&base, &self.naming);
+        let theta = self.values(names)?;
+        let norm = |v: &ParamValues| {
+            v.values()
+                .flat_map(|t| t.values.iter())
+                .map(|x| (*x as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let v_norm = norm(vector);
+        if v_norm == 0.0 {
+            return Ok(vector.iter().map(|(k, t)| (k.clone(), t.clone())).collect());
+        }
+        let eps = relative_step * norm(&theta).max(1.0) / v_norm;
+        let deltas = view::device_values::<InnerBackend>(
+            &entries,
+            vector,
+            &self.device,
+            dtype_of(spec.precision),
+        )
+        .map_err(|e| PruneError::Target(format!("Hessian-vector product: {e}")))?;
+        let masks = self.masks_for(&base, mask, spec.precision);
+        let mut at_theta = Switches::record();
+        self.spec_loss_switched(
+            &masks.apply_autodiff::<TrainBackend, _>(base.clone()),
+            spec,
+            &mut at_theta,
+        )?;
+        let at = |sign: f64| -> Result<ParamValues64, PruneError> {
+            let moved =
+                map_inner::<TrainBackend, _>(base.clone(), &mut |id, t| match deltas.get(id) {
+                    Some(d) => InnerBackend::float_add(
+                        t,
+                        InnerBackend::float_mul_scalar(d.clone(), (sign * eps).into()),
+                    ),
+                    None => t,
+                });
+            let moved = masks.apply_autodiff::<TrainBackend, _>(moved);
+            self.spec_gradients_switched(&moved, spec, names, &mut at_theta.replay())
+        };
+        let plus = at(1.0)?;
+        let minus = at(-1.0)?;
+        let mut out = ParamValues64::new();
+        for (name, (shape, p)) in plus {
+            let (_, m) = &minus[&name];
+            let keep = mask.get(&name);
+            let hv: Vec<f64> = p
+                .iter()
+                .zip(m)
+                .enumerate()
+                .map(|(i, (a, b))| {
+                    let alive = keep.is_none_or(|k| k.keep[i]);
+                    if alive { (a - b) / (2.0 * eps) } else { 0.0 }
+                })
+                .collect();
+            out.insert(name, (shape, hv));
+        }
+        Ok(to_f32(out))
     }
 
     /// R and ∂R/∂θ of [`PruneTarget::path_flow`] in f64, not divided by R.
@@ -479,6 +584,26 @@ impl ImageTask {
                     let v = self.all_values();
                     self.checkpoints.insert(self.step, v);
                 }
+                let watched_now = self
+                    .watch_every
+                    .is_some_and(|n| self.step.is_multiple_of(n));
+                if watched_now && !self.step.is_multiple_of(steps_per_epoch) {
+                    // Between epoch ends (`set_watch_every`): no test pass, no rows recorded.
+                    let report = EpochReport {
+                        epoch: self.step / steps_per_epoch,
+                        step: self.step,
+                        train_loss: loss_sum / seen.max(1) as f64,
+                        train_accuracy: correct as f64 / seen.max(1) as f64,
+                        test_loss: None,
+                        test_accuracy: None,
+                        lr,
+                    };
+                    let watched = view::values::<TrainBackend, _>(&self.model, &self.naming, watch);
+                    if on_epoch(&report, &watched).is_break() {
+                        self.epochs_done = self.step / steps_per_epoch;
+                        return Ok(());
+                    }
+                }
             }
             self.epochs_done = self.step / steps_per_epoch;
             if !self.step.is_multiple_of(steps_per_epoch) {
@@ -581,7 +706,12 @@ impl ImageTask {
         let full = self.all_values();
         let small_arch = channels::shrink_architecture(&arch, input, keep).map_err(target)?;
         let small_values = channels::shrink_values(&arch, input, keep, &full).map_err(target)?;
-        let small = small_arch.build::<TrainBackend>(input, self.data.classes, &self.device);
+        let small = small_arch.build_with::<TrainBackend>(
+            input,
+            self.data.classes,
+            self.model.bias_layout(),
+            &self.device,
+        );
         let small_naming = small.naming();
         let small = view::set_values::<TrainBackend, _>(small, &small_naming, &small_values)
             .map_err(|e| PruneError::Target(e.to_string()))?;
@@ -628,6 +758,15 @@ impl ImageTask {
         }
         let merged = widen(&trained)?;
         PruneTarget::set_values(self, &merged)
+    }
+
+    /// Also calls the watcher of [`PruneTarget::train_watching`] after every step that is a
+    /// multiple of `every` (counted from step 0) and not an epoch end, with a report whose
+    /// `epoch` is the epochs completed, whose train loss and accuracy cover the steps of the epoch
+    /// so far, and without test values (no test pass, no rows recorded); epoch ends report as
+    /// before. `None` (the default): epoch ends only. A break stops training at that step.
+    pub fn set_watch_every(&mut self, every: Option<usize>) {
+        self.watch_every = every.filter(|&n| n > 0);
     }
 
     /// Optimiser steps in one epoch (the last batch may be short).
@@ -713,8 +852,13 @@ impl ImageTask {
                 .map_err(|e| PruneError::Target(e.to_string()))?,
             None => arch,
         };
-        channels::cost(&arch, self.input_shape(), self.data.classes)
-            .map_err(|e| PruneError::Target(e.to_string()))
+        channels::cost(
+            &arch,
+            self.input_shape(),
+            self.data.classes,
+            self.model.bias_layout(),
+        )
+        .map_err(|e| PruneError::Target(e.to_string()))
     }
 
     /// Every parameter and buffer as a fresh initialisation with `seed` of the physically smaller
@@ -730,7 +874,12 @@ impl ImageTask {
         let arch = self.model.architecture();
         let small_arch = channels::shrink_architecture(&arch, input, keep)
             .map_err(|e| PruneError::Target(e.to_string()))?;
-        let small_model = small_arch.build::<InnerBackend>(input, self.data.classes, &self.device);
+        let small_model = small_arch.build_with::<InnerBackend>(
+            input,
+            self.data.classes,
+            self.model.bias_layout(),
+            &self.device,
+        );
         let small: ParamValues =
             view::entries::<InnerBackend, _>(&small_model, &small_model.naming())
                 .into_iter()
@@ -807,65 +956,11 @@ impl PruneTarget for ImageTask {
         spec: &LossSpec,
         vector: &ParamValues,
     ) -> Result<ParamValues, PruneError> {
-        // Central difference of gradients: H v ≈ (∇L(θ + εv) − ∇L(θ − εv)) / 2ε, with ε relative
-        // to ‖θ‖/‖v‖. In f64 both the truncation (ε²) and the rounding error stay near 1e-10.
-        let base = self.independent_copy(spec.precision);
-        let entries = view::entries::<TrainBackend, _>(&base, &self.naming);
-        let theta = self.values(names)?;
-        let norm = |v: &ParamValues| {
-            v.values()
-                .flat_map(|t| t.values.iter())
-                .map(|x| (*x as f64).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        };
-        let v_norm = norm(vector);
-        if v_norm == 0.0 {
-            return Ok(vector.iter().map(|(k, t)| (k.clone(), t.clone())).collect());
-        }
-        let relative = match spec.precision {
+        let relative_step = match spec.precision {
             Precision::F64 => 1e-6,
             Precision::F32 => 1e-3,
         };
-        let eps = relative * norm(&theta).max(1.0) / v_norm;
-        let deltas = view::device_values::<InnerBackend>(
-            &entries,
-            vector,
-            &self.device,
-            dtype_of(spec.precision),
-        )
-        .map_err(|e| PruneError::Target(format!("Hessian-vector product: {e}")))?;
-        let masks = self.masks_for(&base, mask, spec.precision);
-        let at = |sign: f64| -> Result<ParamValues64, PruneError> {
-            let moved =
-                map_inner::<TrainBackend, _>(base.clone(), &mut |id, t| match deltas.get(id) {
-                    Some(d) => InnerBackend::float_add(
-                        t,
-                        InnerBackend::float_mul_scalar(d.clone(), (sign * eps).into()),
-                    ),
-                    None => t,
-                });
-            let moved = masks.apply_autodiff::<TrainBackend, _>(moved);
-            self.spec_gradients(&moved, spec, names)
-        };
-        let plus = at(1.0)?;
-        let minus = at(-1.0)?;
-        let mut out = ParamValues64::new();
-        for (name, (shape, p)) in plus {
-            let (_, m) = &minus[&name];
-            let keep = mask.get(&name);
-            let hv: Vec<f64> = p
-                .iter()
-                .zip(m)
-                .enumerate()
-                .map(|(i, (a, b))| {
-                    let alive = keep.is_none_or(|k| k.keep[i]);
-                    if alive { (a - b) / (2.0 * eps) } else { 0.0 }
-                })
-                .collect();
-            out.insert(name, (shape, hv));
-        }
-        Ok(to_f32(out))
+        self.hessian_vector_with_step(names, mask, spec, vector, relative_step)
     }
 
     fn path_flow(

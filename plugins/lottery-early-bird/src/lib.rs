@@ -9,6 +9,16 @@
 //! (0.1), as the reference's detector decides. `draw = "last"` trains the whole search budget and
 //! takes the last mask instead: the prune-after-training baseline of network slimming.
 //!
+//! The detector's clock (`detect_every`) is the epoch by default, as in the reference. On a small
+//! data set an epoch is a few steps, so "stable over 5 epochs" becomes a few dozen steps;
+//! `detect_every = N` (a number of optimizer steps) draws a mask before training and after every
+//! N steps instead (at steps N, 2N, … counted from step 0, across epoch ends), the window then
+//! holding the masks of the last `window` checks. The ticket is the mask at the step where the
+//! detector fires, and "drawn after epoch k" becomes "drawn after step s": retraining with
+//! `retrain_clock = "drawn"` resumes the schedule at step s, inside its epoch if need be (that
+//! epoch's data order continued). `max_epochs` still counts epochs. With `draw = "last"` the
+//! ticket is the mask at the end of the budget, whether or not that is a multiple of N.
+//!
 //! The channel mask is expanded over the weights each channel gates (its convolution's rows, the
 //! next layer's input slices), so the masked network computes exactly what the physically smaller
 //! network computes; the parameters and FLOPs of that smaller network are recorded. The run then
@@ -18,9 +28,11 @@
 //! (`shrink`), whose values are written back at the kept channels.
 //!
 //! Rows recorded (round 0): the search's training curve under phase `search`; split `early-bird`:
-//! per epoch `distance-max` (newest mask to the older masks of the window, once full),
-//! `distance-previous`, and `distance/eNNN` (to the mask after epoch NNN: the paper's distance
-//! matrix); once: `drawn-epoch`, `detected` (1 if the detector fired), `channel-density`,
+//! per check (epoch, or N steps) `distance-max` (newest mask to the older masks of the window,
+//! once full), `distance-previous`, and `distance/eNNN` (to the mask after epoch NNN: the paper's
+//! distance matrix; `distance/sNNNNNN`, to the mask after step NNNNNN, under the step clock);
+//! once: `drawn-epoch` (steps before the draw over steps per epoch: fractional under the step
+//! clock), `drawn-step`, `detected` (1 if the detector fired), `channel-density`,
 //! `params`, `flops` (of the smaller network), `params-dense`, `flops-dense`, their ratios
 //! `params-ratio` and `flops-ratio`, per training example `train-flops` (search + retraining, a
 //! training step counted as 3 forward passes), `train-flops-dense` (the dense network over the
@@ -80,6 +92,61 @@ pub enum RetrainClock {
     Zero,
 }
 
+/// The detector's clock (`detect_every`): when a mask is drawn and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DetectEvery {
+    /// After every epoch (`"epoch"`), as the reference does.
+    #[default]
+    Epoch,
+    /// After every this many optimizer steps (a positive integer), counted from step 0.
+    Steps(usize),
+}
+
+impl DetectEvery {
+    /// The step period, `None` for the epoch clock.
+    pub fn steps(self) -> Option<usize> {
+        match self {
+            DetectEvery::Epoch => None,
+            DetectEvery::Steps(n) => Some(n),
+        }
+    }
+
+    fn is_epoch(&self) -> bool {
+        *self == DetectEvery::Epoch
+    }
+}
+
+impl Serialize for DetectEvery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DetectEvery::Epoch => s.serialize_str("epoch"),
+            DetectEvery::Steps(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DetectEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Steps(i64),
+            Word(String),
+        }
+        use serde::de::Error;
+        match Repr::deserialize(d)? {
+            Repr::Word(w) if w == "epoch" => Ok(DetectEvery::Epoch),
+            Repr::Steps(n) if n > 0 => Ok(DetectEvery::Steps(n as usize)),
+            Repr::Word(w) => Err(D::Error::custom(format!(
+                "detect_every is \"epoch\" or a positive number of steps; got {w:?}"
+            ))),
+            Repr::Steps(n) => Err(D::Error::custom(format!(
+                "detect_every is \"epoch\" or a positive number of steps; got {n}"
+            ))),
+        }
+    }
+}
+
 /// Options of `early-bird`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -103,6 +170,10 @@ pub struct EarlyBirdOptions {
     /// Retrain the physically smaller network (the same function as the channel-masked one at a
     /// fraction of the FLOPs); false: the masked full network.
     pub shrink: bool,
+    /// The detector's clock: `"epoch"` (the default, the reference's) or a number of optimizer
+    /// steps between masks.
+    #[serde(skip_serializing_if = "DetectEvery::is_epoch")]
+    pub detect_every: DetectEvery,
 }
 
 impl Default for EarlyBirdOptions {
@@ -117,6 +188,7 @@ impl Default for EarlyBirdOptions {
             retrain_clock: RetrainClock::Drawn,
             l1_in_retrain: true,
             shrink: true,
+            detect_every: DetectEvery::Epoch,
         }
     }
 }
@@ -243,8 +315,20 @@ pub fn channel_mask(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ticket {
     keep: ChannelKeep,
+    /// Epochs completed at the draw.
     drawn_epoch: usize,
+    /// Steps taken at the draw (absent in tickets saved before the step clock: the epoch's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drawn_step: Option<usize>,
     detected: bool,
+}
+
+impl Ticket {
+    /// Steps taken at the draw.
+    fn step(&self, steps_per_epoch: usize) -> usize {
+        self.drawn_step
+            .unwrap_or(self.drawn_epoch * steps_per_epoch)
+    }
 }
 
 fn failed(path: &Path, why: impl ToString) -> PruneError {
@@ -353,15 +437,26 @@ impl EarlyBird {
         detector.push(first.clone());
         let mut history = vec![first];
         let mut rows = vec![];
+        // The step of the draw.
         let mut drawn: Option<usize> = None;
         let mut failure: Option<PruneError> = None;
         let draw_early = o.draw == Draw::Early;
+        let every = o.detect_every.steps();
+        // The distance row to the j-th mask of the history (the mask before training is the 0th).
+        let older_name = |j: usize| match every {
+            None => format!("distance/e{j:03}"),
+            Some(n) => format!("distance/s{:06}", j * n),
+        };
+        bn_network(ctx.target)?.set_watch_every(every);
         ctx.progress.set_message("early-bird search");
-        ctx.target.train_watching(
+        let trained = ctx.target.train_watching(
             &dense,
             budget * clock.steps_per_epoch,
             &scales,
             &mut |report, watched| {
+                if every.is_some_and(|n| !report.step.is_multiple_of(n)) {
+                    return ControlFlow::Continue(()); // an epoch end off the step clock
+                }
                 let keep = match channel_mask(groups, watched, density, scope) {
                     Ok(k) => k,
                     Err(e) => {
@@ -378,12 +473,7 @@ impl EarlyBird {
                     channel_distance(&keep, previous),
                 ));
                 for (j, older) in history.iter().enumerate() {
-                    rows.push(row(
-                        s,
-                        e,
-                        format!("distance/e{j:03}"),
-                        channel_distance(&keep, older),
-                    ));
+                    rows.push(row(s, e, older_name(j), channel_distance(&keep, older)));
                 }
                 history.push(keep.clone());
                 let window = detector.push(keep);
@@ -392,6 +482,7 @@ impl EarlyBird {
                     .map(|d| d.iter().copied().fold(0.0, f64::max));
                 tracing::info!(
                     epoch = e,
+                    step = s,
                     test_accuracy = format!("{:.4}", report.test_accuracy.unwrap_or(f64::NAN)),
                     distance_max = format!("{:.4}", max.unwrap_or(f64::NAN)),
                     "early-bird search"
@@ -399,7 +490,7 @@ impl EarlyBird {
                 if let (Some(d), Some(max)) = (window, max) {
                     rows.push(row(s, e, "distance-max", max));
                     if drawn.is_none() && detector.fires(&d) {
-                        drawn = Some(e);
+                        drawn = Some(s);
                         if draw_early {
                             return ControlFlow::Break(());
                         }
@@ -407,24 +498,27 @@ impl EarlyBird {
                 }
                 ControlFlow::Continue(())
             },
-        )?;
+        );
+        bn_network(ctx.target)?.set_watch_every(None);
+        trained?;
         if let Some(e) = failure {
             return Err(e);
         }
         let mut all = ctx.target.metrics();
         all.extend(rows);
         ctx.target.restore_metrics(all);
-        let epochs_done = ctx.target.clock().step / clock.steps_per_epoch.max(1);
-        let (drawn_epoch, keep) = match (o.draw, drawn) {
-            (Draw::Early, Some(e)) => (e, detector.newest().expect("drawn").clone()),
+        let (drawn_step, keep) = match (o.draw, drawn) {
+            (Draw::Early, Some(s)) => (s, detector.newest().expect("drawn").clone()),
+            // The mask at the end of the budget (under the epoch clock, the newest of the history).
             _ => (
-                epochs_done,
-                history.last().expect("the initial mask").clone(),
+                ctx.target.clock().step,
+                channel_mask(groups, &ctx.target.values(&scales)?, density, scope)?,
             ),
         };
         Ok(Ticket {
             keep,
-            drawn_epoch,
+            drawn_epoch: drawn_step / clock.steps_per_epoch.max(1),
+            drawn_step: Some(drawn_step),
             detected: drawn.is_some(),
         })
     }
@@ -503,7 +597,7 @@ impl EarlyBird {
     /// `early-bird/retrain-start-epoch` says where retraining began).
     fn retrain_start(&self, ticket: &Ticket, clock: lottery_core::TrainClock) -> usize {
         let start = match self.options.retrain_clock {
-            RetrainClock::Drawn => ticket.drawn_epoch * clock.steps_per_epoch,
+            RetrainClock::Drawn => ticket.step(clock.steps_per_epoch),
             RetrainClock::Zero => 0,
         };
         if start >= clock.run_steps { 0 } else { start }
@@ -516,9 +610,10 @@ impl EarlyBird {
         let clock = ctx.target.clock();
         let spe = clock.steps_per_epoch.max(1);
         let run_epochs = (clock.run_steps / spe) as f64;
-        let searched = ticket.drawn_epoch as f64;
-        let retrain_start = self.retrain_start(ticket, clock) / spe;
-        let retrain_epochs = run_epochs - retrain_start as f64;
+        // In epochs, fractional when the step clock drew between epoch ends.
+        let searched = ticket.step(spe) as f64 / spe as f64;
+        let retrain_start = self.retrain_start(ticket, clock) as f64 / spe as f64;
+        let retrain_epochs = run_epochs - retrain_start;
         let total: usize = ticket.keep.values().map(Vec::len).sum();
         let dense_mask = ctx.dense_mask();
         let t = &mut *ctx.target;
@@ -528,7 +623,8 @@ impl EarlyBird {
         let train_flops_dense = 3.0 * run_epochs * dense.flops as f64;
         t.set_phase(0, "search");
         t.record("early-bird", "drawn-epoch", searched);
-        t.record("early-bird", "retrain-start-epoch", retrain_start as f64);
+        t.record("early-bird", "drawn-step", ticket.step(spe) as f64);
+        t.record("early-bird", "retrain-start-epoch", retrain_start);
         t.record(
             "early-bird",
             "detected",
@@ -583,6 +679,32 @@ mod tests {
         assert!(bad.check().is_err());
         let bad: EarlyBirdOptions = toml::from_str("epsilon = 1.5").unwrap();
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn detect_every_reads_epoch_or_a_positive_step_count_and_is_left_out_when_default() {
+        let o: EarlyBirdOptions = toml::from_str("detect_every = \"epoch\"").unwrap();
+        assert_eq!(o.detect_every, DetectEvery::Epoch);
+        let o: EarlyBirdOptions = toml::from_str("detect_every = 200").unwrap();
+        assert_eq!(o.detect_every, DetectEvery::Steps(200));
+        assert_eq!(o.detect_every.steps(), Some(200));
+        for bad in [
+            "detect_every = 0",
+            "detect_every = -3",
+            "detect_every = \"step\"",
+        ] {
+            assert!(toml::from_str::<EarlyBirdOptions>(bad).is_err(), "{bad}");
+        }
+        // The default is not serialised (run ids of existing configs stay), a step count is.
+        let text = toml::to_string(&EarlyBirdOptions::default()).unwrap();
+        assert!(!text.contains("detect_every"), "{text}");
+        let steps = EarlyBirdOptions {
+            detect_every: DetectEvery::Steps(40),
+            ..EarlyBirdOptions::default()
+        };
+        let text = toml::to_string(&steps).unwrap();
+        assert!(text.contains("detect_every = 40"), "{text}");
+        assert_eq!(toml::from_str::<EarlyBirdOptions>(&text).unwrap(), steps);
     }
 
     /// Ten channels; each mask differs from the first in the first `k` channels.

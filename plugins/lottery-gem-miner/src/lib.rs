@@ -8,9 +8,23 @@
 //! scores are clamped to [0, 1] after every step. Every `iter_period` epochs the lowest scores
 //! among the weights still flagged lose their flag (bottom-k), along the exponential schedule that
 //! ends at the target density at the last prune. Before the ticket trains, the reference
-//! "unflags": every weight still flagged is kept whatever its score, so the ticket has exactly
-//! the target density. The ticket (the mask on the initial weights) is then trained by the run's
+//! "unflags": every weight still flagged is kept whatever its score, so the ticket has the flagged
+//! density (here exactly the target; the reference's tie rule can leave it below). The ticket (the mask on the initial weights) is then trained by the run's
 //! `[train]` schedule.
+//!
+//! How a prune treats scores tied at its threshold is an option ([`TieRule`]): by default exactly
+//! the scheduled count keeps its flag, ties broken at random; `ties = "prune-tied"` is the
+//! reference's rule (`utils/net_utils.py:prune`, `prune_type: BottomK`): the rate
+//! `1 − target^(1/n)` of the flagged weights, rounded up, is pruned, and so is every flagged score
+//! equal to the threshold, never below the target's count (the run's ticket keeps exactly the
+//! target, where the reference can end below it).
+//!
+//! Controls ([`Control`], the reference's sanity checks, `main_utils.py:do_sanity_checks`), trained
+//! after mining when configured, each from step 0 for the run's whole `[train]` schedule like the
+//! ticket: `reinit` (the ticket's mask on freshly initialised weights) and `shuffled-mask` (the
+//! ticket's flags permuted at random within each layer, on the ticket's weights). Each records
+//! `level/density` and `level/accuracy` rows under its phase, as IMP's controls do, so
+//! `lottery table --levels` shows them beside the ticket's.
 //!
 //! Recorded per mining epoch (split `mining`, phase `mining`): the training loss and the penalty,
 //! the learning rate, the density of the rounded subnetwork and its test accuracy before any weight
@@ -25,21 +39,25 @@
 //! uses, the run's batches and one batch's gradients. Recording, reading the values it saves and
 //! evaluating go through the target it was given.
 
-use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use lottery_core::config::{LrSchedule, OptimizerKind, TrainSection};
-use lottery_core::density::{Density, exponential_schedule};
 use lottery_core::plugin::{PruneContext, Pruner, PrunerEntry, PrunerOptions};
-use lottery_core::topk::Scope;
-use lottery_core::{FlatTensor, Mask, MaskSet, MetricRow, ParamValues, PruneError, weights};
+use lottery_core::{FlatTensor, MaskSet, ParamValues, PruneError};
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+mod controls;
 pub mod mining;
+mod progress;
+mod ties;
 
+pub use controls::{Control, control_start, shuffled_within_layers};
 pub use mining::{MiningHook, MiningReport, MiningSpec, MiningState, ScorePenalty, mine_scores};
+use progress::{failed, load_state, save_state};
+pub use ties::{TieRule, TiedPrune, bottom_k, bottom_k_tied};
+use ties::{prune_flags, prune_seed};
 
 inventory::submit! {
     PrunerEntry::new::<GemMinerOptions>(
@@ -60,6 +78,10 @@ pub enum ScoreInit {
     Half,
     /// 0 or 1 with probability ½ each (`bern`).
     Bernoulli,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// `[methods.gem-miner]`.
@@ -91,6 +113,14 @@ pub struct GemMinerOptions {
     pub iter_period: usize,
     /// How the scores start.
     pub score_init: ScoreInit,
+    /// How a prune treats scores tied at its threshold (`exact` or `prune-tied`). Left out of the
+    /// canonical options at its default, so the run ids from before it stay.
+    #[serde(skip_serializing_if = "is_default")]
+    pub ties: TieRule,
+    /// Sanity checks trained after mining (`reinit`, `shuffled-mask`). Left out of the canonical
+    /// options when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<Control>,
 }
 
 impl Default for GemMinerOptions {
@@ -108,6 +138,8 @@ impl Default for GemMinerOptions {
             lambda: 7e-6,
             iter_period: 5,
             score_init: ScoreInit::Uniform,
+            ties: TieRule::Exact,
+            controls: vec![],
         }
     }
 }
@@ -125,6 +157,11 @@ impl GemMinerOptions {
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        for (i, c) in self.controls.iter().enumerate() {
+            if self.controls[..i].contains(c) {
+                return Err(format!("control `{}` is listed twice", c.phase()));
+            }
         }
         Ok(())
     }
@@ -174,86 +211,6 @@ pub fn prune_epochs(epochs: usize, iter_period: usize) -> Vec<usize> {
     (1..=n).map(|k| k * t + 1).collect()
 }
 
-/// The flags after a bottom-k prune: among the flagged weights, exactly `density`'s count (of all
-/// weights, globally or per layer) with the highest scores keeps its flag. Scores saturate at 0 and
-/// 1, so ties are common; they are broken by a seeded random order (`seed`, the prune's index),
-/// never by position, which would empty the layer that sorts last by name (seen at 0.5 % density
-/// on LeNet-300-100 with Adam: every flagged score of the middle layer sat at 1.0 with the others).
-pub fn bottom_k(
-    scores: &ParamValues,
-    flags: &MaskSet,
-    density: Density,
-    scope: Scope,
-    seed: u64,
-) -> Result<MaskSet, PruneError> {
-    let groups: Vec<Vec<&String>> = match scope {
-        Scope::Global => vec![flags.iter().map(|(n, _)| n).collect()],
-        Scope::Layerwise => flags.iter().map(|(n, _)| vec![n]).collect(),
-    };
-    let mut out = flags.clone();
-    for names in groups {
-        let total: usize = names
-            .iter()
-            .map(|n| flags.get(n).map_or(0, |m| m.numel()))
-            .sum();
-        let keep = density.keep_count(total);
-        // (score, random tie-break, layer, index) of every flagged entry.
-        let mut alive: Vec<(f32, u64, usize, usize)> = vec![];
-        for (layer, name) in names.iter().enumerate() {
-            let flag = flags.get(name).expect("name from flags");
-            let score = scores.get(*name).ok_or_else(|| {
-                PruneError::Internal(format!("no score for flagged parameter {name}"))
-            })?;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-                seed ^ (layer as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            for (i, (&f, &v)) in flag.keep.iter().zip(&score.values).enumerate() {
-                let tie = rng.random::<u64>();
-                if f {
-                    if v.is_nan() {
-                        return Err(PruneError::Internal(format!("NaN score in {name}")));
-                    }
-                    alive.push((v, tie, layer, i));
-                }
-            }
-        }
-        if keep > alive.len() {
-            return Err(PruneError::Internal(format!(
-                "{keep} weights to keep, only {} flagged",
-                alive.len()
-            )));
-        }
-        alive.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        for name in &names {
-            let m = out.get(name).expect("name from flags").clone();
-            out.insert(
-                (*name).clone(),
-                Mask {
-                    shape: m.shape,
-                    keep: vec![false; m.keep.len()],
-                },
-            );
-        }
-        let mut masks: Vec<Vec<bool>> = names
-            .iter()
-            .map(|n| vec![false; flags.get(n).expect("name").numel()])
-            .collect();
-        for &(_, _, layer, i) in &alive[..keep] {
-            masks[layer][i] = true;
-        }
-        for (name, keep) in names.iter().zip(masks) {
-            let shape = flags.get(name).expect("name").shape.clone();
-            out.insert((*name).clone(), Mask { shape, keep });
-        }
-    }
-    Ok(out)
-}
-
-/// The tie-break seed of the `k`-th prune of a run seeded `seed`.
-fn prune_seed(seed: u64, k: usize) -> u64 {
-    seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (k as u64).wrapping_add(0x0070_7275_6e65)
-}
-
 /// Initial scores of the named shapes, one seeded stream per run.
 pub fn initial_scores(init: ScoreInit, seed: u64, shapes: &[(String, Vec<usize>)]) -> ParamValues {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6765_6d2d_6d69_6e65);
@@ -277,117 +234,6 @@ pub fn initial_scores(init: ScoreInit, seed: u64, shapes: &[(String, Vec<usize>)
             (name.clone(), FlatTensor::new(shape.clone(), values))
         })
         .collect()
-}
-
-fn failed(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::Progress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
-/// Where mining stands, beside the tensors of the saved state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Progress {
-    epoch: usize,
-    step: usize,
-    prunes_done: usize,
-}
-
-const SCORE: &str = "score/";
-const FLAG: &str = "flag/";
-const MOMENT: &str = "moment/";
-const VALUE: &str = "value/";
-
-/// Saves the state after an epoch (scores, flags, optimiser moments, every model value) with the
-/// rows recorded so far, atomically.
-fn save_state(
-    path: &Path,
-    state: &MiningState,
-    values: &ParamValues,
-    prunes_done: usize,
-    rows: &[MetricRow],
-) -> Result<(), PruneError> {
-    let mut all = ParamValues::new();
-    for (n, t) in &state.scores {
-        all.insert(format!("{SCORE}{n}"), t.clone());
-    }
-    for (n, m) in state.flags.iter() {
-        all.insert(
-            format!("{FLAG}{n}"),
-            FlatTensor::new(m.shape.clone(), m.as_f32()),
-        );
-    }
-    for (n, t) in &state.moments {
-        all.insert(format!("{MOMENT}{n}"), t.clone());
-    }
-    for (n, t) in values {
-        all.insert(format!("{VALUE}{n}"), t.clone());
-    }
-    let progress = Progress {
-        epoch: state.epoch,
-        step: state.step,
-        prunes_done,
-    };
-    let meta = BTreeMap::from([
-        (
-            "progress".to_string(),
-            serde_json::to_string(&progress).map_err(|e| failed(path, e))?,
-        ),
-        (
-            "metrics".to_string(),
-            serde_json::to_string(rows).map_err(|e| failed(path, e))?,
-        ),
-    ]);
-    lottery_core::fsutil::write_atomic(path, &weights::to_bytes(&all, &meta))
-        .map_err(|e| failed(path, e))
-}
-
-/// Loads a saved state: the mining state, every model value, prunes done, rows. A file that does
-/// not load is [`PruneError::DamagedProgress`].
-fn load_state(
-    path: &Path,
-) -> Result<(MiningState, ParamValues, usize, Vec<MetricRow>), PruneError> {
-    let damaged = |why: &dyn std::fmt::Display| PruneError::DamagedProgress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    };
-    let all = weights::read(path).map_err(|e| damaged(&e))?;
-    let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
-    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
-    let get = |key: &str| {
-        meta.get(key)
-            .ok_or_else(|| damaged(&format!("no `{key}` metadata")))
-    };
-    let progress: Progress = serde_json::from_str(get("progress")?).map_err(|e| damaged(&e))?;
-    let rows: Vec<MetricRow> = serde_json::from_str(get("metrics")?).map_err(|e| damaged(&e))?;
-    let mut state = MiningState {
-        epoch: progress.epoch,
-        step: progress.step,
-        scores: ParamValues::new(),
-        flags: MaskSet::new(),
-        moments: ParamValues::new(),
-    };
-    let mut values = ParamValues::new();
-    for (key, t) in all {
-        if let Some(n) = key.strip_prefix(SCORE) {
-            state.scores.insert(n.to_string(), t);
-        } else if let Some(n) = key.strip_prefix(FLAG) {
-            let keep = t.values.iter().map(|&v| v != 0.0).collect();
-            state.flags.insert(
-                n.to_string(),
-                Mask {
-                    shape: t.shape,
-                    keep,
-                },
-            );
-        } else if let Some(n) = key.strip_prefix(MOMENT) {
-            state.moments.insert(n.to_string(), t);
-        } else if let Some(n) = key.strip_prefix(VALUE) {
-            values.insert(n.to_string(), t);
-        }
-    }
-    Ok((state, values, progress.prunes_done, rows))
 }
 
 impl Pruner for GemMiner {
@@ -419,33 +265,34 @@ impl Pruner for GemMiner {
             std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
         }
 
-        let (mut state, mut prunes_done) = match saved.as_ref().filter(|p| p.exists()) {
-            Some(path) => {
-                let (state, values, prunes_done, rows) = load_state(path)?;
-                ctx.target.set_values(&values)?;
-                ctx.target.restore_metrics(rows);
-                tracing::info!(
-                    "gem-miner resumed at epoch {} of {epochs} from {}",
-                    state.epoch,
-                    path.display()
-                );
-                (state, prunes_done)
-            }
-            None => {
-                let shapes: Vec<(String, Vec<usize>)> = prunable
-                    .iter()
-                    .map(|p| (p.name.clone(), p.shape.clone()))
-                    .collect();
-                let state = MiningState {
-                    epoch: 0,
-                    step: 0,
-                    scores: initial_scores(self.options.score_init, ctx.seed, &shapes),
-                    flags: ctx.dense_mask(),
-                    moments: ParamValues::new(),
-                };
-                (state, 0)
-            }
-        };
+        let (mut state, mut prunes_done, controls_done) =
+            match saved.as_ref().filter(|p| p.exists()) {
+                Some(path) => {
+                    let (state, values, prunes_done, controls_done, rows) = load_state(path)?;
+                    ctx.target.set_values(&values)?;
+                    ctx.target.restore_metrics(rows);
+                    tracing::info!(
+                        "gem-miner resumed at epoch {} of {epochs} from {}",
+                        state.epoch,
+                        path.display()
+                    );
+                    (state, prunes_done, controls_done)
+                }
+                None => {
+                    let shapes: Vec<(String, Vec<usize>)> = prunable
+                        .iter()
+                        .map(|p| (p.name.clone(), p.shape.clone()))
+                        .collect();
+                    let state = MiningState {
+                        epoch: 0,
+                        step: 0,
+                        scores: initial_scores(self.options.score_init, ctx.seed, &shapes),
+                        flags: ctx.dense_mask(),
+                        moments: ParamValues::new(),
+                    };
+                    (state, 0, 0)
+                }
+            };
 
         ctx.target.set_phase(0, "mining");
         ctx.progress.set_length(epochs as u64);
@@ -453,19 +300,22 @@ impl Pruner for GemMiner {
         if state.epoch < epochs {
             let progress = ctx.progress.clone();
             let target_density = target;
+            let ties = self.options.ties;
             let mut on_epoch = |report: &MiningReport,
                                 state: &mut MiningState,
                                 target: &mut dyn lottery_core::PruneTarget|
              -> Result<ControlFlow<()>, PruneError> {
                 if prunes_done < prune_at.len() && report.epoch == prune_at[prunes_done] {
                     prunes_done += 1;
-                    let d = exponential_schedule(target_density, prunes_done, prune_at.len());
-                    state.flags = bottom_k(
-                        &state.scores,
-                        &state.flags,
-                        d,
+                    state.flags = prune_flags(
+                        ties,
+                        state,
+                        target,
+                        target_density,
                         scope,
-                        prune_seed(seed, prunes_done),
+                        prunes_done,
+                        prune_at.len(),
+                        seed,
                     )?;
                     target.record("mining", "flag-density", state.flags.density());
                 }
@@ -479,7 +329,7 @@ impl Pruner for GemMiner {
                 );
                 if let Some(path) = &saved {
                     let values = target.values(&all_names)?;
-                    save_state(path, state, &values, prunes_done, &target.metrics())?;
+                    save_state(path, state, &values, prunes_done, 0, &target.metrics())?;
                 }
                 progress.inc(1);
                 Ok(ControlFlow::Continue(()))
@@ -488,17 +338,42 @@ impl Pruner for GemMiner {
         }
         // A mining cut short of its last prune (or too short for one) ends at the target.
         if prunes_done < prune_at.len() {
-            state.flags = bottom_k(
-                &state.scores,
-                &state.flags,
-                target,
-                scope,
-                prune_seed(ctx.seed, prunes_done + 1),
-            )?;
+            match self.options.ties {
+                TieRule::Exact => {
+                    state.flags = bottom_k(
+                        &state.scores,
+                        &state.flags,
+                        target,
+                        scope,
+                        prune_seed(ctx.seed, prunes_done + 1),
+                    )?;
+                }
+                TieRule::PruneTied => {
+                    while prunes_done < prune_at.len() {
+                        prunes_done += 1;
+                        state.flags = prune_flags(
+                            TieRule::PruneTied,
+                            &state,
+                            &mut *ctx.target,
+                            target,
+                            scope,
+                            prunes_done,
+                            prune_at.len(),
+                            ctx.seed,
+                        )?;
+                    }
+                }
+            }
+            prunes_done = prune_at.len();
         }
-        let gem = state.rounded(spec.threshold);
-        ctx.target
-            .record("mining", "rounded-density-at-unflag", gem.density());
+        if controls_done == 0 {
+            let gem = state.rounded(spec.threshold);
+            ctx.target
+                .record("mining", "rounded-density-at-unflag", gem.density());
+        }
+        if !self.options.controls.is_empty() {
+            self.controls(ctx, &state, prunes_done, controls_done, &all_names, saved)?;
+        }
         ctx.target.set_phase(0, "ticket");
         // Unflag: every weight still flagged is kept, whatever its score.
         Ok(state.flags)
@@ -509,10 +384,6 @@ impl Pruner for GemMiner {
 mod tests {
     use super::*;
 
-    fn layer(n: usize, v: f32) -> FlatTensor {
-        FlatTensor::new(vec![n], vec![v; n])
-    }
-
     #[test]
     fn prune_epochs_follow_the_reference() {
         // 20 epochs, period 5: after 0-based epochs 5, 10, 15, i.e. completed epochs 6, 11, 16.
@@ -522,59 +393,28 @@ mod tests {
     }
 
     #[test]
-    fn saturated_ties_are_broken_at_random_not_by_layer_order() {
-        // Every score at 1.0: a positional tie-break would keep the first layer and empty the last.
-        let scores = ParamValues::from([
-            ("a".to_string(), layer(1000, 1.0)),
-            ("b".to_string(), layer(1000, 1.0)),
-            ("c".to_string(), layer(1000, 1.0)),
-        ]);
-        let flags = MaskSet::dense(scores.iter().map(|(n, t)| (n.as_str(), t.shape.as_slice())));
-        let d = Density::new(0.1).unwrap();
-        let m = bottom_k(&scores, &flags, d, Scope::Global, 3).unwrap();
-        assert_eq!(m.kept(), 300);
-        for (name, mask) in m.iter() {
-            let k = mask.kept();
-            assert!((60..=140).contains(&k), "{name} keeps {k} of 1000");
-        }
-        assert_eq!(m, bottom_k(&scores, &flags, d, Scope::Global, 3).unwrap());
-        assert_ne!(m, bottom_k(&scores, &flags, d, Scope::Global, 4).unwrap());
-    }
-
-    #[test]
-    fn higher_scores_win_and_unflagged_weights_never_come_back() {
-        let scores = ParamValues::from([(
-            "w".to_string(),
-            FlatTensor::new(vec![6], vec![0.9, 0.1, 0.8, 0.95, 0.2, 0.7]),
-        )]);
-        let mut flags = MaskSet::new();
-        flags.insert(
-            "w",
-            Mask {
-                shape: vec![6],
-                // The best score (0.95) is already unflagged.
-                keep: vec![true, true, true, false, true, true],
-            },
+    fn new_options_stay_out_of_the_canonical_form_at_their_defaults() {
+        lottery_core::plugin::assert_options_contract::<GemMinerOptions>(
+            "controls = [\"shuffle\"]",
         );
-        let m = bottom_k(
-            &scores,
-            &flags,
-            Density::new(0.5).unwrap(),
-            Scope::Global,
-            0,
-        )
-        .unwrap();
+        lottery_core::plugin::assert_options_contract::<GemMinerOptions>("ties = \"random\"");
+        let table = toml::Table::try_from(GemMinerOptions::default()).unwrap();
+        assert!(!table.contains_key("controls") && !table.contains_key("ties"));
+        let o: GemMinerOptions =
+            toml::from_str("controls = [\"reinit\", \"shuffled-mask\"]\nties = \"prune-tied\"")
+                .unwrap();
+        assert_eq!(o.controls, vec![Control::Reinit, Control::ShuffledMask]);
+        assert_eq!(o.ties, TieRule::PruneTied);
+        let table = toml::Table::try_from(o.clone()).unwrap();
         assert_eq!(
-            m.get("w").unwrap().keep,
-            vec![true, false, true, false, false, true]
+            table.get("ties").and_then(|v| v.as_str()),
+            Some("prune-tied")
         );
-        let too_many = bottom_k(
-            &scores,
-            &flags,
-            Density::new(1.0).unwrap(),
-            Scope::Layerwise,
-            0,
+        assert_eq!(
+            toml::from_str::<GemMinerOptions>(&toml::to_string(&o).unwrap()).unwrap(),
+            o
         );
-        assert!(too_many.is_err());
+        let twice: GemMinerOptions = toml::from_str("controls = [\"reinit\", \"reinit\"]").unwrap();
+        assert!(twice.check().unwrap_err().contains("twice"));
     }
 }

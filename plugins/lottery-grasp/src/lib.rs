@@ -5,9 +5,11 @@
 //! batches and g = ∇L, the paper scores S(−θ) = −θ ⊙ Hg and removes the weights of highest S.
 //! Here higher scores are kept, so the score is θ ⊙ Hg = −S (what the reference computes before
 //! keeping its top), divided by |Σ θ ⊙ Hg| + 1e-10. Hg comes from
-//! [`PruneTarget::loss_hessian_vector`](lottery_core::PruneTarget::loss_hessian_vector): burn 0.21
-//! cannot differentiate twice through linear and pooling layers, so the image target takes a central
-//! difference of gradients, in f64 by default (agreement with exact products ~1e-8).
+//! [`PruneTarget::loss_hessian_vector`](lottery_core::PruneTarget::loss_hessian_vector): the
+//! Hessian autograd's double backward gives (ReLU'' = 0, pooling routes fixed). burn 0.21 cannot
+//! differentiate twice through linear and pooling layers, so the image target takes a central
+//! difference of gradients with every ReLU pattern and pooling route frozen at θ, in f64 by default
+//! (agreement with exact products ~1e-8).
 
 use lottery_core::plugin::Scorer;
 use lottery_core::scores::{combine, divide, masked, total};

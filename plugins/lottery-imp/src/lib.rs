@@ -9,9 +9,21 @@
 //! final ticket, so one run records the whole accuracy-versus-density curve: every level writes
 //! `level/density` and `level/accuracy` rows under its round.
 //!
+//! Layouts with several rates (`groups`): each group of parameters (names or globs) is pruned at
+//! its own rate, the prunable parameters in no group at `rate`. With `prune.scope = "global"` each
+//! group is one pool under one threshold; with `"layerwise"` every layer of a group is cut apart
+//! at the group's rate. Level r keeps exactly `round((1 − rate_g)^r · n)` of each pool (global) or
+//! layer (layer-wise), and the levels stop once the total reaches the total the run's density
+//! asks for (global: round(density · n) over all prunable weights; layer-wise: the sum of every
+//! layer's round(density · n_layer)): the last level lands the total exactly on it, sharing its
+//! cut among the pools or layers in proportion to what each would have lost at the full rate.
+//!
 //! Controls, trained at every pruned level beside the ticket when configured: `reinit` (the same
-//! mask, weights freshly re-initialised) and `random-mask` (a random mask with the ticket's
-//! per-layer counts, the ticket's rewind weights). Both start at the rewind step, like the ticket.
+//! mask, weights freshly re-initialised), `random-mask` (a random mask with the ticket's
+//! per-layer counts; every kept weight takes its rewind value) and
+//! `random-mask-zero-outside-ticket` (the same random mask, started as open_lth's
+//! `randomly_prune` branch starts it: the rewind weights times the ticket's mask, so a kept
+//! weight outside the ticket starts at zero). All start at the rewind step, like the ticket.
 //!
 //! Progress is saved in the run's work directory after every level (the mask and every metric row
 //! so far), so an interrupted run resumes at the last finished level and recomputes nothing. A
@@ -19,17 +31,22 @@
 //! level before it (or starts over); a rewind point that does not load is
 //! [`PruneError::DamagedProgress`].
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use lottery_core::params::ParamKind;
-use lottery_core::topk::top_k_count;
 use lottery_core::{
-    Density, FlatTensor, MaskSet, MetricRow, ParamValues, PruneContext, PruneError, Pruner,
-    PrunerEntry, PrunerOptions, Scope, weights,
+    MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
 };
-use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+mod controls;
+mod groups;
+mod plan;
+mod progress;
+
+pub use controls::{Control, random_mask_like, zero_outside};
+pub use groups::{RateGroup, RateGroups};
+pub use plan::{LevelPlan, plan_for};
+use progress::Progress;
 
 /// A fraction in (0, 1): the share of the alive weights removed per level.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -55,39 +72,29 @@ impl From<Rate> for f64 {
     }
 }
 
-/// A control network trained beside the ticket at every pruned level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Control {
-    /// The ticket's mask with freshly initialised weights.
-    Reinit,
-    /// A random mask with the ticket's per-layer counts and the ticket's rewind weights.
-    RandomMask,
-}
-
-impl Control {
-    /// The phase name its metric rows carry.
-    pub fn phase(self) -> &'static str {
-        match self {
-            Control::Reinit => "reinit",
-            Control::RandomMask => "random-mask",
-        }
-    }
-}
-
 /// Options of `imp`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImpOptions {
-    /// Fraction of the alive prunable weights removed per level (open_lth's `pruning_fraction`).
+    /// Fraction of the alive prunable weights removed per level (open_lth's `pruning_fraction`);
+    /// with `groups`, the rate of the prunable parameters in no group (unused when the groups
+    /// cover every prunable parameter).
     pub rate: Rate,
-    /// Rate of the output layer (the last linear weight), pruned apart from the others, as the
-    /// paper prunes it at half the rate; global scope only. Unset: the output layer is in the pool.
+    /// Rate of the output layer (the last linear weight), pruned as a pool of its own beside the
+    /// pool of the others; global scope only. Unset: the output layer is in the pool. The output
+    /// layer must be prunable (not in `prune.ignore`), and `groups` replaces it: with groups, give
+    /// the output layer a group of its own.
     pub output_rate: Option<Rate>,
+    /// Parameters pruned at their own rate: `[{ params = ["fc.weight"], rate = 0.1 }]` (names or
+    /// glob patterns). Every pattern must match a prunable parameter and no parameter may be in
+    /// two groups. Empty: one rate for all (left out of the run id).
+    #[serde(skip_serializing_if = "RateGroups::is_empty")]
+    pub groups: RateGroups,
     /// Optimiser step the survivors rewind to: 0 is θ₀ (Frankle & Carbin), k > 0 is θ_k
     /// (rewinding, Frankle et al. 2020).
     pub rewind_step: usize,
-    /// Controls trained at every pruned level: `reinit`, `random-mask`.
+    /// Controls trained at every pruned level: `reinit`, `random-mask`,
+    /// `random-mask-zero-outside-ticket`.
     pub controls: Vec<Control>,
 }
 
@@ -96,6 +103,7 @@ impl Default for ImpOptions {
         Self {
             rate: Rate(0.2),
             output_rate: None,
+            groups: RateGroups::default(),
             rewind_step: 0,
             controls: vec![],
         }
@@ -114,300 +122,6 @@ inventory::submit! { PrunerEntry::new::<ImpOptions>("imp", "iterative magnitude 
 #[derive(Debug, Clone)]
 pub struct Imp {
     options: ImpOptions,
-}
-
-/// Weights pruned together under one count: the global pool, the output layer, or one layer.
-#[derive(Debug, Clone, PartialEq)]
-struct Group {
-    names: Vec<String>,
-    numel: usize,
-    rate: f64,
-    /// Entries kept at the target.
-    target: usize,
-}
-
-/// The kept count of every group at every level; level 0 is dense and the last level is the
-/// target.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LevelPlan {
-    groups: Vec<Group>,
-    counts: Vec<Vec<usize>>,
-}
-
-impl LevelPlan {
-    fn new(groups: Vec<Group>, global_target: Option<usize>) -> Self {
-        let geometric = |g: &Group, r: usize| {
-            Density::new((1.0 - g.rate).powi(r as i32))
-                .expect("(1 - rate)^r lies in (0, 1]")
-                .keep_count(g.numel)
-        };
-        let reached = |counts: &[usize]| match global_target {
-            Some(t) => counts.iter().sum::<usize>() <= t,
-            None => counts.iter().zip(&groups).all(|(c, g)| *c <= g.target),
-        };
-        let mut counts: Vec<Vec<usize>> = vec![groups.iter().map(|g| g.numel).collect()];
-        let dense_at_target = match global_target {
-            Some(t) => t >= counts[0].iter().sum::<usize>(),
-            None => groups.iter().all(|g| g.target >= g.numel),
-        };
-        if !dense_at_target {
-            for r in 1.. {
-                let level: Vec<usize> = groups.iter().map(|g| geometric(g, r)).collect();
-                if reached(&level) {
-                    let prev = counts.last().expect("level 0").clone();
-                    counts.push(Self::land(&groups, &prev, &level, global_target));
-                    break;
-                }
-                // A group already at its target stays there (layer-wise rounding).
-                let level = match global_target {
-                    Some(_) => level,
-                    None => level
-                        .iter()
-                        .zip(&groups)
-                        .map(|(c, g)| (*c).max(g.target))
-                        .collect(),
-                };
-                counts.push(level);
-            }
-        }
-        Self { groups, counts }
-    }
-
-    /// The last level: exactly the target, no group above its previous count.
-    fn land(
-        groups: &[Group],
-        prev: &[usize],
-        geometric: &[usize],
-        global_target: Option<usize>,
-    ) -> Vec<usize> {
-        match global_target {
-            None => groups.iter().map(|g| g.target).collect(),
-            Some(t) if groups.len() == 1 => vec![t],
-            Some(t) => {
-                // Pool first (group 0), output layer (group 1) takes the rest.
-                let output = geometric[1].min(t);
-                let pool = (t - output).min(prev[0]);
-                vec![pool, t - pool]
-            }
-        }
-    }
-
-    /// Number of pruning levels (the final ticket is level `levels()`).
-    pub fn levels(&self) -> usize {
-        self.counts.len() - 1
-    }
-
-    /// Overall density of level `r`.
-    pub fn density(&self, r: usize) -> f64 {
-        let total: usize = self.groups.iter().map(|g| g.numel).sum();
-        self.counts[r].iter().sum::<usize>() as f64 / total as f64
-    }
-
-    /// The mask of level `r + 1`: each group keeps its count of the largest |θ| among its alive.
-    fn next_mask(
-        &self,
-        r: usize,
-        magnitudes: &ParamValues,
-        current: &MaskSet,
-    ) -> Result<MaskSet, PruneError> {
-        let mut out = MaskSet::new();
-        for (g, count) in self.groups.iter().zip(&self.counts[r + 1]) {
-            let part: ParamValues = g
-                .names
-                .iter()
-                .map(|n| (n.clone(), magnitudes[n].clone()))
-                .collect();
-            for (name, m) in top_k_count(&part, *count, Some(current))?.iter() {
-                out.insert(name.clone(), m.clone());
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The level plan of a context: groups from the scope and the output rate, rates, targets.
-pub fn plan_for(ctx: &PruneContext<'_>, options: &ImpOptions) -> Result<LevelPlan, PruneError> {
-    let prunable = ctx.prunable();
-    let density = ctx.goal.density;
-    let rate = options.rate.0;
-    let group = |names: Vec<String>, numel: usize, rate: f64| Group {
-        target: density.keep_count(numel),
-        names,
-        numel,
-        rate,
-    };
-    match (ctx.goal.scope, options.output_rate) {
-        (Scope::Layerwise, Some(_)) => Err(PruneError::Unsupported {
-            method: "imp".into(),
-            why: "`output_rate` needs `prune.scope = \"global\"`: layer-wise every layer lands on \
-                  the target density"
-                .into(),
-        }),
-        (Scope::Layerwise, None) => Ok(LevelPlan::new(
-            prunable
-                .iter()
-                .map(|p| group(vec![p.name.clone()], p.numel(), rate))
-                .collect(),
-            None,
-        )),
-        (Scope::Global, output_rate) => {
-            let total: usize = prunable.iter().map(|p| p.numel()).sum();
-            let output = output_rate.and_then(|q| {
-                // The output layer is the last linear weight in the model's declaration order.
-                let last = ctx
-                    .target
-                    .params()
-                    .into_iter()
-                    .rfind(|p| p.kind == ParamKind::LinearWeight)?;
-                prunable
-                    .iter()
-                    .find(|p| p.name == last.name)
-                    .map(|p| (p.clone(), q.0))
-            });
-            let groups = match output {
-                None => vec![group(
-                    prunable.iter().map(|p| p.name.clone()).collect(),
-                    total,
-                    rate,
-                )],
-                Some((out, q)) => vec![
-                    group(
-                        prunable
-                            .iter()
-                            .filter(|p| p.name != out.name)
-                            .map(|p| p.name.clone())
-                            .collect(),
-                        total - out.numel(),
-                        rate,
-                    ),
-                    group(vec![out.name.clone()], out.numel(), q),
-                ],
-            };
-            Ok(LevelPlan::new(groups, Some(density.keep_count(total))))
-        }
-    }
-}
-
-/// Saved progress: the rewind point and the masks of finished levels.
-struct Progress {
-    dir: Option<PathBuf>,
-}
-
-/// What a resumed run starts from.
-struct Resumed {
-    level: usize,
-    mask: MaskSet,
-    metrics: Vec<MetricRow>,
-    finished: bool,
-    rewind: ParamValues,
-}
-
-impl Progress {
-    fn rewind_path(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join("rewind.safetensors"))
-    }
-
-    fn level_path(&self, r: usize) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("level-{r:03}.safetensors")))
-    }
-
-    fn final_path(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join("final.safetensors"))
-    }
-
-    fn save_rewind(&self, values: &ParamValues) -> Result<(), PruneError> {
-        let Some(path) = self.rewind_path() else {
-            return Ok(());
-        };
-        let bytes = weights::to_bytes(values, &BTreeMap::new());
-        lottery_core::fsutil::write_atomic(&path, &bytes).map_err(|e| failed(&path, e))
-    }
-
-    fn load_rewind(path: &Path) -> Result<ParamValues, PruneError> {
-        weights::read(path).map_err(|e| damaged(path, e))
-    }
-
-    fn save_mask(
-        &self,
-        path: Option<PathBuf>,
-        mask: &MaskSet,
-        metrics: &[MetricRow],
-    ) -> Result<(), PruneError> {
-        match path {
-            Some(path) => lottery_core::progress::save_mask_progress(&path, mask, metrics),
-            None => Ok(()),
-        }
-    }
-
-    fn load_mask(path: &Path) -> Result<(MaskSet, Vec<MetricRow>), PruneError> {
-        lottery_core::progress::load_mask_progress(path).map_err(PruneError::into_damaged)
-    }
-
-    /// The furthest saved point that loads, if the rewind point was saved. A level's file that
-    /// does not load is set aside and the level before it is tried; a rewind point that does not
-    /// load is an error.
-    fn resume(&self, levels: usize) -> Result<Option<Resumed>, PruneError> {
-        let Some(rewind_path) = self.rewind_path().filter(|p| p.exists()) else {
-            return Ok(None);
-        };
-        let rewind = Self::load_rewind(&rewind_path)?;
-        let saved = self
-            .final_path()
-            .map(|p| (p, levels, true))
-            .into_iter()
-            .chain(
-                (1..=levels)
-                    .rev()
-                    .filter_map(|r| self.level_path(r).map(|p| (p, r, false))),
-            );
-        for (path, level, finished) in saved {
-            if !path.exists() {
-                continue;
-            }
-            match Self::load_mask(&path) {
-                Ok((mask, metrics)) => {
-                    return Ok(Some(Resumed {
-                        level,
-                        mask,
-                        metrics,
-                        finished,
-                        rewind,
-                    }));
-                }
-                Err(e) => set_aside(&path, &e)?,
-            }
-        }
-        Ok(None)
-    }
-}
-
-fn failed(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::Progress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
-fn damaged(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::DamagedProgress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
-/// Renames a file of saved progress that does not load to `<file>.damaged`, with a warning, so
-/// that the run goes on from an earlier one.
-fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".damaged");
-    let aside = PathBuf::from(aside);
-    tracing::warn!(
-        "{error}; set aside as {} and going on from earlier progress, if any",
-        aside.display()
-    );
-    std::fs::rename(path, &aside).map_err(|e| failed(path, format!("setting it aside: {e}")))
 }
 
 impl Imp {
@@ -429,31 +143,6 @@ impl Imp {
         let (_, accuracy) = ctx.target.evaluate(mask)?;
         ctx.target.record("level", "density", mask.density());
         ctx.target.record("level", "accuracy", accuracy);
-        Ok(())
-    }
-
-    /// The configured controls at level `r` (mask `mask`, rewind weights `rewind`).
-    fn controls(
-        &self,
-        ctx: &mut PruneContext<'_>,
-        r: usize,
-        mask: &MaskSet,
-        rewind: &ParamValues,
-    ) -> Result<(), PruneError> {
-        for control in &self.options.controls {
-            ctx.progress
-                .set_message(format!("imp level {r}: control {}", control.phase()));
-            match control {
-                Control::Reinit => {
-                    let fresh = ctx.target.fresh_values(reinit_seed(ctx.seed, r));
-                    self.train_level(ctx, r, control.phase(), &fresh, mask)?;
-                }
-                Control::RandomMask => {
-                    let random = random_mask_like(mask, ctx.seed, r)?;
-                    self.train_level(ctx, r, control.phase(), rewind, &random)?;
-                }
-            }
-        }
         Ok(())
     }
 }
@@ -560,44 +249,16 @@ impl Imp {
     }
 }
 
-fn reinit_seed(seed: u64, r: usize) -> u64 {
-    seed ^ 0x005E_ED0F_5EED ^ (r as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// A uniformly random mask with the same number of kept entries in every parameter as `like`.
-pub fn random_mask_like(like: &MaskSet, seed: u64, r: usize) -> Result<MaskSet, PruneError> {
-    let mut out = MaskSet::new();
-    for (i, (name, m)) in like.iter().enumerate() {
-        let stream = seed ^ (r as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) ^ (i as u64) << 48;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream);
-        let scores = ParamValues::from([(
-            name.clone(),
-            FlatTensor::new(
-                m.shape.clone(),
-                (0..m.numel()).map(|_| rng.random::<f32>()).collect(),
-            ),
-        )]);
-        let chosen = top_k_count(&scores, m.kept(), None)?;
-        out.insert(
-            name.clone(),
-            chosen.get(name).expect("one parameter").clone(),
-        );
+fn invalid(why: String) -> PruneError {
+    PruneError::Unsupported {
+        method: "imp".into(),
+        why,
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn group(numel: usize, rate: f64, target: usize) -> Group {
-        Group {
-            names: vec![format!("g{numel}")],
-            numel,
-            rate,
-            target,
-        }
-    }
 
     #[test]
     fn options_round_trip_and_reject_bad_values() {
@@ -608,73 +269,5 @@ mod tests {
             toml::from_str("output_rate = 0.1\ncontrols = [\"reinit\", \"random-mask\"]").unwrap();
         assert_eq!(o.output_rate, Some(Rate(0.1)));
         assert_eq!(o.controls, vec![Control::Reinit, Control::RandomMask]);
-    }
-
-    #[test]
-    fn level_counts_follow_the_geometric_rate_and_land_on_the_target() {
-        let n = 266_200;
-        let target = Density::new(0.02).unwrap().keep_count(n);
-        let plan = LevelPlan::new(vec![group(n, 0.2, target)], Some(target));
-        assert_eq!(plan.levels(), 18, "0.8^17 > 0.02 >= 0.8^18");
-        for r in 0..18 {
-            let want = (0.8f64.powi(r as i32) * n as f64).round() as usize;
-            assert_eq!(plan.counts[r], vec![want], "level {r}");
-        }
-        assert_eq!(plan.counts[18], vec![target]);
-    }
-
-    #[test]
-    fn output_layer_at_its_own_rate_and_the_total_exact() {
-        let (pool, out) = (100_000, 1_000);
-        let target = Density::new(0.05).unwrap().keep_count(pool + out);
-        let plan = LevelPlan::new(vec![group(pool, 0.2, 0), group(out, 0.1, 0)], Some(target));
-        let last = plan.levels();
-        for r in 1..last {
-            assert_eq!(
-                plan.counts[r][1],
-                (0.9f64.powi(r as i32) * out as f64).round() as usize
-            );
-        }
-        assert_eq!(plan.counts[last].iter().sum::<usize>(), target);
-        for r in 1..=last {
-            assert!(plan.counts[r][0] <= plan.counts[r - 1][0]);
-            assert!(plan.counts[r][1] <= plan.counts[r - 1][1]);
-        }
-    }
-
-    #[test]
-    fn layerwise_levels_end_on_every_layer_target() {
-        let groups = vec![group(1000, 0.2, 100), group(30, 0.2, 3)];
-        let plan = LevelPlan::new(groups, None);
-        assert_eq!(plan.counts.last().unwrap(), &vec![100, 3]);
-        assert!(plan.counts.iter().all(|c| c[0] >= 100 && c[1] >= 3));
-    }
-
-    #[test]
-    fn density_one_needs_no_level() {
-        let plan = LevelPlan::new(vec![group(10, 0.2, 10)], Some(10));
-        assert_eq!(plan.levels(), 0);
-    }
-
-    #[test]
-    fn random_mask_keeps_the_per_layer_counts() {
-        let mut like = MaskSet::dense([("a", &[4usize, 5][..]), ("b", &[7][..])]);
-        let scores = ParamValues::from([
-            (
-                "a".to_string(),
-                FlatTensor::new(vec![4, 5], (0..20).map(|i| i as f32).collect()),
-            ),
-            (
-                "b".to_string(),
-                FlatTensor::new(vec![7], (0..7).map(|i| i as f32).collect()),
-            ),
-        ]);
-        like = top_k_count(&scores, 9, Some(&like)).unwrap();
-        let r = random_mask_like(&like, 3, 2).unwrap();
-        for (name, m) in like.iter() {
-            assert_eq!(r.get(name).unwrap().kept(), m.kept());
-        }
-        assert_ne!(r, like, "a random mask, not the ticket's");
-        assert_eq!(r, random_mask_like(&like, 3, 2).unwrap(), "seeded");
     }
 }
