@@ -19,7 +19,7 @@ pub mod tokens;
 
 pub use data::{Examples, TextTask};
 pub use pretrained::{MINILM_DIR, Pretrained};
-pub use task::{BertSettings, BertTask, checkpoint_dir};
+pub use task::{BertSettings, BertTask, FineTuning, checkpoint_dir, is_head};
 
 /// The model name that selects the packaged MiniLM (or the checkpoint in `model.init_from`) in a
 /// run's config.

@@ -2,12 +2,79 @@
 //! classification head and a masked-language-model head. Parameters keep PyTorch's names and
 //! layouts (a linear weight is `[out, in]`), so a `model.safetensors` loads by name unchanged.
 //!
-//! No dropout: training is deterministic for a seed (the references fine-tune with dropout 0.1).
+//! Dropout, where the references fine-tune with it (0.1), is [`Dropout`]: Hugging Face's four
+//! places in the encoder (after the embeddings' norm, on the attention probabilities, after the
+//! attention output and the feed-forward output, before each residual sum) and the classifier's
+//! input. Its masks come from a seeded stream of its own, so a run with dropout is as repeatable
+//! as one without.
+
+use std::cell::Cell;
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax, tanh};
+use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
+
+/// Inverted dropout with a seeded mask stream: each application draws the next mask of the
+/// stream, zeroing an entry with probability `p` and scaling the survivors by `1 / (1 − p)`
+/// (PyTorch's `nn.Dropout` in training mode). One value per forward pass: the masks of a pass
+/// depend only on the seed it was made with and the order of the applications.
+#[derive(Debug)]
+pub struct Dropout {
+    p: f32,
+    seed: u64,
+    site: Cell<u64>,
+}
+
+impl Dropout {
+    /// Dropout at rate `p` in [0, 1) drawing from the stream `seed`.
+    pub fn new(p: f64, seed: u64) -> Self {
+        assert!((0.0..1.0).contains(&p), "a dropout rate lies in [0, 1)");
+        Self {
+            p: p as f32,
+            seed,
+            site: Cell::new(0),
+        }
+    }
+
+    /// `x` with the next mask of the stream applied.
+    pub fn apply<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.p == 0.0 {
+            return x;
+        }
+        let site = self.site.get();
+        self.site.set(site + 1);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.seed ^ (site + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let dims = x.dims();
+        let n: usize = dims.iter().product();
+        let scale = 1.0 / (1.0 - self.p);
+        let keep: Vec<f32> = (0..n)
+            .map(|_| {
+                if rng.random::<f32>() < self.p {
+                    0.0
+                } else {
+                    scale
+                }
+            })
+            .collect();
+        let device = x.device();
+        x * Tensor::<B, D>::from_data(TensorData::new(keep, dims), &device)
+    }
+}
+
+/// `x` through `dropout` when there is one.
+pub fn dropped<B: Backend, const D: usize>(
+    dropout: Option<&Dropout>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    match dropout {
+        Some(d) => d.apply(x),
+        None => x,
+    }
+}
 
 /// The sizes of a BERT encoder, as in Hugging Face's `config.json`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -192,8 +259,17 @@ impl<B: Backend> Bert<B> {
         }
     }
 
-    /// The last hidden states, `[batch · len, hidden]` (row `b · len + t`).
+    /// The last hidden states, `[batch · len, hidden]` (row `b · len + t`), without dropout.
     pub fn forward(&self, batch: &TokenBatch<B>) -> Tensor<B, 2> {
+        self.forward_dropping(batch, None)
+    }
+
+    /// [`Bert::forward`] with `dropout` (training) where BERT has it.
+    pub fn forward_dropping(
+        &self,
+        batch: &TokenBatch<B>,
+        dropout: Option<&Dropout>,
+    ) -> Tensor<B, 2> {
         let [b, t] = batch.ids.dims();
         let e = &self.embeddings;
         let h = e.word.val().dims()[1];
@@ -206,13 +282,13 @@ impl<B: Backend> Bert<B> {
             .expand([b, t, h])
             .reshape([b * t, h]);
         let segment = e.token_type.val().narrow(0, 0, 1);
-        let mut x = e.norm.forward(words + positions + segment);
+        let mut x = dropped(dropout, e.norm.forward(words + positions + segment));
         // 0 where attended, a large negative number on padding: [b, 1, 1, t].
         let bias = (batch.attention.clone() - 1.0)
             .mul_scalar(f32::MAX)
             .reshape([b, 1, 1, t]);
         for layer in &self.layers {
-            x = layer.forward(x, bias.clone(), b, t, self.heads);
+            x = layer.forward(x, bias.clone(), b, t, self.heads, dropout);
         }
         x
     }
@@ -238,6 +314,7 @@ impl<B: Backend> EncoderLayer<B> {
         b: usize,
         t: usize,
         heads: usize,
+        dropout: Option<&Dropout>,
     ) -> Tensor<B, 2> {
         let h = x.dims()[1];
         let d = h / heads;
@@ -246,15 +323,16 @@ impl<B: Backend> EncoderLayer<B> {
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
         let scores = q.matmul(k.transpose()).div_scalar((d as f64).sqrt()) + bias;
-        let context = softmax(scores, 3)
+        let context = dropped(dropout, softmax(scores, 3))
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b * t, h]);
         let x = self
             .attention_norm
-            .forward(self.attention_output.forward(context) + x);
+            .forward(dropped(dropout, self.attention_output.forward(context)) + x);
         let inner = gelu(self.intermediate.forward(x.clone()));
-        self.output_norm.forward(self.output.forward(inner) + x)
+        self.output_norm
+            .forward(dropped(dropout, self.output.forward(inner)) + x)
     }
 }
 
@@ -338,5 +416,35 @@ impl<B: Backend> BertWithHead<B> {
             norm(f, "cls.predictions.transform.LayerNorm", &mut m.norm);
             f("cls.predictions.bias", ParamMut::Vector(&mut m.bias));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lottery_core::backend::{Backend as B, default_device};
+
+    fn draw(p: f64, seed: u64) -> Vec<f32> {
+        let d = Dropout::new(p, seed);
+        let x = Tensor::<B, 2>::ones([64, 128], &default_device());
+        let _first = d.apply(x.clone());
+        d.apply(x).into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn dropout_is_seeded_inverted_and_at_its_rate() {
+        let a = draw(0.1, 11);
+        assert_eq!(a, draw(0.1, 11), "the same seed draws the same masks");
+        assert_ne!(a, draw(0.1, 12));
+        let zeros = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+        assert!((zeros - 0.1).abs() < 0.01, "{zeros}");
+        let scale = 1.0 / 0.9f32;
+        assert!(a.iter().all(|v| *v == 0.0 || *v == scale));
+        // The second application of a stream differs from its first.
+        let d = Dropout::new(0.1, 11);
+        let x = Tensor::<B, 2>::ones([64, 128], &default_device());
+        let first = d.apply(x).into_data().to_vec::<f32>().unwrap();
+        assert_ne!(first, a);
+        assert!(draw(0.0, 11).iter().all(|v| *v == 1.0));
     }
 }

@@ -21,7 +21,9 @@ use lottery_train::{RunOptimizer, flat_tensor};
 use rand::{RngExt, SeedableRng};
 
 use crate::data::{Examples, TextTask, mask_for_mlm};
-use crate::model::{Bert, BertWithHead, LayerNorm, Linear, MlmHead, ParamMut, TokenBatch};
+use crate::model::{
+    Bert, BertWithHead, Dropout, LayerNorm, Linear, MlmHead, ParamMut, TokenBatch, dropped,
+};
 use crate::pretrained::Pretrained;
 use crate::tokens::pad_batch;
 
@@ -49,8 +51,24 @@ pub struct BertSettings {
     pub seed: u64,
 }
 
+/// Salt of the dropout masks' stream (mixed with the run's seed and the optimiser step).
+const DROPOUT_SALT: u64 = 0x0064_726f_706f_7574;
+
+/// How a BERT fine-tunes beyond the run's `[train]` settings: the references' dropout and
+/// gradient clipping. The default (0, 0) is neither.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FineTuning {
+    /// Dropout rate in [0, 1) at BERT's places (the references: 0.1); 0: none. Its masks are drawn
+    /// from the run's seed and the optimiser step, so a rerun is bit-identical.
+    pub dropout: f64,
+    /// Maximum global L2 norm of the gradient of all parameters, as
+    /// `torch.nn.utils.clip_grad_norm_` (the references: 1.0); 0: no clipping.
+    pub clip_grad_norm: f64,
+}
+
 /// A pre-trained BERT with the head of one task: the prune target of a BERT run.
 pub struct BertTask {
+    fine_tuning: FineTuning,
     pretrained: Arc<Pretrained>,
     task: Arc<TextTask>,
     settings: BertSettings,
@@ -105,10 +123,15 @@ fn identity(n: usize) -> FlatTensor {
     FlatTensor::new(vec![n, n], v)
 }
 
+/// Whether `name` belongs to a task head (`classifier.…`, `cls.…`) rather than the encoder.
+pub fn is_head(name: &str) -> bool {
+    name.starts_with("classifier") || name.starts_with("cls.")
+}
+
 /// What a parameter of a BERT with a head is: encoder and pooler linear weights are the
 /// prunable ones (as in BERT-Tickets); embeddings, norms, biases and the heads are not.
 pub fn param_kind(name: &str, rank: usize) -> ParamKind {
-    if name.starts_with("classifier") || name.starts_with("cls.") {
+    if is_head(name) {
         ParamKind::Other
     } else if name.starts_with("embeddings.") && rank == 2 {
         ParamKind::Embedding
@@ -132,6 +155,7 @@ impl BertTask {
         let device = lottery_core::backend::default_device();
         let model = Self::starting_model(&pretrained, &task, settings.seed, &device)?;
         Ok(Self {
+            fine_tuning: FineTuning::default(),
             pretrained,
             task,
             settings,
@@ -209,6 +233,32 @@ impl BertTask {
         self
     }
 
+    /// Sets the dropout and gradient clipping of every later training (kept across
+    /// [`BertTask::switch_task`]).
+    pub fn set_fine_tuning(&mut self, fine_tuning: FineTuning) -> Result<(), PruneError> {
+        let FineTuning {
+            dropout,
+            clip_grad_norm,
+        } = fine_tuning;
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(PruneError::Target(format!(
+                "dropout = {dropout}: a dropout rate lies in [0, 1)"
+            )));
+        }
+        if !(clip_grad_norm.is_finite() && clip_grad_norm >= 0.0) {
+            return Err(PruneError::Target(format!(
+                "clip_grad_norm = {clip_grad_norm}: a maximum norm is finite and >= 0 (0: none)"
+            )));
+        }
+        self.fine_tuning = fine_tuning;
+        Ok(())
+    }
+
+    /// The dropout and gradient clipping of training.
+    pub fn fine_tuning(&self) -> FineTuning {
+        self.fine_tuning
+    }
+
     /// The task trained on now.
     pub fn task(&self) -> &TextTask {
         &self.task
@@ -255,6 +305,7 @@ impl BertTask {
         test: bool,
         idx: &[usize],
         mask_seed: u64,
+        dropout: Option<&Dropout>,
     ) -> (Tensor<B, 1>, usize, usize) {
         match &self.task.examples {
             Examples::Classes {
@@ -264,8 +315,8 @@ impl BertTask {
                 let seqs: Vec<&[u32]> = idx.iter().map(|&i| set[i].0.as_slice()).collect();
                 let labels: Vec<i64> = idx.iter().map(|&i| set[i].1 as i64).collect();
                 let batch = self.token_batch::<B>(&seqs);
-                let states = model.bert.forward(&batch);
-                let pooled = model.bert.pool(states, seqs.len());
+                let states = model.bert.forward_dropping(&batch, dropout);
+                let pooled = dropped(dropout, model.bert.pool(states, seqs.len()));
                 let logits = model
                     .classifier
                     .as_ref()
@@ -296,7 +347,7 @@ impl BertTask {
                         labels.push(id as i64);
                     }
                 }
-                let states = model.bert.forward(&batch);
+                let states = model.bert.forward_dropping(&batch, dropout);
                 let n = rows.len();
                 let picked = states.select(
                     0,
@@ -321,7 +372,7 @@ impl BertTask {
         let bs = self.settings.batch_size.max(1);
         for start in (0..n).step_by(bs) {
             let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
-            let (l, c, k) = self.batch_loss(&inner, true, &idx, TEST_MASK_SALT);
+            let (l, c, k) = self.batch_loss(&inner, true, &idx, TEST_MASK_SALT, None);
             loss += l.into_scalar().elem::<f64>();
             correct += c;
             count += k;
@@ -422,7 +473,52 @@ fn set_all<B: Backend>(
     }
 }
 
-/// Multiplies every masked matrix by its mask (detached, a fresh leaf).
+/// Scales `grads` so that their global L2 norm over every parameter of `model` is at most
+/// `max_norm`, as `torch.nn.utils.clip_grad_norm_` does: the factor is `max_norm / (norm + 1e-6)`
+/// when it is below 1. Returns the norm before clipping.
+pub fn clip_grad_norm<B: burn::tensor::backend::AutodiffBackend>(
+    grads: &mut GradientsParams,
+    model: &mut BertWithHead<B>,
+    max_norm: f64,
+) -> f64 {
+    let mut ids = vec![];
+    model.for_each_param(&mut |_, p| match p {
+        ParamMut::Vector(t) => ids.push((t.id, 1)),
+        ParamMut::Matrix(t) => ids.push((t.id, 2)),
+    });
+    let mut squares: Option<Tensor<B::InnerBackend, 1>> = None;
+    let mut add = |s: Tensor<B::InnerBackend, 1>| {
+        squares = Some(match squares.take() {
+            Some(a) => a + s,
+            None => s,
+        })
+    };
+    for &(id, rank) in &ids {
+        if rank == 1 {
+            if let Some(g) = grads.get::<B::InnerBackend, 1>(id) {
+                add(g.powi_scalar(2).sum());
+            }
+        } else if let Some(g) = grads.get::<B::InnerBackend, 2>(id) {
+            add(g.powi_scalar(2).sum());
+        }
+    }
+    let Some(squares) = squares else { return 0.0 };
+    let norm = squares.into_scalar().elem::<f64>().sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for &(id, rank) in &ids {
+            if rank == 1 {
+                if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
+                    grads.register(id, g.mul_scalar(coef));
+                }
+            } else if let Some(g) = grads.remove::<B::InnerBackend, 2>(id) {
+                grads.register(id, g.mul_scalar(coef));
+            }
+        }
+    }
+    norm
+}
+
 /// Each masked matrix's mask as a 0/1 tensor, checked against the model's shapes: built once per
 /// training and multiplied in after every step.
 fn mask_tensors<B: Backend>(
@@ -612,14 +708,25 @@ impl PruneTarget for BertTask {
             let idx: Vec<usize> = order.iter().skip(at * bs).take(bs).copied().collect();
             let lr = lottery_train::schedule::lr_at(&self.settings.train, self.step, spe);
             let salt = self.settings.seed ^ (self.step as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
-            let (loss, c, k) = self.batch_loss(&self.model, false, &idx, salt);
+            let dropout = (self.fine_tuning.dropout > 0.0).then(|| {
+                Dropout::new(
+                    self.fine_tuning.dropout,
+                    self.settings.seed
+                        ^ DROPOUT_SALT
+                        ^ (self.step as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+                )
+            });
+            let (loss, c, k) = self.batch_loss(&self.model, false, &idx, salt, dropout.as_ref());
             let mean = loss.div_scalar(k.max(1) as f64);
             let batch_loss = mean.clone().into_scalar().elem::<f64>();
             PruneError::check_loss(batch_loss, epoch + 1, self.step + 1)?;
             loss_sum += batch_loss;
             correct += c;
             count += k;
-            let grads = GradientsParams::from_grads(mean.backward(), &self.model);
+            let mut grads = GradientsParams::from_grads(mean.backward(), &self.model);
+            if self.fine_tuning.clip_grad_norm > 0.0 {
+                clip_grad_norm(&mut grads, &mut self.model, self.fine_tuning.clip_grad_norm);
+            }
             self.model = optim.step(lr, self.model.clone(), grads);
             remask(&mut self.model, &masks);
             self.step += 1;
@@ -706,4 +813,78 @@ pub fn checkpoint_dir(init_from: Option<&std::path::Path>) -> PathBuf {
     init_from
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(crate::pretrained::MINILM_DIR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BertConfig;
+
+    fn tiny() -> BertWithHead<TrainBackend> {
+        let device = lottery_core::backend::default_device();
+        let cfg = BertConfig {
+            vocab_size: 5,
+            hidden_size: 4,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 6,
+            max_position_embeddings: 8,
+            type_vocab_size: 1,
+            layer_norm_eps: 1e-12,
+        };
+        BertWithHead {
+            bert: Bert::zeros(&cfg, &device),
+            classifier: Some(Linear {
+                weight: Param::from_tensor(Tensor::zeros([2, 4], &device)),
+                bias: Param::from_tensor(Tensor::zeros([2], &device)),
+            }),
+            mlm: None,
+        }
+    }
+
+    /// Gradient 3 on one entry of the classifier's bias and 4 on one of its weight: norm 5.
+    fn grads(model: &BertWithHead<TrainBackend>) -> GradientsParams {
+        let device = lottery_core::backend::default_device();
+        let c = model.classifier.as_ref().unwrap();
+        let mut g = GradientsParams::new();
+        g.register(
+            c.bias.id,
+            Tensor::<InnerBackend, 1>::from_data(TensorData::new(vec![3.0f32, 0.0], [2]), &device),
+        );
+        g.register(
+            c.weight.id,
+            Tensor::<InnerBackend, 2>::from_data(
+                TensorData::new(vec![0.0f32, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2, 4]),
+                &device,
+            ),
+        );
+        g
+    }
+
+    fn values(g: &GradientsParams, model: &BertWithHead<TrainBackend>) -> (Vec<f32>, Vec<f32>) {
+        let c = model.classifier.as_ref().unwrap();
+        let b = g.get::<InnerBackend, 1>(c.bias.id).unwrap();
+        let w = g.get::<InnerBackend, 2>(c.weight.id).unwrap();
+        (flat_tensor(b).values, flat_tensor(w).values)
+    }
+
+    #[test]
+    fn clipping_scales_the_global_norm_as_torch_does() {
+        let mut model = tiny();
+        // Above the limit: every gradient times max_norm / (‖g‖ + 1e-6), ‖g‖ = √(3² + 4²) = 5.
+        let mut g = grads(&model);
+        let norm = clip_grad_norm(&mut g, &mut model, 1.0);
+        assert_eq!(norm, 5.0);
+        let coef = (1.0 / (5.0 + 1e-6)) as f32;
+        let (b, w) = values(&g, &model);
+        assert_eq!(b, vec![3.0 * coef, 0.0]);
+        assert_eq!(w[1], 4.0 * coef);
+        let clipped = (b[0] as f64).hypot(w[1] as f64);
+        assert!((clipped - 1.0).abs() < 1e-6, "{clipped}");
+        // Under the limit: untouched.
+        let mut g = grads(&model);
+        assert_eq!(clip_grad_norm(&mut g, &mut model, 10.0), 5.0);
+        let (b, w) = values(&g, &model);
+        assert_eq!((b[0], w[1]), (3.0, 4.0));
+    }
 }

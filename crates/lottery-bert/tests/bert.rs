@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use lottery_bert::data::mask_for_mlm;
-use lottery_bert::{BertSettings, BertTask, Pretrained, TextTask};
+use lottery_bert::{BertSettings, BertTask, FineTuning, Pretrained, TextTask};
 use lottery_core::config::{OptimizerKind, TrainSection};
 use lottery_core::{Mask, MaskSet, ParamKind, PruneTarget};
 use serde::Deserialize;
@@ -312,4 +312,54 @@ fn mlm_masking_follows_bert() {
     assert!((rate - 0.15).abs() < 0.01, "{rate}");
     let masked = as_mask as f64 / chosen as f64;
     assert!((masked - 0.8).abs() < 0.03, "{masked}");
+}
+
+#[test]
+fn dropout_and_clipping_change_training_and_reruns_stay_bit_identical() {
+    let c = checkpoint();
+    let run = |fine_tuning: FineTuning| {
+        let mut task = BertTask::new(
+            c.clone(),
+            supersenses(&c),
+            settings(OptimizerKind::Sgd, 1e-2, 1),
+        )
+        .unwrap();
+        task.set_fine_tuning(fine_tuning).unwrap();
+        let mask = checkerboard(&task);
+        task.train_until(&mask, 2, &mut |_| {}).unwrap();
+        task.values(&[
+            "encoder.layer.0.output.dense.weight".to_string(),
+            "classifier.weight".to_string(),
+        ])
+        .unwrap()
+    };
+    let plain = run(FineTuning::default());
+    let dropout = FineTuning {
+        dropout: 0.1,
+        ..FineTuning::default()
+    };
+    let with_dropout = run(dropout);
+    assert_eq!(with_dropout, run(dropout), "dropout is seeded");
+    assert_ne!(with_dropout, plain, "dropout changes the updates");
+    let clipped = FineTuning {
+        clip_grad_norm: 1e-3,
+        ..FineTuning::default()
+    };
+    let with_clipping = run(clipped);
+    assert_eq!(with_clipping, run(clipped));
+    assert_ne!(
+        with_clipping, plain,
+        "a tiny maximum norm shrinks the steps"
+    );
+    let bad = BertTask::new(
+        c.clone(),
+        supersenses(&c),
+        settings(OptimizerKind::Sgd, 1e-2, 1),
+    )
+    .unwrap()
+    .set_fine_tuning(FineTuning {
+        dropout: 1.0,
+        ..FineTuning::default()
+    });
+    assert!(bad.is_err());
 }
