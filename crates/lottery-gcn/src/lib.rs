@@ -10,7 +10,8 @@
 //! linear in the edges kept. [`GcnTask`] is the [`PruneTarget`] of a graph run: masked training
 //! (full batch, one optimiser step per epoch; accuracy reported at the best validation epoch, as
 //! the references report it), the joint training of weights with soft edge and weight masks
-//! (UGS), and the FLOPs of a mask.
+//! (UGS), GEBT's co-sparsification (ADMM on trainable edge values, weights magnitude-pruned in
+//! place every epoch), and the FLOPs of a mask.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -172,7 +173,7 @@ impl<B: Backend> GraphTensors<B> {
 pub struct GcnShape {
     /// Input features.
     pub features: usize,
-    /// Hidden units (the references' 16).
+    /// Hidden units (`model.hidden`; UGS's reference commands use 512, GEBT's code 16).
     pub hidden: usize,
     /// Classes.
     pub classes: usize,
@@ -819,5 +820,223 @@ impl<B: burn::tensor::backend::AutodiffBackend> GraphTensors<B> {
             val: self.val.inner(),
             test: self.test.inner(),
         }
+    }
+}
+
+/// The learnt value of every undirected edge while GEBT sparsifies the graph (the reference's
+/// trainable adjacency `adj − I`, one value shared by both directions and both layers).
+#[derive(Module, Debug)]
+pub struct EdgeValues<B: Backend> {
+    /// One value per undirected edge; an edge enters the forward with weight `max(a, 0)`.
+    pub values: Param<Tensor<B, 1>>,
+}
+
+/// How [`GcnTask::co_sparsify`] trains: GEBT's simultaneous sparsification (You et al. 2022,
+/// GATECH-EIC/Early-Bird-GCN `run_threshold_jointEB.py`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoSparsifySpec {
+    /// Epochs of search.
+    pub epochs: usize,
+    /// The weights kept by the in-place magnitude pruning that follows every weight step (exact
+    /// counts). None: the weights are neither trained nor pruned (the graph-only search of GEB
+    /// tickets, on weights trained beforehand).
+    pub weights: Option<(lottery_core::Density, lottery_core::topk::Scope)>,
+    /// Edges kept by the graph mask and by the ADMM projection `Z`.
+    pub edges_kept: usize,
+    /// Adam learning rate of the weights (the reference's 0.01).
+    pub lr: f64,
+    /// L2 weight decay of the first layer only (the reference's 5e-4 on `conv1`, 0 on `conv2`).
+    pub weight_decay: f64,
+    /// Adam learning rate of the edge values (the reference's 1e-3).
+    pub graph_lr: f64,
+    /// ρ of the ADMM penalty (the reference's 1e-3).
+    pub rho: f64,
+}
+
+/// One epoch of [`GcnTask::co_sparsify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoSparsifyEpoch {
+    /// Epochs completed (1-based).
+    pub epoch: usize,
+    /// Cross-entropy of the graph step (with dropout).
+    pub train_loss: f64,
+    /// Validation accuracy of the network as it is (pruned weights, learnt edge values).
+    pub val_accuracy: f64,
+    /// Test accuracy of the same.
+    pub test_accuracy: f64,
+    /// The weight mask after this epoch's in-place pruning (None without weight pruning).
+    pub weight_mask: Option<MaskSet>,
+    /// The `edges_kept` edges of largest |learnt value|.
+    pub graph_mask: lottery_core::Mask,
+    /// The learnt value of every edge.
+    pub edge_values: Vec<f32>,
+    /// The ADMM variables `Z` and `U` after this epoch's update.
+    pub admm: (Vec<f32>, Vec<f32>),
+}
+
+impl GcnTask {
+    /// GEBT's co-sparsification. Every epoch: (1) one Adam step on the weights (cross-entropy
+    /// with dropout; L2 `weight_decay` on the first layer), then the weights are pruned **in
+    /// place** to the `spec.weights` density by magnitude (one threshold over both layers when
+    /// global; pruned weights may grow back at later steps, as in the reference, whose Adam keeps
+    /// updating them); (2) one Adam step on the edge values `a` (start 1) with the objective
+    /// `¼·CE + ρ/N²·Σ_e (a_e + U_e − Z_e)²` (the reference's `CE + ρ·Σ_layers mse(adj + U, Z + I)`
+    /// with its gradient masked to the edges, symmetrised and averaged over the two layers: its
+    /// two per-layer adjacencies get the same gradient from the same start, so they stay equal
+    /// and one value per undirected edge is the same optimisation); the graph mask is the
+    /// `edges_kept` edges of largest |a|; (3) the ADMM updates `Z = Π(a + U)` (keep the
+    /// `edges_kept` entries of largest magnitude) and `U ← U + a − Z`. Edges enter the forward
+    /// with weight `max(a, 0)` before the normalisation (the reference drops entries ≤ 0).
+    /// The clock is untouched; the weights are left as the search left them (pruned).
+    pub fn co_sparsify(
+        &mut self,
+        spec: &CoSparsifySpec,
+        on_epoch: &mut dyn FnMut(&CoSparsifyEpoch) -> ControlFlow<()>,
+    ) -> Result<(), PruneError> {
+        let e = self.graph.edges.len();
+        let n2 = (self.graph.nodes as f64).powi(2);
+        let mut net = Gcn {
+            layer0: self.model.layer0.clone(),
+            layer1: self.model.layer1.clone(),
+        };
+        let mut edges = EdgeValues {
+            values: Param::from_tensor(
+                Tensor::<TrainBackend, 1>::ones([e], &self.device).require_grad(),
+            ),
+        };
+        let (mut z, mut u) = (vec![0f32; e], vec![0f32; e]);
+        let adam = |lr: f64| TrainSection {
+            optimizer: lottery_core::config::OptimizerKind::Adam,
+            lr,
+            weight_decay: 0.0,
+            ..self.train_cfg.clone()
+        };
+        let mut wopt = RunOptimizer::<Gcn<TrainBackend>>::new(&adam(spec.lr));
+        let mut gopt = RunOptimizer::<EdgeValues<TrainBackend>>::new(&adam(spec.graph_lr));
+        let [s0, s1] = self.shape.weight_shapes();
+        let start = self.step;
+        let finish = |task: &mut Self, net: Gcn<TrainBackend>| {
+            task.step = start;
+            task.model = net;
+        };
+        for epoch in 1..=spec.epochs {
+            self.step = start + epoch;
+            let mut weight_mask = None;
+            if let Some((density, scope)) = spec.weights {
+                // (1) The weight step, then in-place magnitude pruning.
+                let keep = self.dropout_mask::<TrainBackend>(0x4745_4201, &self.device);
+                let a = relu(edges.values.val().detach());
+                let logits =
+                    self.tensors
+                        .forward(net.layer0.val(), net.layer1.val(), a, Some(keep));
+                let (loss, _) = self.tensors.loss_on(logits, &self.tensors.train);
+                let l = loss.clone().into_scalar().elem::<f64>();
+                if let Err(err) = PruneError::check_loss(l, epoch, epoch) {
+                    finish(self, net);
+                    return Err(err);
+                }
+                let objective = loss
+                    + net
+                        .layer0
+                        .val()
+                        .powf_scalar(2.0)
+                        .sum()
+                        .mul_scalar(0.5 * spec.weight_decay);
+                let grads = GradientsParams::from_grads(objective.backward(), &net);
+                net = wopt.step(spec.lr, net, grads);
+                let mut scores = ParamValues::new();
+                for (name, w) in [(LAYER0, net.layer0.val()), (LAYER1, net.layer1.val())] {
+                    let mut t = flat_tensor(w.inner());
+                    t.values.iter_mut().for_each(|x| *x = x.abs());
+                    scores.insert(name.to_string(), t);
+                }
+                let mask = match lottery_core::topk::top_k_mask(&scores, density, scope, None) {
+                    Ok(m) => m,
+                    Err(err) => {
+                        finish(self, net);
+                        return Err(err);
+                    }
+                };
+                let m0 = self.weight_mask::<TrainBackend>(&mask, LAYER0, s0.1, &self.device);
+                let m1 = self.weight_mask::<TrainBackend>(&mask, LAYER1, s1.1, &self.device);
+                net = Gcn {
+                    layer0: net.layer0.map(|w| (w * m0.clone()).detach().require_grad()),
+                    layer1: net.layer1.map(|w| (w * m1.clone()).detach().require_grad()),
+                };
+                weight_mask = Some(mask);
+            }
+
+            // (2) The graph step.
+            let keep = self.dropout_mask::<TrainBackend>(0x4745_4202, &self.device);
+            let a = edges.values.val();
+            let logits = self.tensors.forward(
+                net.layer0.val().detach(),
+                net.layer1.val().detach(),
+                relu(a.clone()),
+                Some(keep),
+            );
+            let (loss, _) = self.tensors.loss_on(logits, &self.tensors.train);
+            let train_loss = loss.clone().into_scalar().elem::<f64>();
+            if let Err(err) = PruneError::check_loss(train_loss, epoch, epoch) {
+                finish(self, net);
+                return Err(err);
+            }
+            let shift: Vec<f32> = u.iter().zip(&z).map(|(u, z)| u - z).collect();
+            let shift =
+                Tensor::<TrainBackend, 1>::from_data(TensorData::new(shift, [e]), &self.device);
+            let objective = loss.mul_scalar(0.25)
+                + (a + shift).powf_scalar(2.0).sum().mul_scalar(spec.rho / n2);
+            let grads = GradientsParams::from_grads(objective.backward(), &edges);
+            edges = gopt.step(spec.graph_lr, edges, grads);
+            let values = flat_tensor(edges.values.val().inner()).values;
+            let magnitude: Vec<f32> = values.iter().map(|x| x.abs()).collect();
+            let graph_mask =
+                match lottery_core::graph::keep_top_edges(&magnitude, spec.edges_kept, None) {
+                    Ok(m) => m,
+                    Err(err) => {
+                        finish(self, net);
+                        return Err(err);
+                    }
+                };
+
+            // (3) ADMM: Z = Π(a + U), U ← U + a − Z.
+            let sum: Vec<f32> = values.iter().zip(&u).map(|(a, u)| a + u).collect();
+            let projected = lottery_core::graph::keep_top_edges(
+                &sum.iter().map(|x| x.abs()).collect::<Vec<_>>(),
+                spec.edges_kept,
+                None,
+            )?;
+            for i in 0..e {
+                z[i] = if projected.keep[i] { sum[i] } else { 0.0 };
+                u[i] += values[i] - z[i];
+            }
+
+            // Evaluation: the network as it is, no dropout.
+            let inner_net = net.valid();
+            let t = self.tensors.clone().inner();
+            let logits = t.forward(
+                inner_net.layer0.val(),
+                inner_net.layer1.val(),
+                relu(edges.values.val().inner()),
+                None,
+            );
+            let (_, val) = t.loss_on(logits.clone(), &t.val);
+            let (_, test) = t.loss_on(logits, &t.test);
+            let report = CoSparsifyEpoch {
+                epoch,
+                train_loss,
+                val_accuracy: val,
+                test_accuracy: test,
+                weight_mask,
+                graph_mask,
+                edge_values: values,
+                admm: (z.clone(), u.clone()),
+            };
+            if on_epoch(&report).is_break() {
+                break;
+            }
+        }
+        finish(self, net);
+        Ok(())
     }
 }

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
+use lottery_core::Density;
 use lottery_core::backend::{Backend as B, default_device};
 use lottery_core::config::{OptimizerKind, TrainSection};
+use lottery_core::topk::Scope;
 use lottery_core::{GRAPH_MASK, Mask, MaskSet, PruneTarget};
 use lottery_data::Graph;
-use lottery_gcn::{GcnTask, GraphTensors, LAYER0, LAYER1};
+use lottery_gcn::{CoSparsifySpec, GcnTask, GraphTensors, LAYER0, LAYER1};
+use std::ops::ControlFlow;
 
 fn path_graph() -> Graph {
     Graph {
@@ -204,4 +207,134 @@ fn overflowing_weights_stop_training_and_joint_mask_training_as_diverged() {
         "{e}"
     );
     assert_eq!(task.clock().step, 0, "the clock is untouched");
+}
+
+fn co_spec(
+    weights: Option<f64>,
+    edges_kept: usize,
+    epochs: usize,
+    rho: f64,
+    graph_lr: f64,
+) -> CoSparsifySpec {
+    CoSparsifySpec {
+        epochs,
+        weights: weights.map(|d| (Density::new(d).unwrap(), Scope::Global)),
+        edges_kept,
+        lr: 0.01,
+        weight_decay: 5e-4,
+        graph_lr,
+        rho,
+    }
+}
+
+#[test]
+fn co_sparsification_prunes_the_weights_in_place_to_exact_counts_every_epoch() {
+    let g = lottery_data::graph::small_sbm();
+    let edges = g.edges.len();
+    let mut task = GcnTask::new(Arc::new(g), 16, train_cfg(20), 3);
+    let names = vec![LAYER0.to_string(), LAYER1.to_string()];
+    let total: usize = task
+        .values(&names)
+        .unwrap()
+        .values()
+        .map(|t| t.values.len())
+        .sum();
+    let want = Density::new(0.2).unwrap().keep_count(total);
+    let keep_edges = edges / 2;
+    let mut masks: Vec<MaskSet> = vec![];
+    task.co_sparsify(&co_spec(Some(0.2), keep_edges, 12, 1e-3, 1e-3), &mut |e| {
+        let w = e.weight_mask.clone().expect("weights are pruned");
+        let kept: usize = w.iter().map(|(_, m)| m.kept()).sum();
+        assert_eq!(kept, want, "epoch {}", e.epoch);
+        assert_eq!(e.graph_mask.kept(), keep_edges, "epoch {}", e.epoch);
+        assert_eq!(e.edge_values.len(), edges);
+        masks.push(w);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(masks.len(), 12);
+    // The target holds the search's weights, zero exactly where the last mask prunes.
+    let after = task.values(&names).unwrap();
+    let last = masks.last().unwrap();
+    for n in &names {
+        let m = last.get(n).unwrap();
+        for (k, v) in m.keep.iter().zip(&after[n].values) {
+            assert!(*k || *v == 0.0, "{n}: a pruned weight is {v}");
+        }
+    }
+    // Pruned weights keep training (Adam moves them), so the mask changes between epochs.
+    assert!(
+        masks.windows(2).any(|p| p[0] != p[1]),
+        "the mask never moved"
+    );
+}
+
+#[test]
+fn the_graph_step_follows_admm_and_graph_only_search_freezes_the_weights() {
+    let g = lottery_data::graph::small_sbm();
+    let edges = g.edges.len();
+    let keep_edges = edges / 4;
+    let names = vec![LAYER0.to_string(), LAYER1.to_string()];
+    let n2 = (g.nodes as f64).powi(2);
+    let mut task = GcnTask::new(Arc::new(g), 16, train_cfg(20), 3);
+    let before = task.values(&names).unwrap();
+    // A penalty far above the cross-entropy: the first Adam step (|step| = lr) moves every edge
+    // value from 1 toward Z + I − U = 0 (off the diagonal).
+    let lr = 0.01;
+    let mut u = vec![0f32; edges];
+    let mut epochs = 0;
+    task.co_sparsify(&co_spec(None, keep_edges, 8, 1e3 * n2, lr), &mut |e| {
+        epochs += 1;
+        assert!(e.weight_mask.is_none());
+        let a = &e.edge_values;
+        if e.epoch == 1 {
+            assert!(
+                a.iter().all(|x| (x - (1.0 - lr as f32)).abs() < 1e-4),
+                "{:?}",
+                &a[..4]
+            );
+        }
+        // The graph mask: exactly the largest |a|.
+        assert_eq!(e.graph_mask.kept(), keep_edges);
+        let kept_min = a
+            .iter()
+            .zip(&e.graph_mask.keep)
+            .filter(|(_, k)| **k)
+            .map(|(x, _)| x.abs())
+            .fold(f32::MAX, f32::min);
+        let pruned_max = a
+            .iter()
+            .zip(&e.graph_mask.keep)
+            .filter(|(_, k)| !**k)
+            .map(|(x, _)| x.abs())
+            .fold(0.0, f32::max);
+        assert!(kept_min >= pruned_max);
+        // Z = Π(a + U): the keep_edges entries of a + U of largest magnitude, the rest 0;
+        // U ← U + a − Z.
+        let sum: Vec<f32> = a.iter().zip(&u).map(|(a, u)| a + u).collect();
+        let (nz, nu) = &e.admm;
+        assert_eq!(nz.iter().filter(|x| **x != 0.0).count(), keep_edges);
+        let kept_min = sum
+            .iter()
+            .zip(nz)
+            .filter(|(_, z)| **z != 0.0)
+            .map(|(s, _)| s.abs())
+            .fold(f32::MAX, f32::min);
+        let pruned_max = sum
+            .iter()
+            .zip(nz)
+            .filter(|(_, z)| **z == 0.0)
+            .map(|(s, _)| s.abs())
+            .fold(0.0, f32::max);
+        assert!(kept_min >= pruned_max);
+        for i in 0..edges {
+            assert!(nz[i] == 0.0 || nz[i] == sum[i]);
+            assert!((nu[i] - (u[i] + a[i] - nz[i])).abs() < 1e-6);
+        }
+        u = e.admm.1.clone();
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(epochs, 8);
+    assert_eq!(task.values(&names).unwrap(), before, "weights are frozen");
 }

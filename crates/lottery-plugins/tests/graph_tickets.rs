@@ -1,4 +1,4 @@
-//! The graph-ticket methods (UGS, GEBT's `gcn-tickets`, the random and magnitude baselines) on a
+//! The graph-ticket methods (UGS, GEBT's `gcn-tickets` joint and GEB tickets, the random and magnitude baselines) on a
 //! small generated graph: exact edge and weight counts, survivors on θ₀, determinism, resumption.
 
 mod common;
@@ -80,22 +80,28 @@ fn ugs_reaches_exact_counts_rewinds_and_resumes() {
     }
 }
 
+fn drawn_epoch(t: &GcnTask) -> (f64, f64) {
+    let get = |m: &str| {
+        t.metrics()
+            .iter()
+            .find(|r| r.split == "gcn-tickets" && r.metric == m)
+            .map(|r| r.value)
+            .unwrap()
+    };
+    (get("drawn-epoch"), get("detected"))
+}
+
 #[test]
 fn gcn_tickets_draw_exact_masks_deterministically() {
-    let run = || {
+    let run = |retrain: &str| {
         let mut t = gcn();
         let theta0 = t.values(&weights()).unwrap();
-        let mask = common::run_method("gcn-tickets", &mut t, 0.3, "max_epochs = 40", None).unwrap();
-        assert_eq!(t.values(&weights()).unwrap(), theta0);
-        let drawn = t
-            .metrics()
-            .iter()
-            .find(|r| r.split == "gcn-tickets" && r.metric == "drawn-epoch")
-            .map(|r| r.value)
-            .unwrap();
-        (mask, drawn, t.graph().edges.len())
+        let options = format!("max_epochs = 40\nretrain = \"{retrain}\"");
+        let mask = common::run_method("gcn-tickets", &mut t, 0.3, &options, None).unwrap();
+        let start = t.values(&weights()).unwrap();
+        (mask, drawn_epoch(&t), t.graph().edges.len(), theta0, start)
     };
-    let (mask, drawn, edges) = run();
+    let (mask, (drawn, _), edges, theta0, start) = run("inherit");
     let total = 16 * 300 + 3 * 16;
     assert_eq!(
         counts(&mask),
@@ -106,8 +112,70 @@ fn gcn_tickets_draw_exact_masks_deterministically() {
                 .keep_count(edges)
         )
     );
-    assert!((1.0..=40.0).contains(&drawn), "{drawn}");
-    assert_eq!(run().0, mask, "same seed, same ticket");
+    assert!((7.0..=40.0).contains(&drawn), "{drawn}");
+    // Inherit: the ticket starts from the search's weights, pruned in place by the mask.
+    assert_ne!(start, theta0);
+    for n in weights() {
+        let m = mask.get(&n).unwrap();
+        assert!(
+            m.keep
+                .iter()
+                .zip(&start[&n].values)
+                .all(|(k, v)| *k || *v == 0.0)
+        );
+    }
+    assert_eq!(run("inherit").0, mask, "same seed, same ticket");
+    let (rewound, _, _, theta0, start) = run("rewind");
+    assert_eq!(rewound, mask, "retraining does not change the search");
+    assert_eq!(start, theta0);
+    let (_, _, _, theta0, start) = run("reinit");
+    assert_ne!(start, theta0);
+}
+
+#[test]
+fn the_drawn_epoch_depends_on_epsilon_and_density_and_waits_past_the_floor() {
+    let drawn = |density: f64, options: &str| {
+        let mut t = gcn();
+        let options = format!("max_epochs = 60\n{options}");
+        common::run_method("gcn-tickets", &mut t, density, &options, None).unwrap();
+        drawn_epoch(&t)
+    };
+    let mut seen = vec![];
+    for (density, eps) in [(0.3, 0.1), (0.3, 0.3), (0.05, 0.1), (0.05, 0.3)] {
+        let (e, detected) = drawn(density, &format!("epsilon = {eps}"));
+        eprintln!("density {density} ε {eps}: epoch {e} detected {detected}");
+        seen.push(e);
+    }
+    // A tighter ε never draws earlier.
+    assert!(seen[0] >= seen[1] && seen[2] >= seen[3], "{seen:?}");
+    // Not pinned at the first epoch the rule allows (7).
+    assert!(seen.iter().any(|&e| e > 7.0), "{seen:?}");
+    seen.dedup();
+    assert!(seen.len() > 1, "{seen:?}");
+}
+
+#[test]
+fn geb_tickets_prune_only_the_graph() {
+    let mut t = gcn();
+    let edges = t.graph().edges.len();
+    let options = "tickets = \"graph\"\ngraph_density = 0.4\npretrain_epochs = 10\nmax_epochs = 30";
+    let mask = common::run_method("gcn-tickets", &mut t, 1.0, options, None).unwrap();
+    let total = 16 * 300 + 3 * 16;
+    assert_eq!(
+        counts(&mask),
+        (total, Density::new(0.4).unwrap().keep_count(edges))
+    );
+    let (drawn, _) = drawn_epoch(&t);
+    assert!((1.0..=30.0).contains(&drawn));
+    assert!(
+        !t.metrics()
+            .iter()
+            .any(|r| r.split == "gcn-tickets" && r.metric.starts_with("weight-distance"))
+    );
+    let e = common::run_method("gcn-tickets", &mut t, 0.5, options, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("prune.density = 1"), "{e}");
 }
 
 #[test]
