@@ -248,6 +248,9 @@ pub enum LrSchedule {
     Multistep,
     /// Cosine decay to zero over the training.
     Cosine,
+    /// Linear decay to zero over the training (after any warm-up), as Hugging Face's
+    /// `get_linear_schedule_with_warmup`: step `k` of `n` takes `lr · (n − k) / (n − warm-up)`.
+    Linear,
 }
 
 /// `[train]`.

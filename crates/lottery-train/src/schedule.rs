@@ -24,6 +24,11 @@ pub fn lr_at(cfg: &TrainSection, step: usize, steps_per_epoch: usize) -> f64 {
             let t = (step - warmup).min(total) as f64 / total as f64;
             cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
         }
+        LrSchedule::Linear => {
+            let total = cfg.epochs * spe;
+            let left = total.saturating_sub(step) as f64;
+            cfg.lr * left / total.saturating_sub(warmup).max(1) as f64
+        }
     }
 }
 
@@ -56,6 +61,23 @@ mod tests {
         assert_eq!(lr_at(&c, 0, 10), 1.0);
         assert!((lr_at(&c, 50, 10) - 0.5).abs() < 1e-12);
         assert!(lr_at(&c, 99, 10) < 0.001);
+    }
+
+    #[test]
+    fn linear_decay_is_hugging_faces_schedule() {
+        // get_linear_schedule_with_warmup(num_warmup_steps=0, num_training_steps=100):
+        // factor (100 - k) / 100 at step k.
+        let l = cfg(LrSchedule::Linear);
+        assert_eq!(lr_at(&l, 0, 10), 1.0);
+        assert!((lr_at(&l, 25, 10) - 0.75).abs() < 1e-12);
+        assert!((lr_at(&l, 99, 10) - 0.01).abs() < 1e-12);
+        assert_eq!(lr_at(&l, 100, 10), 0.0);
+        // With 10 warm-up steps: (100 - k) / 90 after the warm-up.
+        let mut w = cfg(LrSchedule::Linear);
+        w.warmup_epochs = 1;
+        assert!((lr_at(&w, 4, 10) - 0.5).abs() < 1e-12);
+        assert!((lr_at(&w, 10, 10) - 1.0).abs() < 1e-12);
+        assert!((lr_at(&w, 55, 10) - 0.5).abs() < 1e-12);
     }
 
     #[test]
