@@ -214,8 +214,13 @@ impl DataCache {
             .map_err(|why| named(ConfigErrorKind::UnknownName, "data.name", &d.name, why))?;
         let root = entry.root(d.root.as_deref());
         let mut ds = (entry.load)(&root)?;
-        ds.train.truncate(d.train_subset, ds.shape);
-        ds.test.truncate(d.test_subset, ds.shape);
+        if entry.stored_by_class {
+            ds.train.truncate_interleaved(d.train_subset, ds.shape);
+            ds.test.truncate_interleaved(d.test_subset, ds.shape);
+        } else {
+            ds.train.truncate(d.train_subset, ds.shape);
+            ds.test.truncate(d.test_subset, ds.shape);
+        }
         if ds.train.is_empty() || ds.test.is_empty() {
             return Err(RunError::Data(DataError::Format {
                 path: root,

