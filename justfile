@@ -20,20 +20,45 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks against PyTorch on this CPU: one training step (burn-flex variants), SynFlow's
-# 100 rounds on VGG-16, and Gem-Miner's score mining on LeNet-300-100; then tabling a
-# generated store of 10,000 runs.
+# Benchmarks against PyTorch on this CPU, one table: the training step (LeNet-300-100, Conv-2,
+# ResNet-20, VGG-16), SynFlow's 100 rounds on VGG-16, Gem-Miner's mining step, a BERT fine-tuning
+# step and a GCN epoch, on burn-flex and burn-tch beside PyTorch 2.9.0 in the same run, with the
+# ratio; then tabling a generated store of 10,000 runs. Installs torch into .venv-torch if missing.
 bench:
-    bash benches/step_bench.sh
-    bash benches/synflow_bench.sh
-    bash benches/mining_bench.sh
+    python3 benches/report.py
     cargo bench -q -p lottery-analysis --bench store_table
+
+# The burn-flex variants (plain, simd, simd + rayon) of the training step against PyTorch.
+bench-flex-variants:
+    bash benches/step_bench.sh
 
 # A one-node Slurm cluster on this machine (Debian's slurm-wlm), and a sweep through it: the
 # quickstart by default. Needs root or sudo.
 slurm-test config="configs/quickstart.toml": setup
     cargo build --release -p lottery-cli
     bash scripts/slurm-local.sh {{config}}
+
+# The LibTorch backend (burn-tch, PyTorch 2.9.0's CPU kernels) instead of burn-flex: installs
+# torch==2.9.0 from PyPI into .venv-torch once (several GB) and builds target/tch/release/lottery.
+# Results go to results/tch: run ids do not name the backend, so flex's finished runs would be skipped.
+# Set up, build and run a config (the quickstart by default) on LibTorch, into results/tch.
+run-tch config="configs/quickstart.toml": setup build-tch
+    ./target/tch/release/lottery run {{config}} --results results/tch
+
+# Install torch 2.9.0 into .venv-torch (once; skipped when present).
+setup-tch:
+    bash scripts/setup-tch.sh
+
+# A target folder of its own, so that it never replaces the flex binary. torch-sys finds libtorch
+# in the venv's torch wheel; the binary carries an rpath to it (no LD_LIBRARY_PATH needed).
+# Build the LibTorch binary, target/tch/release/lottery.
+build-tch: setup-tch
+    PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 cargo build --release -p lottery-cli --features tch --target-dir target/tch
+
+# The same small seeded runs on burn-flex and on LibTorch; their metrics must agree.
+test-tch: setup build-tch
+    cargo build --release -p lottery-cli
+    bash scripts/cross-backend.sh target/release/lottery target/tch/release/lottery
 
 # The comparison table of a study.
 table study="quickstart":

@@ -1,5 +1,6 @@
 """One SGD step (forward, cross-entropy, backward, momentum update) in PyTorch on this CPU:
-LeNet-300-100 at batch 128 and VGG-16 (batch norm, CIFAR form as OpenLTH) at batch 64.
+LeNet-300-100 at batch 128; Conv-2 (Frankle & Carbin), VGG-16 (batch norm, CIFAR form as
+OpenLTH) and ResNet-20 (OpenLTH's cifar_resnet_20, 1×1 projection shortcuts) at batch 64.
 Prints lines in the same form as the Rust benchmark."""
 import sys
 import time
@@ -55,6 +56,54 @@ class VGG16(nn.Module):
         return self.fc(x)
 
 
+class Conv2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2, 2))
+        self.fc_layers = nn.Sequential(
+            nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc(self.fc_layers(self.layers(x).flatten(1)))
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        blocks, c = [], 16
+        for stage, width in enumerate([16, 32, 64]):
+            for b in range(3):
+                blocks.append(Block(c, width, 2 if stage > 0 and b == 0 else 1))
+                c = width
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.blocks(torch.relu(self.bn(self.conv(x))))
+        return self.fc(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 def bench(name, model, shape, batch, warmup, reps):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, *shape)
@@ -76,5 +125,9 @@ def bench(name, model, shape, batch, warmup, reps):
 only = sys.argv[2] if len(sys.argv) > 2 else None
 if only in (None, "lenet"):
     bench("lenet-300-100", LeNet300(), (1, 28, 28), 128, 5, 50)
+if only in (None, "conv2"):
+    bench("conv-2", Conv2(), (3, 32, 32), 64, 3, 20)
+if only in (None, "resnet20"):
+    bench("resnet-20", ResNet20(), (3, 32, 32), 64, 2, 10)
 if only in (None, "vgg"):
     bench("vgg-16", VGG16(), (3, 32, 32), 64, 1, 5)

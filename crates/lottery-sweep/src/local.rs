@@ -92,7 +92,7 @@ pub struct LocalOptions {
     pub exe: PathBuf,
     /// Runs at a time.
     pub workers: usize,
-    /// Threads each run may use (`RAYON_NUM_THREADS` of the child).
+    /// Threads each run may use (`RAYON_NUM_THREADS` and `OMP_NUM_THREADS` of the child).
     pub threads_per_run: usize,
     /// Further attempts at a run that failed.
     pub retries: usize,
@@ -326,6 +326,8 @@ fn spawn(
         .arg("--no-table")
         .env(PROGRESS_ENV, "lines")
         .env("RAYON_NUM_THREADS", opts.threads_per_run.to_string())
+        // LibTorch's (`--features tch`) thread pool.
+        .env("OMP_NUM_THREADS", opts.threads_per_run.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::piped())

@@ -132,6 +132,8 @@ pub fn write_job(plan: &SweepPlan, opts: &SlurmOptions) -> Result<Option<SlurmJo
         "export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-{}}}\"",
         opts.cpus_per_task
     );
+    // LibTorch's (`--features tch`) thread pool.
+    s.push_str("export OMP_NUM_THREADS=\"$RAYON_NUM_THREADS\"\n");
     s.push_str("echo \"task $SLURM_ARRAY_TASK_ID on $(hostname): $config\"\n");
     let _ = writeln!(
         s,

@@ -1,5 +1,6 @@
 //! Time of one SGD step (forward, loss, backward, momentum update) on this build's backend:
-//! LeNet-300-100 at batch 128 (1×28×28) and VGG-16 with batch norm at batch 64 (3×32×32).
+//! LeNet-300-100 at batch 128 (1×28×28); Conv-2, VGG-16 with batch norm and ResNet-20 at batch 64
+//! (3×32×32).
 //! Prints one line per model: `step <model> batch=<n> median_ms=<t> min_ms=<t> backend=<name>`.
 //!
 //! `cargo bench -p lottery-train --bench train_step [--features simd,rayon]`
@@ -87,6 +88,17 @@ fn main() {
             5,
             50,
         );
+    }
+    let cifar = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    if only.as_deref().is_none_or(|o| o == "conv2") {
+        bench("conv-2", cifar, 64, 3, 20);
+    }
+    if only.as_deref().is_none_or(|o| o == "resnet20") {
+        bench("resnet-20", cifar, 64, 2, 10);
     }
     if only.as_deref().is_none_or(|o| o == "vgg") {
         bench(
