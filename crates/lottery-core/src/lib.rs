@@ -14,6 +14,7 @@ pub mod mask;
 pub mod params;
 pub mod plugin;
 pub mod progress;
+pub mod readback;
 pub mod registry;
 pub mod scores;
 pub mod tensorfile;

@@ -108,53 +108,134 @@ fn alive_flags_of<'a>(current: Option<&'a MaskSet>, name: &str, n: usize) -> Cow
 }
 
 /// Marks the `k` best entries over the concatenation of `parts` (alive first, then higher score,
-/// then earlier position). Each alive entry is ranked by one integer key that encodes exactly that
-/// order, so the selection compares plain `u64`s in memory order.
+/// then earlier position).
+///
+/// The k-th best alive score is found by a radix select on the scores' order-preserving bits
+/// (two histogram passes of 16 bits each), so the selection streams over the scores without
+/// sorting or copying them: entries above that score are kept, and entries equal to it are kept
+/// in position order until the count is exact. Only when more are asked than alive are the best
+/// pruned entries ranked (by [`rank_key`]) to fill the count.
 fn select_top(parts: &[(&[f32], &[bool])], k: usize) -> Vec<Vec<bool>> {
-    let n: usize = parts.iter().map(|(s, _)| s.len()).sum();
-    let mut keep = vec![false; n];
-    let mut alive: Vec<u64> = Vec::with_capacity(n);
-    let mut dead: Vec<u64> = Vec::new();
-    let mut off = 0u32;
+    // Alive entries counted by the high 16 bits of their ordered score: the first pass of the
+    // selection, and the alive count.
+    let mut high = vec![0usize; 1 << 16];
     for (s, a) in parts {
+        for (&score, &is_alive) in s.iter().zip(a.iter()) {
+            high[(ordered_bits(score) >> 16) as usize] += is_alive as usize;
+        }
+    }
+    let alive_count: usize = high.iter().sum();
+    if k >= alive_count {
+        return keep_alive_and_fill(parts, k - alive_count);
+    }
+    if k == 0 {
+        return parts.iter().map(|(s, _)| vec![false; s.len()]).collect();
+    }
+    // Rank of the wanted entry counted from the best: the k-th best alive (1-based).
+    let (threshold, above) = kth_best_alive(parts, &high, k);
+    // Entries equal to the threshold kept, in position order, to make the count exact.
+    let mut ties_left = k - above;
+    parts
+        .iter()
+        .map(|(s, a)| {
+            s.iter()
+                .zip(a.iter())
+                .map(|(&score, &is_alive)| {
+                    if !is_alive {
+                        return false;
+                    }
+                    let o = ordered_bits(score);
+                    if o > threshold {
+                        true
+                    } else if o == threshold && ties_left > 0 {
+                        ties_left -= 1;
+                        true
+                    } else {
+                        false
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The order-preserving bits of the `k`-th best alive score (`1 <= k <=` alive) and how many
+/// alive entries score strictly better, given `high`, the alive entries counted by the high 16
+/// bits of their ordered score.
+fn kth_best_alive(parts: &[(&[f32], &[bool])], high: &[usize], k: usize) -> (u32, usize) {
+    let alive = || {
+        parts.iter().flat_map(|(s, a)| {
+            s.iter()
+                .zip(a.iter())
+                .filter(|(_, is_alive)| **is_alive)
+                .map(|(&score, _)| ordered_bits(score))
+        })
+    };
+    // The bucket, counted from the top, where the k-th best falls, and how many lie above it.
+    let descend = |hist: &[usize], mut wanted: usize| {
+        for bucket in (0..hist.len()).rev() {
+            if hist[bucket] >= wanted {
+                return (bucket as u32, wanted);
+            }
+            wanted -= hist[bucket];
+        }
+        unreachable!("the histogram holds at least the wanted count")
+    };
+    let (high_bucket, wanted) = descend(high, k);
+    let mut low = vec![0usize; 1 << 16];
+    alive()
+        .filter(|o| o >> 16 == high_bucket)
+        .for_each(|o| low[(o & 0xFFFF) as usize] += 1);
+    let (low_bucket, wanted_in_low) = descend(&low, wanted);
+    let threshold = (high_bucket << 16) | low_bucket;
+    // Better than the threshold: everything before the wanted entry, less its equals ahead of it.
+    let above = k - wanted_in_low;
+    (threshold, above)
+}
+
+/// Every alive entry, plus the `fill` best pruned ones.
+fn keep_alive_and_fill(parts: &[(&[f32], &[bool])], fill: usize) -> Vec<Vec<bool>> {
+    let mut out: Vec<Vec<bool>> = parts.iter().map(|(_, a)| a.to_vec()).collect();
+    if fill == 0 {
+        return out;
+    }
+    let mut dead: Vec<(u64, usize)> = Vec::new();
+    for (p, (s, a)) in parts.iter().enumerate() {
+        let off: u32 = parts[..p].iter().map(|(s, _)| s.len() as u32).sum();
         for (i, (&score, &is_alive)) in s.iter().zip(a.iter()).enumerate() {
-            let key = rank_key(score, off + i as u32);
-            if is_alive {
-                alive.push(key);
-            } else {
-                dead.push(key);
+            if !is_alive {
+                dead.push((rank_key(score, off + i as u32), p));
             }
         }
-        off += s.len() as u32;
     }
-    let index = |key: &u64| (*key & 0xFFFF_FFFF) as usize;
-    if k >= alive.len() {
-        alive.iter().for_each(|key| keep[index(key)] = true);
-        // Only when more are asked than alive: the best pruned entries fill the count.
-        dead.sort_unstable();
-        dead.iter()
-            .take(k - alive.len())
-            .for_each(|key| keep[index(key)] = true);
-    } else if k > 0 {
-        alive.select_nth_unstable(k - 1);
-        alive[..k].iter().for_each(|key| keep[index(key)] = true);
-    }
-    let mut out = Vec::with_capacity(parts.len());
-    let mut off = 0;
+    dead.sort_unstable();
+    let mut starts = Vec::with_capacity(parts.len());
+    let mut off = 0usize;
     for (s, _) in parts {
-        out.push(keep[off..off + s.len()].to_vec());
+        starts.push(off);
         off += s.len();
     }
+    for &(key, p) in dead.iter().take(fill) {
+        let index = (key & 0xFFFF_FFFF) as usize;
+        out[p][index - starts[p]] = true;
+    }
     out
+}
+
+/// The bits of `score` as an unsigned integer whose ascending order is `f32::total_cmp`'s.
+fn ordered_bits(score: f32) -> u32 {
+    let bits = score.to_bits();
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
 }
 
 /// A key whose ascending order is: higher score first (IEEE total order, as `f32::total_cmp`),
 /// then lower position.
 fn rank_key(score: f32, position: u32) -> u64 {
-    let bits = score.to_bits() as i32;
-    // Total order of f32 as signed integers, shifted to unsigned.
-    let ordered = ((bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32) ^ 0x8000_0000;
-    ((!ordered as u64) << 32) | position as u64
+    ((!ordered_bits(score) as u64) << 32) | position as u64
 }
 
 #[cfg(test)]
@@ -270,6 +351,69 @@ mod tests {
                     rank_key(a, i as u32).cmp(&rank_key(b, j as u32)),
                     expected,
                     "{a} at {i} vs {b} at {j}"
+                );
+            }
+        }
+    }
+
+    /// The order `select_top` promises, by sorting: alive first, then higher score, then position.
+    fn select_top_by_sorting(parts: &[(&[f32], &[bool])], k: usize) -> Vec<Vec<bool>> {
+        let mut keys: Vec<(bool, u64)> = vec![];
+        let mut off = 0u32;
+        for (s, a) in parts {
+            for (i, (&score, &is_alive)) in s.iter().zip(a.iter()).enumerate() {
+                keys.push((!is_alive, rank_key(score, off + i as u32)));
+            }
+            off += s.len() as u32;
+        }
+        keys.sort_unstable();
+        let n = keys.len();
+        let mut keep = vec![false; n];
+        for (_, key) in keys.iter().take(k) {
+            keep[(key & 0xFFFF_FFFF) as usize] = true;
+        }
+        let mut out = vec![];
+        let mut off = 0;
+        for (s, _) in parts {
+            out.push(keep[off..off + s.len()].to_vec());
+            off += s.len();
+        }
+        out
+    }
+
+    #[test]
+    fn the_radix_selection_equals_a_full_sort() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for trial in 0..300 {
+            // Few distinct values (many ties), values that share their high bits, signed zeros,
+            // infinities and wide ranges, over layers with pruned entries.
+            let kind = trial % 4;
+            let layers: Vec<(Vec<f32>, Vec<bool>)> = (0..1 + trial % 4)
+                .map(|l| {
+                    let n = 1 + (trial * 7 + l * 13) % 90;
+                    let values = (0..n)
+                        .map(|_| match kind {
+                            0 => rng.random_range(0..4) as f32,
+                            1 => 1.0 + rng.random_range(0..64) as f32 * f32::EPSILON,
+                            2 => [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, -1.5, 1e-40]
+                                [rng.random_range(0..6)],
+                            _ => rng.random_range(-1e6f32..1e6),
+                        })
+                        .collect();
+                    let alive = (0..n).map(|_| rng.random_range(0..4) != 0).collect();
+                    (values, alive)
+                })
+                .collect();
+            let parts: Vec<(&[f32], &[bool])> = layers
+                .iter()
+                .map(|(v, a)| (v.as_slice(), a.as_slice()))
+                .collect();
+            let n: usize = layers.iter().map(|(v, _)| v.len()).sum();
+            for k in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+                assert_eq!(
+                    select_top(&parts, k),
+                    select_top_by_sorting(&parts, k),
+                    "trial {trial}, k {k}"
                 );
             }
         }

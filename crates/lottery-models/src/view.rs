@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::{TensorData, TensorPrimitive};
+use lottery_core::readback::{HostElement, host_values};
 use lottery_core::{FlatTensor, MaskSet, ParamInfo, ParamKind, ParamValues};
 
 /// Where a parameter sits, as the visitor sees it.
@@ -149,11 +150,7 @@ impl<B: Backend> ModuleVisitor<B> for Collect<'_, B> {
         if let Some((wanted, out)) = &mut self.values
             && wanted.contains(&name)
         {
-            let data: Vec<f32> = tensor
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .expect("f32 data");
+            let data: Vec<f32> = host_values(tensor);
             let values = if transposed {
                 transpose(&data, dims[0], dims[1])
             } else {
@@ -497,7 +494,7 @@ pub fn to_f32(values: ParamValues64) -> ParamValues {
         .collect()
 }
 
-impl<B: burn::tensor::backend::AutodiffBackend, E: burn::tensor::Element + Default> ModuleVisitor<B>
+impl<B: burn::tensor::backend::AutodiffBackend, E: HostElement + Default> ModuleVisitor<B>
     for GradCollect<'_, B, E>
 {
     fn enter_module(&mut self, name: &str, container_type: &str) {
@@ -515,11 +512,7 @@ impl<B: burn::tensor::backend::AutodiffBackend, E: burn::tensor::Element + Defau
         let dims = param.val().dims().to_vec();
         let transposed = kind_of(&site) == ParamKind::LinearWeight && D == 2;
         let data: Vec<E> = match self.grads.get::<B::InnerBackend, D>(param.id) {
-            Some(g) => g
-                .into_data()
-                .convert::<E>()
-                .to_vec()
-                .expect("gradient data"),
+            Some(g) => host_values(g),
             None => vec![E::default(); dims.iter().product()],
         };
         let (data, shape) = if transposed {
@@ -563,7 +556,7 @@ fn gradients_as<B, M, E>(
 where
     B: burn::tensor::backend::AutodiffBackend,
     M: Module<B>,
-    E: burn::tensor::Element + Default,
+    E: HostElement + Default,
 {
     let mut v = GradCollect::<B, E> {
         stack: PathStack::default(),

@@ -15,8 +15,8 @@
 use lottery_core::plugin::Scorer;
 use lottery_core::scores::{combine, divide};
 use lottery_core::{
-    MaskSet, ParamValues, PathFlow, Precision, PruneContext, PruneError, Pruner, PrunerEntry,
-    PrunerOptions,
+    FlatTensor, MaskSet, ParamValues, PathFlow, Precision, PruneContext, PruneError, Pruner,
+    PrunerEntry, PrunerOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,13 +64,58 @@ pub struct SynflowPruner {
     theta: Option<ParamValues>,
 }
 
-fn finite(flow: &PathFlow) -> bool {
-    flow.flow.is_finite()
-        && flow.flow > 0.0
-        && flow
-            .log_gradients
-            .values()
-            .all(|t| t.values.iter().all(|x| x.is_finite()))
+/// The values of `name` in `values`, with the shape of its mask `m`.
+fn operand<'a>(
+    values: &'a ParamValues,
+    name: &str,
+    m: &lottery_core::Mask,
+    which: &str,
+) -> Result<&'a FlatTensor, PruneError> {
+    values
+        .get(name)
+        .filter(|t| t.shape == m.shape)
+        .ok_or_else(|| PruneError::Internal(format!("synflow: {which} lack {name} {:?}", m.shape)))
+}
+
+/// Whether R is a positive finite number.
+fn flow_ok(flow: &PathFlow) -> bool {
+    flow.flow.is_finite() && flow.flow > 0.0
+}
+
+/// |θ ⊙ ∂ln R/∂θ| of the entries alive in `current` (0 where pruned) and the largest of them, in
+/// one pass over the weights and gradients; `None` when any gradient (pruned entries included) is
+/// not finite.
+fn log_scores(
+    theta: &ParamValues,
+    flow: &PathFlow,
+    current: &MaskSet,
+) -> Result<Option<(ParamValues, f32)>, PruneError> {
+    let mut largest = 0.0f32;
+    let mut scores = ParamValues::new();
+    for (name, m) in current.iter() {
+        let w = operand(theta, name, m, "the weights")?;
+        let g = operand(&flow.log_gradients, name, m, "the gradients")?;
+        if !g.values.iter().all(|x| x.is_finite()) {
+            return Ok(None);
+        }
+        let values: Vec<f32> = w
+            .values
+            .iter()
+            .zip(&g.values)
+            .zip(&m.keep)
+            .map(|((&w, &g), &keep)| {
+                if keep {
+                    let s = (w as f64 * g as f64).abs() as f32;
+                    largest = largest.max(s);
+                    s
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        scores.insert(name.clone(), FlatTensor::new(m.shape.clone(), values));
+    }
+    Ok(Some((scores, largest)))
 }
 
 impl Scorer for SynflowPruner {
@@ -84,24 +129,32 @@ impl Scorer for SynflowPruner {
         if round <= 1 || self.theta.is_none() {
             self.theta = Some(ctx.target.values(&names)?);
         }
-        let flow = match self.options.precision {
-            FlowPrecision::F64 => ctx.target.path_flow(&names, current, Precision::F64)?,
-            FlowPrecision::F32 | FlowPrecision::Auto => {
-                let f = ctx.target.path_flow(&names, current, Precision::F32)?;
-                if finite(&f) || self.options.precision == FlowPrecision::F32 {
-                    f
-                } else {
-                    ctx.target.path_flow(&names, current, Precision::F64)?
-                }
-            }
-        };
         let theta = self.theta.as_ref().expect("read above");
+        let first = match self.options.precision {
+            FlowPrecision::F64 => Precision::F64,
+            FlowPrecision::F32 | FlowPrecision::Auto => Precision::F32,
+        };
+        let mut flow = ctx.target.path_flow(&names, current, first)?;
+        let mut scored = if flow_ok(&flow) {
+            log_scores(theta, &flow, current)?
+        } else {
+            None
+        };
+        if scored.is_none() && self.options.precision == FlowPrecision::Auto {
+            // f32 overflowed (or underflowed to R = 0): the same round in f64.
+            flow = ctx.target.path_flow(&names, current, Precision::F64)?;
+            scored = if flow_ok(&flow) {
+                log_scores(theta, &flow, current)?
+            } else {
+                None
+            };
+        }
         if flow.flow == 0.0 {
             // Some layer has no weight left, so no path carries flow: every score is 0 and the
             // shared top-k keeps the requested count by position.
             return combine(theta, theta, current, |_, _| 0.0);
         }
-        if !finite(&flow) {
+        let Some((mut scores, largest)) = scored else {
             return Err(PruneError::Internal(format!(
                 "synflow: the flow R = {} is not a positive finite number{}",
                 flow.flow,
@@ -111,13 +164,8 @@ impl Scorer for SynflowPruner {
                     ""
                 }
             )));
-        }
-        let mut scores = combine(theta, &flow.log_gradients, current, |w, g| (w * g).abs())?;
-        let largest = scores
-            .values()
-            .flat_map(|t| t.values.iter())
-            .fold(0.0f32, |m, &x| m.max(x)) as f64;
-        if largest * flow.flow < f32::MAX as f64 / 16.0 {
+        };
+        if largest as f64 * flow.flow < f32::MAX as f64 / 16.0 {
             divide(&mut scores, 1.0 / flow.flow);
         }
         Ok(scores)
