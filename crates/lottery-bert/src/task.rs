@@ -17,7 +17,8 @@ use lottery_core::{
     FlatTensor, LossSpec, MaskSet, MetricRow, ParamInfo, ParamKind, ParamValues, PathFlow,
     Precision, PruneError, PruneTarget, TrainClock,
 };
-use lottery_train::{RunOptimizer, flat_tensor};
+use lottery_train::resume::{optimizer_bytes, replay, restore_optimizer};
+use lottery_train::{RunOptimizer, SavedTraining, TrainingSaver, flat_tensor};
 use rand::{RngExt, SeedableRng};
 
 use crate::data::{Examples, TextTask, mask_for_mlm};
@@ -79,6 +80,8 @@ pub struct BertTask {
     phase: String,
     metrics: Vec<MetricRow>,
     progress: ProgressBar,
+    /// Where trainings save their state to resume from ([`PruneTarget::save_training_in`]).
+    saver: Option<TrainingSaver>,
 }
 
 /// A value from N(0, std²), Box–Muller.
@@ -166,6 +169,43 @@ impl BertTask {
             phase: "ticket".into(),
             metrics: vec![],
             progress: ProgressBar::hidden(),
+            saver: None,
+        })
+    }
+
+    /// Every parameter's burn id, in the order of `for_each_param` (the optimiser state's keys).
+    fn param_ids(&self) -> Vec<burn::module::ParamId> {
+        let mut ids = vec![];
+        let mut model = self.model.clone();
+        model.for_each_param(&mut |_, p| {
+            ids.push(match p {
+                ParamMut::Vector(t) => t.id,
+                ParamMut::Matrix(t) => t.id,
+            })
+        });
+        ids
+    }
+
+    /// Every parameter's value, by name.
+    fn all_values(&self) -> Result<ParamValues, PruneError> {
+        let names: Vec<String> = self.params().into_iter().map(|p| p.name).collect();
+        self.values(&names)
+    }
+
+    /// The training's state now, to save.
+    fn saved_state(
+        &self,
+        optim: &RunOptimizer<BertWithHead<TrainBackend>>,
+        reports: &[EpochReport],
+    ) -> Result<SavedTraining, PruneError> {
+        Ok(SavedTraining {
+            step: self.step,
+            values: self.all_values()?,
+            metrics: self.metrics.clone(),
+            reports: reports.to_vec(),
+            optimizer: optimizer_bytes(optim, &self.param_ids())?,
+            loop_state: serde_json::Value::Null,
+            checkpoints: Default::default(),
         })
     }
 
@@ -697,9 +737,29 @@ impl PruneTarget for BertTask {
         remask(&mut self.model, &masks);
         let spe = self.steps_per_epoch();
         let bs = self.settings.batch_size.max(1);
+        let start_step = self.step;
+        let mut saver = self.saver.clone();
+        let mut reports: Vec<EpochReport> = vec![];
+        let mut key = None;
+        if let Some(saver) = saver.as_mut() {
+            let (k, saved) = saver.start(start_step, end_step, mask, &self.all_values()?)?;
+            key = Some(k);
+            if let Some(saved) = saved {
+                self.set_values(&saved.values)?;
+                remask(&mut self.model, &masks);
+                optim = restore_optimizer(optim, &saved, &self.param_ids(), saver.dir())?;
+                self.step = saved.step;
+                self.metrics = saved.metrics;
+                reports = saved.reports;
+                if replay(&reports, on_epoch).is_break() {
+                    return Ok(());
+                }
+            }
+        }
         self.progress
-            .set_length(end_step.saturating_sub(self.step) as u64);
-        self.progress.set_position(0);
+            .set_length(end_step.saturating_sub(start_step) as u64);
+        self.progress
+            .set_position(self.step.saturating_sub(start_step) as u64);
         let (mut loss_sum, mut correct, mut count) = (0.0, 0usize, 0usize);
         while self.step < end_step {
             let epoch = self.step / spe;
@@ -751,6 +811,12 @@ impl PruneTarget for BertTask {
                     test_accuracy: Some(test_accuracy),
                     lr,
                 };
+                reports.push(report.clone());
+                if let (Some(saver), Some(key)) = (saver.as_mut(), &key)
+                    && self.step < end_step
+                {
+                    saver.save_when_due(key, || self.saved_state(&optim, &reports))?;
+                }
                 (loss_sum, correct, count) = (0.0, 0, 0);
                 let watched = self.values(watch)?;
                 if on_epoch(&report, &watched).is_break() {
@@ -758,6 +824,15 @@ impl PruneTarget for BertTask {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn save_training_in(
+        &mut self,
+        dir: Option<std::path::PathBuf>,
+        every: std::time::Duration,
+    ) -> Result<(), PruneError> {
+        self.saver = dir.map(|d| TrainingSaver::new(d, every));
         Ok(())
     }
 

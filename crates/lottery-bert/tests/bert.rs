@@ -363,3 +363,31 @@ fn dropout_and_clipping_change_training_and_reruns_stay_bit_identical() {
     });
     assert!(bad.is_err());
 }
+
+#[test]
+fn an_interrupted_fine_tuning_resumes_from_its_saved_state_as_if_never_stopped() {
+    // Adam's state, the seeded dropout and the rows carry over.
+    let c = checkpoint();
+    let new_task = || {
+        let mut task = BertTask::new(
+            c.clone(),
+            supersenses(&c),
+            settings(OptimizerKind::Adam, 1e-3, 3),
+        )
+        .unwrap();
+        task.set_fine_tuning(FineTuning {
+            dropout: 0.1,
+            ..FineTuning::default()
+        })
+        .unwrap();
+        task
+    };
+    let names = [
+        "encoder.layer.0.output.dense.weight".to_string(),
+        "classifier.weight".to_string(),
+    ];
+    let task = new_task();
+    let mask = checkerboard(&task);
+    let end = task.clock().run_steps;
+    lottery_train::resume::assert_resumes_exactly(new_task, &mask, end, 1, &names);
+}

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use lottery_analysis::store::{self, LayerRow, RunClaim, RunSummary, StoreError};
@@ -50,6 +50,14 @@ pub enum RunError {
     Busy {
         /// The run id.
         run_id: String,
+    },
+    /// `LOTTERY_SAVE_EVERY` is not a number of seconds.
+    #[error(
+        "LOTTERY_SAVE_EVERY = `{value}` (environment variable): expected the seconds between saves of a training's state, a number ≥ 0"
+    )]
+    SaveInterval {
+        /// The variable's value.
+        value: String,
     },
     /// Other I/O on a named path.
     #[error("{}", path.display())]
@@ -747,7 +755,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
     let work_dir = work_dir(results, &cfg, &p.run_id);
 
     bar.set_message(format!("{} pruning", p.method.name));
-    let prune_clock = PruneClock::start(&work_dir);
+    let prune_clock = PhaseClock::start(&work_dir, "prune-seconds", "pruning");
     let mut pruner = build_pruner(p)?;
     let mask = {
         let mut ctx = PruneContext {
@@ -762,7 +770,9 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
         check_mask(&weights_only(&mask), &expected, &goal, p.method.density_of)?;
         mask
     };
-    let prune_seconds = prune_clock.stop();
+    // A run resumed in its training recomputes (or reloads) its mask: the time of the first
+    // finished pruning is the one that counts.
+    let prune_seconds = finished_pruning_seconds(&work_dir, prune_clock.stop())?;
     let weights = weights_only(&mask);
 
     task.record("prune", "density", weights.density());
@@ -782,12 +792,14 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
         "{} d={} training",
         p.method.name, cfg.prune.density
     ));
-    let t1 = Instant::now();
+    let train_clock = PhaseClock::start(&work_dir, "train-seconds", "training");
     let mut last = (init_loss, init_acc);
     // (epoch, test accuracy) of every evaluated epoch of the final training.
     let mut evaluated: Vec<(u64, f64)> = vec![];
     // To the end of the run's schedule: a method that rewound to step k continues from there.
     let end = task.clock().run_steps;
+    // Resumable: the training saves its state in the work folder and a rerun continues from it.
+    task.save_training_in(Some(work_dir.join("train")), save_interval()?)?;
     task.train_until(&mask, end, &mut |r| {
         last = (
             r.test_loss.unwrap_or(f64::NAN),
@@ -803,7 +815,8 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
             "epoch"
         );
     })?;
-    let train_seconds = t1.elapsed().as_secs_f64();
+    task.save_training_in(None, Duration::ZERO)?;
+    let train_seconds = train_clock.stop();
     check_pruned_are_zero(&*task, &weights)?;
     task.record("level", "density", weights.density());
     task.record("level", "accuracy", last.1);
@@ -1151,22 +1164,52 @@ fn write_run_files(
     )
 }
 
-/// Time spent finding a run's mask, across interruptions: a method that saves its progress in
-/// the run's work folder resumes, and the seconds of earlier attempts (kept beside that progress,
-/// updated every second) count too.
-struct PruneClock {
+/// The seconds between saves of a run's training state: `LOTTERY_SAVE_EVERY` (default 60; 0
+/// saves at every epoch end).
+pub fn save_interval() -> Result<Duration, RunError> {
+    match std::env::var("LOTTERY_SAVE_EVERY") {
+        Err(_) => Ok(Duration::from_secs(60)),
+        Ok(value) => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or(RunError::SaveInterval { value }),
+    }
+}
+
+/// `seconds` the first time a run finishes its pruning (kept in the work folder); the kept value
+/// when an earlier attempt finished it.
+fn finished_pruning_seconds(work_dir: &Path, seconds: f64) -> Result<f64, RunError> {
+    let file = work_dir.join("prune-seconds-finished");
+    let kept = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0);
+    if let Some(kept) = kept {
+        return Ok(kept);
+    }
+    std::fs::create_dir_all(work_dir).map_err(io(work_dir))?;
+    lottery_core::fsutil::write_atomic(&file, format!("{seconds:.3}").as_bytes())
+        .map_err(io(&file))?;
+    Ok(seconds)
+}
+
+/// Time spent in a phase of a run (pruning, training), across interruptions: a phase that saves
+/// its progress in the run's work folder resumes, and the seconds of earlier attempts (kept beside
+/// that progress in `file`, updated every second) count too.
+struct PhaseClock {
     previous: f64,
     started: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
 }
 
-impl PruneClock {
-    /// Name of the file in the work folder that holds the seconds spent so far.
-    const FILE: &'static str = "prune-seconds";
-
-    fn start(work_dir: &Path) -> Self {
-        let file = work_dir.join(Self::FILE);
+impl PhaseClock {
+    /// Starts the clock of the phase `what` whose seconds so far `file` in `work_dir` keeps.
+    fn start(work_dir: &Path, file: &str, what: &str) -> Self {
+        let file = work_dir.join(file);
         let previous = std::fs::read_to_string(&file)
             .ok()
             .and_then(|s| s.trim().parse::<f64>().ok())
@@ -1174,7 +1217,7 @@ impl PruneClock {
             .unwrap_or(0.0);
         if previous > 0.0 {
             tracing::info!(
-                "resuming from the saved progress in {} ({previous:.1}s of pruning so far)",
+                "resuming from the saved progress in {} ({previous:.1}s of {what} so far)",
                 work_dir.display()
             );
         }
@@ -1225,7 +1268,7 @@ impl PruneClock {
     }
 }
 
-impl Drop for PruneClock {
+impl Drop for PhaseClock {
     fn drop(&mut self) {
         self.halt();
     }

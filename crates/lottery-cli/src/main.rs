@@ -447,6 +447,8 @@ fn run(
     force: bool,
     print_table: bool,
 ) -> Result<()> {
+    // Checked before anything is written: every run of the config reads it.
+    lottery_cli::experiment::save_interval()?;
     let prepared = prepare_all(config_path, sets)?;
     let studies: Vec<String> = {
         let mut s: Vec<String> = prepared.iter().map(|p| p.canonical.study.clone()).collect();

@@ -528,3 +528,130 @@ fn a_bias_layout_on_a_graph_network_is_refused_before_any_run() {
     );
     assert_refused(d.path(), &o, &["model.bias", "none", "gcn"]);
 }
+
+/// Arguments of a run of 8 epochs of 62 steps (SGD with momentum) that keeps its weights at step
+/// 40 and at the end, saving its training state at every epoch end.
+fn long_run_args(cfg: &Path) -> Vec<String> {
+    let mut args = vec!["run".to_string(), cfg.to_str().unwrap().to_string()];
+    for set in [
+        "data.train_subset=1984",
+        "data.batch_size=32",
+        "train.epochs=8",
+        "train.momentum=0.9",
+        "train.checkpoints=[40, 496]",
+    ] {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    args.push("--no-table".into());
+    args
+}
+
+fn run_files(run: &Path) -> BTreeMap<String, Vec<u8>> {
+    [
+        "metrics.parquet",
+        "masks.safetensors",
+        "checkpoint-step40.safetensors",
+        "checkpoint-step496.safetensors",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), std::fs::read(run.join(f)).unwrap()))
+    .collect()
+}
+
+// 15. A run killed in the middle of its training resumes at its last saved epoch and finishes
+// with the figures, metric rows and weights of an uninterrupted run.
+#[test]
+fn a_run_killed_mid_epoch_resumes_and_equals_an_uninterrupted_run() {
+    let env = [("LOTTERY_SAVE_EVERY", "0")];
+    let whole = tempfile::tempdir().unwrap();
+    let cfg = write_config(whole.path(), "c.toml", "");
+    let args = long_run_args(&cfg);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = lottery_env(whole.path(), &args, &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let uninterrupted = finished(&whole.path().join("results/t")).remove(0);
+
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let args = long_run_args(&cfg);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = lottery_cmd(d.path(), &args)
+        .env("LOTTERY_SAVE_EVERY", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as its first epoch's state is saved: it is then inside its second epoch.
+    let study = d.path().join("results/t");
+    let saved = |study: &Path| -> bool {
+        std::fs::read_dir(study)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let train = e.path().join("train");
+                std::fs::read_dir(train)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|s| s.file_name().to_string_lossy().starts_with("epoch-"))
+            })
+    };
+    let t0 = std::time::Instant::now();
+    while !saved(&study) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it saved a state"
+        );
+        assert!(t0.elapsed().as_secs() < 300, "no state saved in 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        finished(&study).is_empty(),
+        "the run finished before the kill"
+    );
+
+    let o = lottery_env(d.path(), &args, &env);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("training resumed at step"), "{err}");
+    let resumed = finished(&study).remove(0);
+    assert_eq!(resumed.file_name(), uninterrupted.file_name());
+    let (a, b) = (summary(&uninterrupted), summary(&resumed));
+    for key in [
+        "test_accuracy",
+        "test_loss",
+        "best_test_accuracy",
+        "best_test_epoch",
+        "kept",
+    ] {
+        assert_eq!(a[key], b[key], "{key}: {err}");
+    }
+    for (file, bytes) in run_files(&uninterrupted) {
+        assert!(run_files(&resumed)[&file] == bytes, "{file} differs");
+    }
+    // The work folder is gone once the run is written.
+    let id = resumed.file_name().unwrap().to_string_lossy().to_string();
+    assert!(!study.join(format!(".{id}.work")).exists());
+}
+
+// 16. A save interval that is not a number of seconds is refused before anything is written.
+#[test]
+fn a_bad_save_interval_is_refused_before_any_run() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "");
+    let o = lottery_env(
+        d.path(),
+        &["run", cfg.to_str().unwrap()],
+        &[("LOTTERY_SAVE_EVERY", "soon")],
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("LOTTERY_SAVE_EVERY") && err.contains("soon"),
+        "{err}"
+    );
+    assert!(!d.path().join("results").exists(), "{err}");
+}

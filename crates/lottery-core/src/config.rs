@@ -704,7 +704,7 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
 const ENV_PREFIX: &str = "LOTTERY_";
 
 /// `LOTTERY_` variables that are not config keys.
-const ENV_IGNORED: &[&str] = &["log", "progress"];
+const ENV_IGNORED: &[&str] = &["log", "progress", "save_every"];
 
 /// The dotted config keys that `LOTTERY_` environment variables set.
 fn env_override_keys() -> Vec<String> {

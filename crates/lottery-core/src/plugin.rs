@@ -75,7 +75,7 @@ use crate::params::{ParamInfo, ParamValues, PrunableRule};
 use crate::topk::{Scope, top_k_mask};
 
 /// Metrics of one training epoch, reported to [`PruneTarget::train`]'s hook.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EpochReport {
     /// 1-based epoch number.
     pub epoch: usize,
@@ -241,6 +241,21 @@ pub trait PruneTarget {
         watch: &[String],
         on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) -> Result<(), PruneError>;
+    /// Makes the trainings that follow resumable: each saves its state (weights, optimiser state,
+    /// clock, metric rows) in `dir` at its epoch ends, at most once every `every`, and continues
+    /// from the latest state that the same training (same start, end, mask and starting weights)
+    /// saved there, first passing the reports of the epochs it restores to `on_epoch` (with no
+    /// watched values). `None` turns it off. A run sets it for its final training.
+    fn save_training_in(
+        &mut self,
+        dir: Option<std::path::PathBuf>,
+        every: std::time::Duration,
+    ) -> Result<(), PruneError> {
+        let _ = (dir, every);
+        Err(PruneError::Target(
+            "this network cannot save its training's state".into(),
+        ))
+    }
     /// [`PruneTarget::train_watching`] to `end_step`, watching nothing.
     fn train_until(
         &mut self,

@@ -30,7 +30,8 @@ use lottery_core::{
     PathFlow, Precision, PruneError, PruneTarget, TrainClock,
 };
 use lottery_data::Graph;
-use lottery_train::{RunOptimizer, flat_tensor};
+use lottery_train::resume::{optimizer_bytes, replay, restore_optimizer};
+use lottery_train::{RunOptimizer, SavedTraining, TrainingSaver, flat_tensor};
 use rand::{RngExt, SeedableRng};
 
 /// The model name that selects a GCN in a run's config (`model.name`).
@@ -228,6 +229,8 @@ pub struct GcnTask {
     phase: String,
     metrics: Vec<MetricRow>,
     progress: ProgressBar,
+    /// Where trainings save their state to resume from ([`PruneTarget::save_training_in`]).
+    saver: Option<TrainingSaver>,
 }
 
 impl GcnTask {
@@ -257,7 +260,31 @@ impl GcnTask {
             phase: "ticket".into(),
             metrics: vec![],
             progress: ProgressBar::hidden(),
+            saver: None,
         }
+    }
+
+    /// The trained weights (both layers), by name.
+    fn weight_values(&self) -> Result<ParamValues, PruneError> {
+        self.values(&[LAYER0.to_string(), LAYER1.to_string()])
+    }
+
+    /// The training's state now, to save; `best` is the loop's best (validation, test) accuracy.
+    fn saved_state(
+        &self,
+        optim: &RunOptimizer<Gcn<TrainBackend>>,
+        best: Option<(f64, f64)>,
+        reports: &[EpochReport],
+    ) -> Result<SavedTraining, PruneError> {
+        Ok(SavedTraining {
+            step: self.step,
+            values: self.weight_values()?,
+            metrics: self.metrics.clone(),
+            reports: reports.to_vec(),
+            optimizer: optimizer_bytes(optim, &[self.model.layer0.id, self.model.layer1.id])?,
+            loop_state: serde_json::json!({ "best": best.map(|(v, t)| [v, t]) }),
+            checkpoints: Default::default(),
+        })
     }
 
     /// `fixed · (1 + c·u)`, `u ~ U(−1, 1)` from the run's seed and `salt` (which the current
@@ -703,10 +730,37 @@ impl PruneTarget for GcnTask {
                 .map(|w| (w * m1.clone()).detach().require_grad()),
         };
         self.model = remask(self.model.clone());
-        self.progress
-            .set_length(end_step.saturating_sub(self.step) as u64);
-        self.progress.set_position(0);
+        let start_step = self.step;
         let mut best: Option<(f64, f64)> = None; // (validation, test) at the best validation
+        let mut saver = self.saver.clone();
+        let mut reports: Vec<EpochReport> = vec![];
+        let mut key = None;
+        if let Some(saver) = saver.as_mut() {
+            let (k, saved) = saver.start(start_step, end_step, mask, &self.weight_values()?)?;
+            key = Some(k);
+            if let Some(saved) = saved {
+                self.set_values(&saved.values)?;
+                self.model = remask(self.model.clone());
+                let ids = [self.model.layer0.id, self.model.layer1.id];
+                optim = restore_optimizer(optim, &saved, &ids, saver.dir())?;
+                best = serde_json::from_value::<Option<[f64; 2]>>(saved.loop_state["best"].clone())
+                    .map_err(|e| PruneError::DamagedProgress {
+                        path: saver.dir().to_path_buf(),
+                        why: e.to_string(),
+                    })?
+                    .map(|[v, t]| (v, t));
+                self.step = saved.step;
+                self.metrics = saved.metrics;
+                reports = saved.reports;
+                if replay(&reports, on_epoch).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        self.progress
+            .set_length(end_step.saturating_sub(start_step) as u64);
+        self.progress
+            .set_position(self.step.saturating_sub(start_step) as u64);
         while self.step < end_step {
             let lr = self.lr();
             let keep = self.dropout_mask::<TrainBackend>(1, &self.device);
@@ -746,6 +800,12 @@ impl PruneTarget for GcnTask {
                 test_accuracy: Some(best_test),
                 lr,
             };
+            reports.push(report.clone());
+            if let (Some(saver), Some(key)) = (saver.as_mut(), &key)
+                && self.step < end_step
+            {
+                saver.save_when_due(key, || self.saved_state(&optim, best, &reports))?;
+            }
             let watched = self.values(watch)?;
             if on_epoch(&report, &watched).is_break() {
                 break;
@@ -763,6 +823,15 @@ impl PruneTarget for GcnTask {
         let kept =
             |name: &str, s: [usize; 2]| mask.get(name).map(|m| m.kept()).unwrap_or(s[0] * s[1]);
         Ok(self.flops(edges, [kept(LAYER0, s0.1), kept(LAYER1, s1.1)]))
+    }
+
+    fn save_training_in(
+        &mut self,
+        dir: Option<std::path::PathBuf>,
+        every: std::time::Duration,
+    ) -> Result<(), PruneError> {
+        self.saver = dir.map(|d| TrainingSaver::new(d, every));
+        Ok(())
     }
 
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {

@@ -338,3 +338,33 @@ fn the_graph_step_follows_admm_and_graph_only_search_freezes_the_weights() {
     assert_eq!(epochs, 8);
     assert_eq!(task.values(&names).unwrap(), before, "weights are frozen");
 }
+
+#[test]
+fn an_interrupted_training_resumes_from_its_saved_state_as_if_never_stopped() {
+    // Adam's moments and step count, the best validation so far and the rows all carry over.
+    let graph = Arc::new(lottery_data::graph::small_sbm());
+    let new_task = || GcnTask::new(graph.clone(), 16, train_cfg(40), 5);
+    let mask = half_mask(&new_task());
+    let names = [LAYER0.to_string(), LAYER1.to_string()];
+    lottery_train::resume::assert_resumes_exactly(new_task, &mask, 40, 15, &names);
+
+    // Another mask is another training: a saved state is not taken.
+    let dir = tempfile::tempdir().unwrap();
+    let every = std::time::Duration::ZERO;
+    let mut first = new_task();
+    first
+        .save_training_in(Some(dir.path().to_path_buf()), every)
+        .unwrap();
+    first
+        .train_watching(&mask, 40, &[], &mut |_, _| ControlFlow::Break(()))
+        .unwrap();
+    let mut other = new_task();
+    other
+        .save_training_in(Some(dir.path().to_path_buf()), every)
+        .unwrap();
+    let mut epochs = vec![];
+    other
+        .train_until(&MaskSet::new(), 40, &mut |r| epochs.push(r.epoch))
+        .unwrap();
+    assert_eq!(epochs, (1..=40).collect::<Vec<_>>());
+}

@@ -6,10 +6,12 @@
 //! (momentum, weight decay, Adam moments) would do to them.
 
 pub mod optim;
+pub mod resume;
 pub mod schedule;
 pub mod task;
 
-pub use optim::RunOptimizer;
+pub use optim::{OptimizerStateError, RunOptimizer};
+pub use resume::{SavedTraining, TrainingSaver};
 pub use task::{Checkpoints, DeviceFlat, ImageTask, MetricRow, TaskError};
 
 /// The values of `t` as a [`FlatTensor`](lottery_core::FlatTensor) (its shape, row-major f32):

@@ -5,9 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use burn::module::AutodiffModule;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::log_softmax;
@@ -15,7 +13,7 @@ use burn::tensor::ops::FloatTensorOps;
 use indicatif::ProgressBar;
 pub use lottery_core::MetricRow;
 use lottery_core::backend::{Backend as InnerBackend, TrainBackend};
-use lottery_core::config::{NormKind, OptimizerKind, TrainSection, WeightInit};
+use lottery_core::config::{NormKind, TrainSection, WeightInit};
 use lottery_core::plugin::EpochReport;
 use lottery_core::{
     BnMode, LossSpec, MaskSet, ParamInfo, ParamValues, PathFlow, Precision, PruneError,
@@ -28,6 +26,8 @@ use lottery_models::{
     DeviceMasks, ImageModel, InputShape, Naming, Switches, TrainDevice, channels, view,
 };
 
+use crate::optim::RunOptimizer;
+use crate::resume::{SavedTraining, TrainingSaver, optimizer_bytes, replay, restore_optimizer};
 use crate::schedule::lr_at;
 
 mod forward_weights;
@@ -76,6 +76,8 @@ pub struct ImageTask {
     record_clock: Option<(usize, usize)>,
     /// Also call the training watcher every this many steps between epoch ends.
     watch_every: Option<usize>,
+    /// Where trainings save their state to resume from ([`PruneTarget::save_training_in`]).
+    saver: Option<TrainingSaver>,
 }
 
 impl ImageTask {
@@ -113,6 +115,7 @@ impl ImageTask {
             non_affine_norm: false,
             record_clock: None,
             watch_every: None,
+            saver: None,
         }
     }
 
@@ -505,9 +508,50 @@ impl ImageTask {
         )
     }
 
-    fn train_with<O: Optimizer<ImageModel<TrainBackend>, TrainBackend>>(
+    /// The parameters' burn ids in the view's order (the optimiser state's keys).
+    fn param_ids(&self) -> Vec<burn::module::ParamId> {
+        view::entries::<TrainBackend, _>(&self.model, &self.naming)
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// Continues from `saved`: weights, clock, rows, checkpoints and the optimiser's state.
+    fn resume_from(
         &mut self,
-        mut optim: O,
+        saved: &SavedTraining,
+        optim: RunOptimizer<ImageModel<TrainBackend>>,
+        dir: &std::path::Path,
+    ) -> Result<RunOptimizer<ImageModel<TrainBackend>>, PruneError> {
+        PruneTarget::set_values(self, &saved.values)?;
+        let optim = restore_optimizer(optim, saved, &self.param_ids(), dir)?;
+        self.step = saved.step;
+        self.epochs_done = saved.step / self.steps_per_epoch();
+        self.metrics = saved.metrics.clone();
+        self.checkpoints = saved.checkpoints.clone();
+        Ok(optim)
+    }
+
+    /// The training's state now, to save.
+    fn saved_state(
+        &self,
+        optim: &RunOptimizer<ImageModel<TrainBackend>>,
+        reports: &[EpochReport],
+    ) -> Result<SavedTraining, PruneError> {
+        Ok(SavedTraining {
+            step: self.step,
+            values: self.all_values(),
+            metrics: self.metrics.clone(),
+            reports: reports.to_vec(),
+            optimizer: optimizer_bytes(optim, &self.param_ids())?,
+            loop_state: serde_json::Value::Null,
+            checkpoints: self.checkpoints.clone(),
+        })
+    }
+
+    fn train_with(
+        &mut self,
+        mut optim: RunOptimizer<ImageModel<TrainBackend>>,
         mask: &MaskSet,
         end_step: usize,
         watch: &[String],
@@ -518,9 +562,25 @@ impl ImageTask {
         self.model = masks.apply_autodiff::<TrainBackend, _>(self.model.clone());
         let shape = self.data.shape;
         let steps_per_epoch = self.steps_per_epoch();
+        let start_step = self.step;
+        let mut saver = self.saver.clone();
+        let mut reports: Vec<EpochReport> = vec![];
+        let mut key = None;
+        if let Some(saver) = saver.as_mut() {
+            let (k, saved) = saver.start(start_step, end_step, mask, &self.all_values())?;
+            key = Some(k);
+            if let Some(saved) = saved {
+                optim = self.resume_from(&saved, optim, saver.dir())?;
+                reports = saved.reports;
+                if replay(&reports, on_epoch).is_break() {
+                    return Ok(());
+                }
+            }
+        }
         self.progress
-            .set_length(end_step.saturating_sub(self.step) as u64);
-        self.progress.set_position(0);
+            .set_length(end_step.saturating_sub(start_step) as u64);
+        self.progress
+            .set_position(self.step.saturating_sub(start_step) as u64);
         if self.train_cfg.checkpoints.contains(&self.step) {
             let v = self.all_values();
             self.checkpoints.insert(self.step, v);
@@ -626,6 +686,12 @@ impl ImageTask {
             self.record("train", "lr", lr);
             self.record("test", "loss", test_loss);
             self.record("test", "accuracy", test_acc);
+            reports.push(report.clone());
+            if let (Some(saver), Some(key)) = (saver.as_mut(), &key)
+                && self.step < end_step
+            {
+                saver.save_when_due(key, || self.saved_state(&optim, &reports))?;
+            }
             tracing::debug!(
                 epoch = report.epoch,
                 train_loss = report.train_loss,
@@ -664,29 +730,8 @@ impl ImageTask {
         watch: &[String],
         on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> ControlFlow<()>,
     ) -> Result<(), PruneError> {
-        let c = &self.train_cfg;
-        let wd = (c.weight_decay > 0.0).then(|| WeightDecayConfig::new(c.weight_decay as f32));
-        match c.optimizer {
-            OptimizerKind::Sgd => {
-                let momentum = (c.momentum > 0.0).then_some(MomentumConfig {
-                    momentum: c.momentum,
-                    dampening: 0.0,
-                    nesterov: c.nesterov,
-                });
-                let optim = SgdConfig::new()
-                    .with_momentum(momentum)
-                    .with_weight_decay(wd)
-                    .init();
-                self.train_with(optim, mask, end_step, watch, on_epoch)
-            }
-            OptimizerKind::Adam => {
-                let optim = AdamConfig::new()
-                    .with_epsilon(1e-8)
-                    .with_weight_decay(wd)
-                    .init();
-                self.train_with(optim, mask, end_step, watch, on_epoch)
-            }
-        }
+        let optim = RunOptimizer::new(&self.train_cfg);
+        self.train_with(optim, mask, end_step, watch, on_epoch)
     }
 
     /// Trains the physically smaller network that keeps the `keep` channels in place of the
@@ -1010,6 +1055,15 @@ impl PruneTarget for ImageTask {
             Some(keep) => self.train_smaller(&keep, mask, end_step, watch, on_epoch),
             None => self.train_in_place(mask, end_step, watch, on_epoch),
         }
+    }
+
+    fn save_training_in(
+        &mut self,
+        dir: Option<std::path::PathBuf>,
+        every: std::time::Duration,
+    ) -> Result<(), PruneError> {
+        self.saver = dir.map(|d| TrainingSaver::new(d, every));
+        Ok(())
     }
 
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {

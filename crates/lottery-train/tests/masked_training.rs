@@ -181,3 +181,20 @@ fn exported_values_are_the_trained_network_and_a_rewind_sticks() {
     );
     assert_eq!(t.values(&names).unwrap(), theta_0);
 }
+
+#[test]
+fn an_interrupted_training_resumes_from_its_saved_state_as_if_never_stopped() {
+    // Nesterov momentum buffers and batch-norm running statistics (ResNet-20), Adam's moments and
+    // step counts (LeNet-5), the cosine schedule's clock and the rewind checkpoints carry over.
+    for (model, optimizer) in [
+        ("resnet-20", OptimizerKind::Sgd),
+        ("lenet-5", OptimizerKind::Adam),
+    ] {
+        let new_task = || task(model, optimizer, 4);
+        let t = new_task();
+        let mask = random_mask(&t, 0.3);
+        let names: Vec<String> = t.params().into_iter().map(|p| p.name).collect();
+        let end = t.clock().run_steps;
+        lottery_train::resume::assert_resumes_exactly(new_task, &mask, end, 1, &names);
+    }
+}
