@@ -15,7 +15,8 @@ pub enum RunState {
     Running,
     /// The last attempt failed, with this error.
     Failed(String),
-    /// Not started, or interrupted (an interrupted run resumes from its method's saved progress).
+    /// Not started, or interrupted (an interrupted run resumes from its saved progress: a
+    /// method's last saved level, round or epoch, or its final training's last saved epoch).
     Pending,
 }
 
