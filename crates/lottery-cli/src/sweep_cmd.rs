@@ -80,6 +80,8 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
         print!("{}", lottery_sweep::render_status(&plan));
         return Ok(());
     }
+    // Each run reads the save interval; a bad one is refused before the plan is written.
+    lottery_cli::experiment::save_interval()?;
     let plan = lottery_sweep::SweepPlan::create(&a.results, &name, &a.config, run_specs(&a)?)?;
     let exe = std::env::current_exe().context("the lottery executable")?;
     if a.slurm {

@@ -642,16 +642,19 @@ fn a_run_killed_mid_epoch_resumes_and_equals_an_uninterrupted_run() {
 fn a_bad_save_interval_is_refused_before_any_run() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path(), "c.toml", "");
-    let o = lottery_env(
-        d.path(),
-        &["run", cfg.to_str().unwrap()],
-        &[("LOTTERY_SAVE_EVERY", "soon")],
-    );
-    let err = stderr(&o);
-    assert!(!o.status.success(), "{err}");
-    assert!(
-        err.contains("LOTTERY_SAVE_EVERY") && err.contains("soon"),
-        "{err}"
-    );
-    assert!(!d.path().join("results").exists(), "{err}");
+    // `sweep` too: it would otherwise write its plan before each run refused the value.
+    for command in ["run", "sweep"] {
+        let o = lottery_env(
+            d.path(),
+            &[command, cfg.to_str().unwrap()],
+            &[("LOTTERY_SAVE_EVERY", "soon")],
+        );
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{command}: {err}");
+        assert!(
+            err.contains("LOTTERY_SAVE_EVERY") && err.contains("soon"),
+            "{command}: {err}"
+        );
+        assert!(!d.path().join("results").exists(), "{command}: {err}");
+    }
 }

@@ -93,6 +93,9 @@ pub struct TrainingSaver {
     dir: PathBuf,
     every: Duration,
     last: Instant,
+    /// The key and folder of the state this saver last wrote or loaded: its rewind checkpoints
+    /// are the same files for the next save of that training (they never change once taken).
+    previous: Option<(String, PathBuf)>,
 }
 
 fn damaged(path: &Path, why: impl ToString) -> PruneError {
@@ -117,6 +120,7 @@ impl TrainingSaver {
             dir,
             every,
             last: Instant::now(),
+            previous: None,
         }
     }
 
@@ -136,9 +140,9 @@ impl TrainingSaver {
         }
         for (name, t) in values {
             h.update(format!("value {name} {:?}\n", t.shape).as_bytes());
-            for v in &t.values {
-                h.update(v.to_le_bytes());
-            }
+            // One update per tensor (the same bytes, so the same key, as one per value).
+            let bytes: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            h.update(&bytes);
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -213,7 +217,7 @@ impl TrainingSaver {
     /// The latest saved state of the training with `key`; `None` when there is none (or the
     /// latest belongs to another training). A state that does not load is
     /// [`PruneError::DamagedProgress`].
-    pub fn load(&self, key: &str) -> Result<Option<SavedTraining>, PruneError> {
+    pub fn load(&mut self, key: &str) -> Result<Option<SavedTraining>, PruneError> {
         let Some((_, folder)) = self.states().pop() else {
             return Ok(None);
         };
@@ -240,6 +244,7 @@ impl TrainingSaver {
             let path = folder.join(format!("checkpoint-step{step}.safetensors"));
             checkpoints.insert(step, read_values(&path)?);
         }
+        self.previous = Some((key.to_string(), folder));
         Ok(Some(SavedTraining {
             step: state.step,
             values,
@@ -270,11 +275,20 @@ impl TrainingSaver {
             &lottery_core::weights::to_bytes(&state.values, &meta),
         )?;
         write("optimizer.mpk", &state.optimizer)?;
+        let earlier = self
+            .previous
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, folder)| folder.clone());
         for (step, values) in &state.checkpoints {
-            write(
-                &format!("checkpoint-step{step}.safetensors"),
-                &lottery_core::weights::to_bytes(values, &meta),
-            )?;
+            let file = format!("checkpoint-step{step}.safetensors");
+            // A checkpoint the last state of this training holds is linked, not written again.
+            let linked = earlier.as_ref().is_some_and(|folder| {
+                std::fs::hard_link(folder.join(&file), tmp.join(&file)).is_ok()
+            });
+            if !linked {
+                write(&file, &lottery_core::weights::to_bytes(values, &meta))?;
+            }
         }
         let file = StateFile {
             format: FORMAT.into(),
@@ -292,6 +306,7 @@ impl TrainingSaver {
             std::fs::remove_dir_all(&target).map_err(|e| write_failed(&target, e))?;
         }
         std::fs::rename(&tmp, &target).map_err(|e| write_failed(&target, e))?;
+        self.previous = Some((key.to_string(), target.clone()));
         for (step, folder) in self.states() {
             if step != state.step {
                 std::fs::remove_dir_all(&folder).map_err(|e| write_failed(&folder, e))?;
@@ -423,6 +438,34 @@ mod tests {
         assert_eq!(names, ["epoch-0000000008"]);
         // Another training's key does not take it.
         assert!(saver.load("other").unwrap().is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_rewind_checkpoint_is_written_once_per_training() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut saver = TrainingSaver::new(d.path().to_path_buf(), Duration::ZERO);
+        let inode = |step: usize| {
+            let folder = d.path().join(format!("epoch-{step:010}"));
+            std::fs::metadata(folder.join("checkpoint-step0.safetensors"))
+                .unwrap()
+                .ino()
+        };
+        saver.save("k", &state(4)).unwrap();
+        let first = inode(4);
+        saver.save("k", &state(8)).unwrap();
+        assert_eq!(inode(8), first, "the same training links its checkpoint");
+        // Another training (another key) writes its own, and a fresh saver that loaded the
+        // state links from it.
+        saver.save("other", &state(12)).unwrap();
+        let other = inode(12);
+        assert_ne!(other, first);
+        let mut resumed = TrainingSaver::new(d.path().to_path_buf(), Duration::ZERO);
+        assert_eq!(resumed.load("other").unwrap(), Some(state(12)));
+        resumed.save("other", &state(16)).unwrap();
+        assert_eq!(inode(16), other);
+        assert_eq!(resumed.load("other").unwrap(), Some(state(16)));
     }
 
     #[test]
