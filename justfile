@@ -60,6 +60,10 @@ test-tch: setup build-tch
     cargo build --release -p lottery-cli
     bash scripts/cross-backend.sh target/release/lottery target/tch/release/lottery
 
+# The claims report, results/CLAIMS.md: each paper's claims against the finished runs.
+claims:
+    cargo run --release -q -p lottery-cli -- claims
+
 # The comparison table of a study.
 table study="quickstart":
     cargo run --release -q -p lottery-cli -- table {{study}}

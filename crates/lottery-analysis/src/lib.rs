@@ -8,10 +8,12 @@
 
 pub mod store;
 pub mod table;
+pub mod values;
 
 pub use store::{LayerRow, MetricRecord, RunClaim, RunSummary, StoreError, StudyRuns};
 pub use table::{
-    Best, FILTER_FIELDS, ROW_FIELDS, TableFormat, TableOptions, WEIGHT_DENSITY, distance_matrix,
-    levels_frame, recorded_frame, render_table, render_table_styled, render_table_with, row_fields,
-    select_runs, study_frame,
+    Best, FILTER_FIELDS, ROW_FIELDS, SUMMARY_METRICS, TableFormat, TableOptions, WEIGHT_DENSITY,
+    distance_matrix, levels_frame, recorded_frame, render_table, render_table_styled,
+    render_table_with, row_fields, select_runs, study_frame,
 };
+pub use values::{RunMetric, run_value};

@@ -156,9 +156,21 @@ fn row_label(r: &RunSummary, fields: &[String]) -> String {
         .join(" / ")
 }
 
+/// The summary fields a table or a query can read.
+pub const SUMMARY_METRICS: [&str; 8] = [
+    "test_accuracy",
+    "test_loss",
+    "test_accuracy_at_init",
+    "best_test_accuracy",
+    "best_test_epoch",
+    "density_achieved",
+    "prune_seconds",
+    "train_seconds",
+];
+
 /// A summary field of a run: `None` for an unknown name, `Some(None)` for a field the run does not
 /// hold (the best test accuracy of a run that evaluated no epoch or predates it).
-fn metric_of(s: &RunSummary, metric: &str) -> Option<Option<f64>> {
+pub(crate) fn metric_of(s: &RunSummary, metric: &str) -> Option<Option<f64>> {
     Some(match metric {
         "test_accuracy" => Some(s.test_accuracy),
         "test_loss" => Some(s.test_loss),

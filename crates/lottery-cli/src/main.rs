@@ -9,9 +9,11 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lottery_analysis::store;
 use lottery_cli::collapse;
 
+mod claims_cmd;
 mod report;
 mod sweep_cmd;
 
+use claims_cmd::{ClaimsArgs, claims};
 use lottery_cli::experiment::{
     DataCache, Network, Prepared, RunError, execute, initial_scores, prepare, write_weights,
 };
@@ -109,6 +111,10 @@ enum Command {
         #[command(flatten)]
         select: Selection,
     },
+    /// The claims report: each paper's claim (configs/claims.toml) beside the figure the runs in
+    /// the store give, a verdict (held, not held, not testable here, not run) and the command
+    /// that reproduces it; written to <results>/CLAIMS.md.
+    Claims(ClaimsArgs),
     /// Early-Bird's mask-distance matrix of a run (epoch × epoch, the paper's figure), as CSV.
     Distances {
         /// A run directory.
@@ -282,6 +288,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Sweep(args) => sweep(args),
+        Command::Claims(args) => claims(args),
         Command::Plot {
             study,
             layers,

@@ -633,3 +633,74 @@ fn ignored_parameters_stay_dense_for_every_method() {
     );
     assert!(results_entries(e.path()).is_empty());
 }
+
+#[test]
+fn claims_reads_the_runs_writes_the_report_and_reruns_one_row() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", "[grid]\nseed = [0, 1, 2]\n");
+    let o = lottery(d.path(), &["run", cfg.to_str().unwrap(), "--no-table"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let claims = d.path().join("claims.toml");
+    std::fs::write(
+        &claims,
+        r#"[[claim]]
+id = "trains"
+paper = "P"
+claim = "Magnitude pruning to 10 % leaves a network that trains above chance."
+paper_figure = "F"
+configs = ["c.toml"]
+[claim.test]
+kind = "within"
+at_least = 20.0
+lhs = { label = "magnitude at 10 %", study = "t", metric = "test_accuracy", filter = { method = "magnitude" } }
+
+[[claim]]
+id = "elsewhere"
+paper = "P"
+claim = "Not run here."
+paper_figure = "F"
+configs = ["c.toml"]
+[claim.test]
+kind = "above"
+lhs = { label = "magnitude", study = "t", metric = "test_accuracy", filter = { method = "magnitude" } }
+rhs = { label = "random", study = "t", metric = "test_accuracy", filter = { method = "random" } }
+"#,
+    )
+    .unwrap();
+    let o = lottery(d.path(), &["claims", "--spec", "claims.toml"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("2 claims: 1 held, 0 not held, 0 not testable here, 1 not run"),
+        "{out}"
+    );
+    assert!(
+        out.contains("magnitude at 10 %: ") && out.contains("(n=3)"),
+        "{out}"
+    );
+    let report = d.path().join("results/CLAIMS.md");
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), out);
+
+    // One row: printed, nothing rewritten; an unknown id is refused with the ids there are.
+    std::fs::write(&report, "kept").unwrap();
+    let o = lottery(
+        d.path(),
+        &["claims", "--spec", "claims.toml", "--claim", "trains"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("1 claims: 1 held"),
+        "{out}"
+    );
+    let o = lottery(
+        d.path(),
+        &["claims", "--spec", "claims.toml", "--claim", "nope"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("--claim nope") && err.contains("trains, elsewhere"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), "kept");
+}

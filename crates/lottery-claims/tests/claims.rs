@@ -1,0 +1,376 @@
+//! The claims report over a generated results store: figures, verdicts, refusals.
+
+use std::path::{Path, PathBuf};
+
+use lottery_analysis::{MetricRecord, RunSummary, store};
+use lottery_claims::{ClaimsError, Verdict, evaluate, render_markdown, spec, studies};
+
+/// A finished run of study `s` in `root`: summary fields as given, and `levels` as the `level`
+/// rows of its metrics (phase, density, accuracy).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    root: &Path,
+    id: &str,
+    method: &str,
+    options: &str,
+    seed: u64,
+    density: f64,
+    accuracy: f64,
+    levels: &[(&str, f64, f64)],
+) {
+    let dir = root.join("s").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let summary = RunSummary {
+        run_id: id.into(),
+        study: "s".into(),
+        method: method.into(),
+        options: options.into(),
+        model: "lenet-300-100".into(),
+        dataset: "fashion-mnist".into(),
+        seed,
+        density_requested: density,
+        density_achieved: density,
+        kept: 1,
+        prunable: 2,
+        collapsed_layers: vec![],
+        test_accuracy: accuracy,
+        test_loss: 0.5,
+        test_accuracy_at_init: 0.1,
+        best_test_accuracy: None,
+        best_test_epoch: None,
+        epochs: 5,
+        prune_seconds: 30.0,
+        train_seconds: 30.0,
+        backend: "burn-flex".into(),
+        git_commit: "0123456789abcdef".into(),
+        git_dirty: false,
+        lottery_version: "0.1.0".into(),
+    };
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string(&summary).unwrap(),
+    )
+    .unwrap();
+    let mut rows = vec![MetricRecord {
+        round: 0,
+        phase: "ticket".into(),
+        step: 10,
+        epoch: 1,
+        split: "prune".into(),
+        metric: "drawn-epoch".into(),
+        value: 7.0 + seed as f64,
+    }];
+    for (round, (phase, d, a)) in levels.iter().enumerate() {
+        for (metric, value) in [("density", *d), ("accuracy", *a)] {
+            rows.push(MetricRecord {
+                round: round as u64,
+                phase: phase.to_string(),
+                step: 0,
+                epoch: 0,
+                split: "level".into(),
+                metric: metric.into(),
+                value,
+            });
+        }
+    }
+    store::write_metrics(&dir.join("metrics.parquet"), &rows).unwrap();
+}
+
+/// A store with three seeds of methods `a` (90, 91, 92 %) and `b` (85, 86, 87 %) at density 0.1,
+/// two seeds of `c`, and three IMP-like runs whose ticket loses a point from 100 % to 80 %.
+fn store() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for seed in 0..3u64 {
+        let s = seed as f64 / 100.0;
+        run(
+            d.path(),
+            &format!("a{seed}"),
+            "a",
+            "",
+            seed,
+            0.1,
+            0.90 + s,
+            &[],
+        );
+        run(
+            d.path(),
+            &format!("b{seed}"),
+            "b",
+            "k=1",
+            seed,
+            0.1,
+            0.85 + s,
+            &[],
+        );
+        run(
+            d.path(),
+            &format!("imp{seed}"),
+            "imp",
+            "",
+            seed,
+            0.8,
+            0.5,
+            &[
+                ("ticket", 1.0, 0.90 + s),
+                ("ticket", 0.8007, 0.89 + s),
+                ("reinit", 0.8007, 0.80),
+            ],
+        );
+    }
+    for seed in 0..2u64 {
+        run(d.path(), &format!("c{seed}"), "c", "", seed, 0.1, 0.5, &[]);
+    }
+    d
+}
+
+/// A claims file in `dir` with `body` after one config (`c.toml`, study `s`).
+fn claims_file(dir: &Path, body: &str) -> PathBuf {
+    std::fs::write(dir.join("c.toml"), "study = \"s\"\n").unwrap();
+    let path = dir.join("claims.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn claim(id: &str, test: &str) -> String {
+    format!(
+        "[[claim]]\nid = \"{id}\"\npaper = \"P\"\nclaim = \"C {id}\"\npaper_figure = \"F\"\nconfigs = [\"c.toml\"]\n{test}\n"
+    )
+}
+
+const A: &str =
+    r#"{ label = "a", study = "s", metric = "test_accuracy", filter = { method = "a" } }"#;
+const B: &str =
+    r#"{ label = "b", study = "s", metric = "test_accuracy", filter = { method = "b" } }"#;
+
+#[test]
+fn figures_are_means_over_seeds_and_verdicts_follow_the_test() {
+    let results = store();
+    let d = tempfile::tempdir().unwrap();
+    let body = [
+        claim(
+            "a-matches-b",
+            &format!("[claim.test]\nkind = \"at-least\"\nlhs = {A}\nrhs = {B}"),
+        ),
+        claim(
+            "b-beats-a",
+            &format!("[claim.test]\nkind = \"above\"\nlhs = {B}\nrhs = {A}"),
+        ),
+        claim(
+            "a-beats-b-by-6",
+            &format!("[claim.test]\nkind = \"above\"\nmargin = 6.0\nlhs = {A}\nrhs = {B}"),
+        ),
+        claim(
+            "a-in-range",
+            &format!("[claim.test]\nkind = \"within\"\nat_least = 90.0\nat_most = 91.5\nlhs = {A}"),
+        ),
+        claim(
+            "drawn-early",
+            "[claim.test]\nkind = \"within\"\nat_most = 7.0\nlhs = { label = \"drawn\", study = \"s\", metric = \"prune/drawn-epoch\", filter = { method = \"imp\" } }",
+        ),
+        claim(
+            "ticket-vs-dense",
+            "[claim.test]\nkind = \"at-least\"\nmargin = 1.0\nlhs = { label = \"ticket 80 %\", study = \"s\", metric = \"level\", phase = \"ticket\", level_density = 0.8 }\nrhs = { label = \"dense\", study = \"s\", metric = \"level\", phase = \"ticket\", level_density = 1.0 }",
+        ),
+        claim(
+            "ticket-beats-reinit",
+            "[claim.test]\nkind = \"above\"\nlhs = { label = \"ticket 80 %\", study = \"s\", metric = \"level\", phase = \"ticket\", level_density = 0.8 }\nrhs = { label = \"reinit 80 %\", study = \"s\", metric = \"level\", phase = \"reinit\", level_density = 0.8 }",
+        ),
+        claim(
+            "two-seeds",
+            &format!(
+                "[claim.test]\nkind = \"at-least\"\nlhs = {A}\nrhs = {{ label = \"c\", study = \"s\", metric = \"test_accuracy\", filter = {{ method = \"c\" }} }}"
+            ),
+        ),
+        claim(
+            "elsewhere",
+            &format!(
+                "[claim.test]\nkind = \"above\"\nlhs = {A}\nrhs = {{ label = \"x\", study = \"s\", metric = \"test_accuracy\", filter = {{ method = \"x\" }} }}"
+            ),
+        ),
+        claim(
+            "options",
+            "[claim.test]\nkind = \"within\"\nat_most = 87.0\nlhs = { label = \"k=1\", study = \"s\", metric = \"test_accuracy\", options_include = [\"k=1\"] }",
+        ),
+        "[[claim]]\nid = \"cifar\"\npaper = \"Q\"\nclaim = \"On CIFAR\"\npaper_figure = \"F\"\n[claim.test]\nkind = \"not-testable\"\nwhy = \"no CIFAR here\"\n".to_string(),
+    ]
+    .concat();
+    let file = spec::load_in(&claims_file(d.path(), &body), d.path()).unwrap();
+    let got = evaluate(results.path(), &file.claim, &[]).unwrap();
+    let by_id = |id: &str| got.iter().find(|e| e.claim.id == id).unwrap();
+
+    let e = by_id("a-matches-b");
+    assert_eq!(e.verdict, Verdict::Held);
+    assert!((e.figures[0].mean - 91.0).abs() < 1e-9, "{e:?}");
+    assert!((e.figures[0].std.unwrap() - 1.0).abs() < 1e-9, "{e:?}");
+    assert_eq!(e.figures[0].seeds, [0, 1, 2]);
+    assert!((e.figures[1].mean - 86.0).abs() < 1e-9, "{e:?}");
+    assert_eq!(
+        e.figures[0].setting,
+        "lenet-300-100 on fashion-mnist, 5 epochs"
+    );
+    assert_eq!(by_id("b-beats-a").verdict, Verdict::NotHeld);
+    // 5 points ahead, 6 needed.
+    assert_eq!(by_id("a-beats-b-by-6").verdict, Verdict::NotHeld);
+    assert!(by_id("a-beats-b-by-6").reasoning.contains("+5.00"));
+    assert_eq!(by_id("a-in-range").verdict, Verdict::Held);
+    // Drawn at 7, 8, 9: mean 8 > 7.
+    let drawn = by_id("drawn-early");
+    assert_eq!(drawn.verdict, Verdict::NotHeld);
+    assert!((drawn.figures[0].mean - 8.0).abs() < 1e-9);
+    // The level nearest 0.8 (0.8007) is read: 90 vs 91 mean, within the 1-point margin.
+    let levels = by_id("ticket-vs-dense");
+    assert_eq!(levels.verdict, Verdict::Held, "{levels:?}");
+    assert!((levels.figures[0].mean - 90.0).abs() < 1e-9);
+    assert!((levels.figures[1].mean - 91.0).abs() < 1e-9);
+    assert_eq!(by_id("ticket-beats-reinit").verdict, Verdict::Held);
+    assert!(
+        matches!(&by_id("two-seeds").verdict, Verdict::NotTestable(why) if why.contains("2 seeds")),
+        "{:?}",
+        by_id("two-seeds").verdict
+    );
+    assert!(
+        matches!(&by_id("elsewhere").verdict, Verdict::NotRun(why) if why.contains("x (study `s`)")),
+        "{:?}",
+        by_id("elsewhere").verdict
+    );
+    assert_eq!(by_id("options").verdict, Verdict::Held);
+    assert_eq!(
+        by_id("cifar").verdict,
+        Verdict::NotTestable("no CIFAR here".into())
+    );
+
+    // Only the claims asked for.
+    let one = evaluate(results.path(), &file.claim, &["b-beats-a".into()]).unwrap();
+    assert_eq!(one.len(), 1);
+
+    // The report: a row per claim with its verdict and command, a line per study; the same
+    // store gives the same bytes.
+    let lines = studies(results.path(), &got).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].runs, 11);
+    assert_eq!(lines[0].commits, ["0123456"]);
+    let report = render_markdown("claims.toml", &got, &lines);
+    assert!(
+        report.contains("11 claims: 5 held, 3 not held, 2 not testable here, 1 not run"),
+        "{report}"
+    );
+    assert!(report.contains("`lottery sweep c.toml && lottery claims --claim a-matches-b`"));
+    assert!(
+        report.contains("a: 91.00 ± 1.00 (n=3); b: 86.00 ± 1.00 (n=3)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| s | 11 | 0, 1, 2 | burn-flex | 0123456 | 11.0 min |"),
+        "{report}"
+    );
+    let again = render_markdown(
+        "claims.toml",
+        &evaluate(results.path(), &file.claim, &[]).unwrap(),
+        &lines,
+    );
+    assert_eq!(report, again);
+}
+
+#[test]
+fn a_measure_that_mixes_settings_is_refused_not_averaged() {
+    let results = store();
+    let d = tempfile::tempdir().unwrap();
+    // Every run of the study at density 0.1: methods a, b, c mixed, seeds repeated.
+    let body = claim(
+        "mixed",
+        "[claim.test]\nkind = \"within\"\nat_most = 1.0\nlhs = { label = \"all\", study = \"s\", metric = \"test_accuracy\", filter = { density = \"0.1\" } }",
+    );
+    let file = spec::load_in(&claims_file(d.path(), &body), d.path()).unwrap();
+    let err = evaluate(results.path(), &file.claim, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("more than one run") && err.contains("seed 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_claims_file_is_refused_naming_the_file_claim_key_and_value() {
+    let d = tempfile::tempdir().unwrap();
+    let refused = |body: &str| -> String {
+        let path = claims_file(d.path(), body);
+        match spec::load_in(&path, d.path()) {
+            Ok(_) => panic!("accepted:\n{body}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("claims.toml"), "{msg}");
+                msg
+            }
+        }
+    };
+    let msg = refused(&claim(
+        "x",
+        &format!("[claim.test]\nkind = \"at-least\"\nlhs = {A}\nrhs = {B}\nmargn = 1.0"),
+    ));
+    assert!(msg.contains("margn"), "{msg}");
+    let msg = refused(&claim(
+        "x",
+        "[claim.test]\nkind = \"within\"\nat_most = 1.0\nlhs = { label = \"a\", study = \"s\", metric = \"test_acuracy\" }",
+    ));
+    assert!(
+        msg.contains("claim `x`") && msg.contains("test.lhs.metric = test_acuracy"),
+        "{msg}"
+    );
+    let msg = refused(&claim(
+        "x",
+        "[claim.test]\nkind = \"within\"\nat_most = 1.0\nlhs = { label = \"a\", study = \"s\", metric = \"test_accuracy\", filter = { methd = \"a\" } }",
+    ));
+    assert!(msg.contains("test.lhs.filter.methd = a"), "{msg}");
+    let msg = refused(&claim(
+        "x",
+        "[claim.test]\nkind = \"within\"\nat_most = 1.0\nlhs = { label = \"a\", study = \"other\", metric = \"test_accuracy\" }",
+    ));
+    assert!(msg.contains("no config writes the study `other`"), "{msg}");
+    let msg = refused(&claim(
+        "x",
+        "[claim.test]\nkind = \"within\"\nlhs = { label = \"a\", study = \"s\", metric = \"level\", phase = \"ticket\" }",
+    ));
+    assert!(msg.contains("at_most"), "{msg}");
+    let msg = refused(&claim(
+        "x",
+        "[claim.test]\nkind = \"within\"\nat_most = 1.0\nlhs = { label = \"a\", study = \"s\", metric = \"level\", phase = \"ticket\" }",
+    ));
+    assert!(msg.contains("level_density"), "{msg}");
+    let twice = claim(
+        "x",
+        &format!("[claim.test]\nkind = \"within\"\nat_most = 1.0\nlhs = {A}"),
+    );
+    let msg = refused(&format!("{twice}{twice}"));
+    assert!(msg.contains("another claim has this id"), "{msg}");
+    let msg = refused(&twice.replace("c.toml", "missing.toml"));
+    assert!(
+        msg.contains("missing.toml") && msg.contains("cannot read"),
+        "{msg}"
+    );
+    let msg = refused(
+        "[[claim]]\nid = \"y\"\npaper = \"P\"\nclaim = \"C\"\npaper_figure = \"F\"\nconfigs = [\"c.toml\"]\n[claim.test]\nkind = \"not-testable\"\nwhy = \"w\"\n",
+    );
+    assert!(msg.contains("names no config"), "{msg}");
+    assert!(matches!(
+        spec::load_in(&d.path().join("absent.toml"), d.path()),
+        Err(ClaimsError::Read { .. })
+    ));
+}
+
+#[test]
+fn the_projects_claims_file_is_valid_and_reads_an_empty_store_as_not_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let file = spec::load_in(&root.join("configs/claims.toml"), &root).unwrap();
+    assert!(file.claim.len() >= 20);
+    let empty = tempfile::tempdir().unwrap();
+    let got = evaluate(empty.path(), &file.claim, &[]).unwrap();
+    for e in &got {
+        assert!(
+            matches!(e.verdict, Verdict::NotRun(_) | Verdict::NotTestable(_)),
+            "{}: {:?}",
+            e.claim.id,
+            e.verdict
+        );
+    }
+}
