@@ -10,7 +10,10 @@ pub mod store;
 pub mod table;
 pub mod values;
 
-pub use store::{LayerRow, MetricRecord, RunClaim, RunSummary, StoreError, StudyRuns};
+pub use store::{
+    CollapseMethod, CollapseRecord, LayerRow, MetricRecord, RunClaim, RunSummary, StoreError,
+    StudyRuns,
+};
 pub use table::{
     Best, FILTER_FIELDS, ROW_FIELDS, SUMMARY_METRICS, TableFormat, TableOptions, WEIGHT_DENSITY,
     distance_matrix, levels_frame, recorded_frame, render_table, render_table_styled,

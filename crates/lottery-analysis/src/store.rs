@@ -113,6 +113,97 @@ pub struct RunSummary {
     pub lottery_version: String,
 }
 
+/// The layer-collapse study's result for one model (`lottery collapse`), kept beside the study's
+/// runs as `collapse.<model>.json` (a plain file: never counted as a run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollapseRecord {
+    /// Model.
+    pub model: String,
+    /// Dataset of the batch that data-driven scores read.
+    pub dataset: String,
+    /// Seed of the initial weights.
+    pub seed: u64,
+    /// log10 of the maximal critical compression (each prunable layer keeps one weight).
+    pub max_critical_x: f64,
+    /// Grid step in x of the bisection.
+    pub resolution: f64,
+    /// One entry per method, in the config's order.
+    pub methods: Vec<CollapseMethod>,
+    /// Backend.
+    pub backend: String,
+    /// Commit of the code, when known.
+    pub git_commit: String,
+    /// Whether the working tree had uncommitted changes.
+    pub git_dirty: bool,
+}
+
+/// One method's critical compression in a [`CollapseRecord`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollapseMethod {
+    /// Method name.
+    pub method: String,
+    /// Score-then-mask rounds.
+    pub iterations: usize,
+    /// Largest x on the grid at which no layer collapsed (compression 10^x).
+    pub critical_x: f64,
+    /// The layers pruned away one grid step further.
+    pub collapsed_beyond: Vec<String>,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// Where a study keeps the layer-collapse record of `model`.
+pub fn collapse_path(study_dir: &Path, model: &str) -> PathBuf {
+    study_dir.join(format!("collapse.{model}.json"))
+}
+
+/// Writes a layer-collapse record (atomically).
+pub fn write_collapse(study_dir: &Path, record: &CollapseRecord) -> Result<(), StoreError> {
+    std::fs::create_dir_all(study_dir).map_err(io(study_dir))?;
+    let path = collapse_path(study_dir, &record.model);
+    let json = serde_json::to_string_pretty(record).map_err(|e| StoreError::Format {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    lottery_core::fsutil::write_atomic(&path, json.as_bytes()).map_err(io(&path))
+}
+
+/// Reads the layer-collapse record of `model`; `None` when the study has none.
+pub fn read_collapse(study_dir: &Path, model: &str) -> Result<Option<CollapseRecord>, StoreError> {
+    let path = collapse_path(study_dir, model);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Format {
+            path,
+            why: e.to_string(),
+        })
+}
+
+/// The models of a study's layer-collapse records, sorted.
+pub fn collapse_models(study_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(study_dir) else {
+        return vec![];
+    };
+    let mut models: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            Some(
+                name.strip_prefix("collapse.")?
+                    .strip_suffix(".json")?
+                    .to_string(),
+            )
+        })
+        .collect();
+    models.sort();
+    models
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),

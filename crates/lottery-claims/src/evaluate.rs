@@ -5,7 +5,7 @@ use std::path::Path;
 
 use lottery_analysis::{RunSummary, StoreError, run_value, select_runs, store};
 
-use crate::spec::{Claim, ClaimsError, Measure, Test};
+use crate::spec::{Claim, ClaimsError, Measure, Reading, Test};
 
 /// A measured figure: the mean over seeds of one metric of the matching runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +48,40 @@ pub struct Evaluated {
     pub reasoning: String,
 }
 
+/// The layer-collapse gap of a method: `Ok(None)` when the study has no record of the model or
+/// the record no entry of the method.
+fn collapse_gap(
+    results: &Path,
+    m: &Measure,
+    model: &str,
+    method: &str,
+) -> Result<Option<Figure>, ClaimsError> {
+    let Some(record) = store::read_collapse(&results.join(&m.study), model)? else {
+        return Ok(None);
+    };
+    let Some(point) = record.methods.iter().find(|p| p.method == method) else {
+        return Ok(None);
+    };
+    Ok(Some(Figure {
+        label: m.label.clone(),
+        mean: (record.max_critical_x - point.critical_x) * m.scale(),
+        std: None,
+        seeds: vec![record.seed],
+        setting: format!(
+            "{} at initialisation ({} for data-driven scores), bisection step {}",
+            record.model, record.dataset, record.resolution
+        ),
+    }))
+}
+
 /// The runs of a measure and their values: `Ok(None)` when the store holds none that match.
 fn measure(results: &Path, m: &Measure) -> Result<Option<Figure>, ClaimsError> {
+    let metric = match m.reading().map_err(StoreError::Query)? {
+        Reading::Runs(metric) => metric,
+        Reading::CollapseGap { model, method } => {
+            return collapse_gap(results, m, &model, &method);
+        }
+    };
     let study_dir = results.join(&m.study);
     let runs = if study_dir.is_dir() {
         store::finished_runs(&study_dir)?
@@ -63,7 +95,6 @@ fn measure(results: &Path, m: &Measure) -> Result<Option<Figure>, ClaimsError> {
         .collect();
     let mut runs = select_runs(&runs, &filters)?;
     runs.retain(|r| m.options_match(&r.options));
-    let metric = m.run_metric().map_err(StoreError::Query)?;
     let mut by_seed: BTreeMap<u64, f64> = BTreeMap::new();
     let mut kept: Vec<&RunSummary> = vec![];
     for r in &runs {
@@ -228,6 +259,8 @@ pub struct StudyLine {
     pub runs: usize,
     /// Their seeds.
     pub seeds: Vec<u64>,
+    /// The models of its layer-collapse records.
+    pub collapse_models: Vec<String>,
     /// The backends they ran on.
     pub backends: Vec<String>,
     /// The commits they ran at (short, `+dirty` for a modified tree).
@@ -255,33 +288,56 @@ pub fn studies(results: &Path, claims: &[Evaluated]) -> Result<Vec<StudyLine>, C
             } else {
                 vec![]
             };
-            let set = |f: &dyn Fn(&RunSummary) -> String| {
-                runs.iter()
-                    .map(f)
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect()
-            };
+            let collapse: Vec<store::CollapseRecord> = store::collapse_models(&dir)
+                .iter()
+                .map(|model| store::read_collapse(&dir, model))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect();
+            let mut backends: BTreeSet<String> = runs.iter().map(|r| r.backend.clone()).collect();
+            backends.extend(collapse.iter().map(|c| c.backend.clone()));
+            let mut commits: BTreeSet<String> = runs
+                .iter()
+                .map(|r| short_commit(&r.git_commit, r.git_dirty))
+                .collect();
+            commits.extend(
+                collapse
+                    .iter()
+                    .map(|c| short_commit(&c.git_commit, c.git_dirty)),
+            );
             Ok(StudyLine {
                 study: study.to_string(),
                 runs: runs.len(),
+                collapse_models: collapse.iter().map(|c| c.model.clone()).collect(),
                 seeds: runs
                     .iter()
                     .map(|r| r.seed)
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect(),
-                backends: set(&|r| r.backend.clone()),
-                commits: set(&|r| {
-                    let short: String = r.git_commit.chars().take(7).collect();
-                    if r.git_dirty {
-                        format!("{short}+dirty")
-                    } else {
-                        short
-                    }
-                }),
-                compute_seconds: runs.iter().map(|r| r.prune_seconds + r.train_seconds).sum(),
+                backends: backends.into_iter().collect(),
+                commits: commits.into_iter().collect(),
+                compute_seconds: runs
+                    .iter()
+                    .map(|r| r.prune_seconds + r.train_seconds)
+                    .chain(
+                        collapse
+                            .iter()
+                            .flat_map(|c| c.methods.iter().map(|m| m.seconds)),
+                    )
+                    .sum(),
             })
         })
         .collect()
+}
+
+/// A commit as the report shows it: 7 characters, `+dirty` for a modified tree.
+fn short_commit(commit: &str, dirty: bool) -> String {
+    let short: String = commit.chars().take(7).collect();
+    if dirty {
+        format!("{short}+dirty")
+    } else {
+        short
+    }
 }

@@ -12,4 +12,4 @@ pub mod spec;
 
 pub use evaluate::{Evaluated, Figure, StudyLine, Verdict, evaluate, studies};
 pub use render::render_markdown;
-pub use spec::{Claim, ClaimsError, ClaimsFile, Measure, Test};
+pub use spec::{Claim, ClaimsError, ClaimsFile, Measure, Reading, Test};

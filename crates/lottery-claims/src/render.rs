@@ -1,6 +1,7 @@
 //! The claims report as Markdown.
 
 use crate::evaluate::{Evaluated, Figure, StudyLine, Verdict};
+use crate::spec::COLLAPSE_GAP;
 
 /// One table cell: pipes escaped, lines joined.
 fn cell(text: &str) -> String {
@@ -24,13 +25,21 @@ fn verdict(v: &Verdict) -> String {
     }
 }
 
-/// The command that reproduces a claim's row.
+/// The command that reproduces a claim's row: the configs swept (or, for a claim on layer
+/// collapse, bisected by `lottery collapse`), then the row evaluated.
 pub fn command(e: &Evaluated) -> String {
+    let collapse = e
+        .claim
+        .test
+        .measures()
+        .iter()
+        .all(|(_, m)| m.metric == COLLAPSE_GAP);
+    let verb = if collapse { "collapse" } else { "sweep" };
     let mut parts: Vec<String> = e
         .claim
         .configs
         .iter()
-        .map(|c| format!("lottery sweep {}", c.display()))
+        .map(|c| format!("lottery {verb} {}", c.display()))
         .collect();
     parts.push(format!("lottery claims --claim {}", e.claim.id));
     parts.join(" && ")
@@ -100,13 +109,22 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
     if !studies.is_empty() {
         out.push_str("\n## Studies read\n\n");
         out.push_str("| study | finished runs | seeds | backend | commit | compute time (prune + train, summed over runs) |\n");
+        // A layer-collapse record counts beside the runs.
         out.push_str("|---|---:|---|---|---|---:|\n");
         for s in studies {
             let seeds: Vec<String> = s.seeds.iter().map(u64::to_string).collect();
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} |\n",
                 s.study,
-                s.runs,
+                if s.collapse_models.is_empty() {
+                    s.runs.to_string()
+                } else {
+                    format!(
+                        "{} (and the layer-collapse record of {})",
+                        s.runs,
+                        s.collapse_models.join(", ")
+                    )
+                },
                 if seeds.is_empty() {
                     "–".into()
                 } else {
@@ -114,7 +132,7 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
                 },
                 cell(&s.backends.join(", ")),
                 s.commits.join(", "),
-                if s.runs == 0 {
+                if s.runs == 0 && s.collapse_models.is_empty() {
                     "–".into()
                 } else {
                     format!("{:.1} min", s.compute_seconds / 60.0)

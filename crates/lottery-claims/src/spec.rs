@@ -129,8 +129,10 @@ pub struct Measure {
     pub label: String,
     /// The study (folder under the results root).
     pub study: String,
-    /// A summary field (`test_accuracy`, `prune_seconds`, …), a recorded `split/metric`, or
-    /// `level` (an iterative method's level accuracy; needs `phase` and `level_density`).
+    /// A summary field (`test_accuracy`, `prune_seconds`, …), a recorded `split/metric`,
+    /// `level` (an iterative method's level accuracy; needs `phase` and `level_density`), or
+    /// `collapse-gap` (the layer-collapse record's shortfall of a method from the maximal critical
+    /// compression, in decades; needs exactly `filter.method` and `filter.model`).
     pub metric: String,
     /// Only runs whose fields have these values (`method`, `options`, `model`, `dataset`,
     /// `seed`, `density`), as `lottery table --filter`.
@@ -151,9 +153,44 @@ pub struct Measure {
     pub scale: Option<f64>,
 }
 
+/// What a measure reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reading {
+    /// A metric of each run that passes the filter.
+    Runs(RunMetric),
+    /// The layer-collapse record of `model` (`lottery collapse`): how far `method`'s critical
+    /// compression falls short of the maximal one, in decades (x of 10^x).
+    CollapseGap {
+        /// Model.
+        model: String,
+        /// Method.
+        method: String,
+    },
+}
+
+/// The metric name of [`Reading::CollapseGap`].
+pub const COLLAPSE_GAP: &str = "collapse-gap";
+
 impl Measure {
+    /// What this measure reads.
+    pub fn reading(&self) -> Result<Reading, String> {
+        if self.metric != COLLAPSE_GAP {
+            return self.run_metric().map(Reading::Runs);
+        }
+        let fields: Vec<&str> = self.filter.keys().map(String::as_str).collect();
+        if fields != ["method", "model"] || !self.options_include.is_empty() {
+            return Err(format!(
+                "`{COLLAPSE_GAP}` reads one method of one model's layer-collapse record: give `filter = {{ method = …, model = … }}` and nothing else"
+            ));
+        }
+        Ok(Reading::CollapseGap {
+            model: self.filter["model"].clone(),
+            method: self.filter["method"].clone(),
+        })
+    }
+
     /// The run metric this measure reads.
-    pub fn run_metric(&self) -> Result<RunMetric, String> {
+    fn run_metric(&self) -> Result<RunMetric, String> {
         if self.metric == "level" {
             let phase = self.phase.clone().ok_or("`level` needs `phase`")?;
             let density = self.level_density.ok_or("`level` needs `level_density`")?;
@@ -306,7 +343,7 @@ fn check(path: &Path, root: &Path, file: &ClaimsFile) -> Result<(), ClaimsError>
         }
         let mut studies = BTreeSet::new();
         for (side, m) in &measures {
-            m.run_metric()
+            m.reading()
                 .map_err(|why| invalid(id, &format!("test.{side}.metric"), &m.metric, &why))?;
             for (field, value) in &m.filter {
                 if !FILTER_FIELDS.contains(&field.as_str()) {

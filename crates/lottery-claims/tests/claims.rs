@@ -374,3 +374,73 @@ fn the_projects_claims_file_is_valid_and_reads_an_empty_store_as_not_run() {
         );
     }
 }
+
+#[test]
+fn a_layer_collapse_record_gives_each_methods_shortfall() {
+    let results = tempfile::tempdir().unwrap();
+    let study = results.path().join("lc");
+    let method = |name: &str, x: f64| lottery_analysis::CollapseMethod {
+        method: name.into(),
+        iterations: 1,
+        critical_x: x,
+        collapsed_beyond: vec!["fc.weight".into()],
+        seconds: 60.0,
+    };
+    store::write_collapse(
+        &study,
+        &lottery_analysis::CollapseRecord {
+            model: "vgg-16".into(),
+            dataset: "synthetic-cifar".into(),
+            seed: 0,
+            max_critical_x: 6.02,
+            resolution: 0.02,
+            methods: vec![method("snip", 3.94), method("synflow", 6.0)],
+            backend: "burn-flex".into(),
+            git_commit: "abcdef0123".into(),
+            git_dirty: true,
+        },
+    )
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("lc.toml"), "study = \"lc\"\n").unwrap();
+    let gap = |m: &str| {
+        format!(
+            "{{ label = \"{m}\", study = \"lc\", metric = \"collapse-gap\", filter = {{ method = \"{m}\", model = \"vgg-16\" }} }}"
+        )
+    };
+    let body = format!(
+        "[[claim]]\nid = \"near\"\npaper = \"P\"\nclaim = \"C\"\npaper_figure = \"F\"\nconfigs = [\"lc.toml\"]\nmin_seeds = 1\n[claim.test]\nkind = \"within\"\nat_most = 0.05\nlhs = {}\n\n\
+         [[claim]]\nid = \"early\"\npaper = \"P\"\nclaim = \"C\"\npaper_figure = \"F\"\nconfigs = [\"lc.toml\"]\nmin_seeds = 1\n[claim.test]\nkind = \"above\"\nmargin = 1.0\nlhs = {}\nrhs = {}\n",
+        gap("synflow"),
+        gap("snip"),
+        gap("synflow")
+    );
+    let path = d.path().join("claims.toml");
+    std::fs::write(&path, body).unwrap();
+    let file = spec::load_in(&path, d.path()).unwrap();
+    let got = evaluate(results.path(), &file.claim, &[]).unwrap();
+    assert_eq!(got[0].verdict, Verdict::Held, "{:?}", got[0]);
+    assert!((got[0].figures[0].mean - 0.02).abs() < 1e-9);
+    assert_eq!(got[1].verdict, Verdict::Held, "{:?}", got[1]);
+    assert!((got[1].figures[0].mean - 2.08).abs() < 1e-9);
+    let lines = studies(results.path(), &got).unwrap();
+    assert_eq!(lines[0].collapse_models, ["vgg-16"]);
+    assert_eq!(lines[0].commits, ["abcdef0+dirty"]);
+    let report = render_markdown("claims.toml", &got, &lines);
+    assert!(
+        report.contains("`lottery collapse lc.toml && lottery claims --claim early`"),
+        "{report}"
+    );
+    // The record is a file beside the runs, not a run.
+    assert!(store::finished_runs(&study).unwrap().is_empty());
+    assert!(store::scan_runs(&study).unwrap().skipped.is_empty());
+
+    // Its filter must name the method and the model, nothing else.
+    std::fs::write(
+        &path,
+        "[[claim]]\nid = \"x\"\npaper = \"P\"\nclaim = \"C\"\npaper_figure = \"F\"\nconfigs = [\"lc.toml\"]\n[claim.test]\nkind = \"within\"\nat_most = 1.0\nlhs = { label = \"g\", study = \"lc\", metric = \"collapse-gap\", filter = { method = \"snip\" } }\n",
+    )
+    .unwrap();
+    let err = spec::load_in(&path, d.path()).unwrap_err().to_string();
+    assert!(err.contains("test.lhs.metric = collapse-gap"), "{err}");
+}

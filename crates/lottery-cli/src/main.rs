@@ -403,8 +403,36 @@ fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Pa
     let out = results.join("tables").join(format!("{study}.{model}.md"));
     lottery_core::fsutil::write_atomic(&out, text.as_bytes())
         .with_context(|| out.display().to_string())?;
+    // The record the claims report reads, beside the study's runs.
+    let (git_commit, git_dirty) = lottery_cli::experiment::git_state();
+    let record = store::CollapseRecord {
+        model: model.clone(),
+        dataset,
+        seed: first.canonical.seed,
+        max_critical_x: x_max,
+        resolution,
+        methods: points
+            .into_iter()
+            .map(|p| store::CollapseMethod {
+                method: p.method,
+                iterations: p.iterations,
+                critical_x: p.critical_x,
+                collapsed_beyond: p.collapsed_beyond,
+                seconds: p.seconds,
+            })
+            .collect(),
+        backend: lottery_core::backend::backend_name().to_string(),
+        git_commit,
+        git_dirty,
+    };
+    let study_dir = results.join(&study);
+    store::write_collapse(&study_dir, &record)?;
     print!("{text}");
-    println!("\n(written to {})", out.display());
+    println!(
+        "\n(written to {} and {})",
+        out.display(),
+        store::collapse_path(&study_dir, &model).display()
+    );
     Ok(())
 }
 
