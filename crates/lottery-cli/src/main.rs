@@ -108,6 +108,10 @@ enum Command {
         /// The metric, as for `table`.
         #[arg(long, default_value = "test_accuracy")]
         metric: String,
+        /// Plot the accuracy of every level instead (IMP's accuracy-versus-density curves: the
+        /// ticket and its controls, one line each), as `table --levels`.
+        #[arg(long)]
+        levels: bool,
         #[command(flatten)]
         select: Selection,
     },
@@ -294,6 +298,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             layers,
             results,
             metric,
+            levels,
             select,
         } => match layers {
             Some(run) => plot_layers(&run, &results),
@@ -301,6 +306,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                 &results,
                 study.as_deref().expect("clap requires a study"),
                 &metric,
+                levels,
                 &select,
             ),
         },

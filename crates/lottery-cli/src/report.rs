@@ -161,9 +161,10 @@ pub(crate) fn plot_study(
     results: &Path,
     study: &str,
     metric: &str,
+    levels: bool,
     select: &Selection,
 ) -> Result<()> {
-    let (frame, header, name, _) = study_table_frame(results, study, metric, false, select)?;
+    let (frame, header, name, _) = study_table_frame(results, study, metric, levels, select)?;
     let row = frame.column("row")?.str()?;
     let density = frame.column("density")?.f64()?;
     let mean = frame.column("mean")?.f64()?;
@@ -186,7 +187,9 @@ pub(crate) fn plot_study(
             }),
         }
     }
-    let y_label = if name.contains("accuracy") {
+    let y_label = if levels {
+        "test accuracy of each level (%)".to_string()
+    } else if name.contains("accuracy") {
         format!("{name} (%)")
     } else {
         name.clone()

@@ -405,6 +405,18 @@ fn imp_run_records_its_levels_and_controls_and_cleans_its_work_dir() {
         "{table}"
     );
     assert!(d.path().join("results/tables/t.levels.md").exists());
+    // The same curves as a figure: one line per phase.
+    let o = lottery(d.path(), &["plot", "t", "--levels"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(d.path().join("results/plots/t.levels.svg")).unwrap();
+    for line in [
+        "imp ticket",
+        "imp reinit",
+        "imp random-mask",
+        "test accuracy of each level",
+    ] {
+        assert!(svg.contains(line), "{line} in the figure");
+    }
 }
 
 #[test]
