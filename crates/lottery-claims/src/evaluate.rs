@@ -206,10 +206,12 @@ pub fn evaluate_one(results: &Path, claim: &Claim) -> Result<Evaluated, ClaimsEr
                 format!("difference {d:+.2}, held if ≥ {:.2}", 0.0 - margin),
             )
         }
-        Test::Above { margin, .. } => {
+        Test::Above { margin, lhs, .. } => {
             let (a, b) = (figures[0].mean, figures[1].mean);
             let d = a - b;
-            let ratio = if a > 0.0 && b > 0.0 {
+            // A ratio says something of times and costs, not of accuracies.
+            let accuracy = lhs.metric == "level" || lhs.metric.contains("accuracy");
+            let ratio = if !accuracy && a > 0.0 && b > 0.0 {
                 format!(", ratio {:.2}×", a / b)
             } else {
                 String::new()

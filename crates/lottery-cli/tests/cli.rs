@@ -360,6 +360,23 @@ fn collapse_finds_a_critical_compression_per_method() {
         "{table}"
     );
     assert!(table.contains("Maximal critical compression"), "{table}");
+    // The record the claims report reads, beside the study's runs.
+    let study = d.path().join("results/t");
+    let record = lottery_analysis::store::read_collapse(&study, "lenet-300-100")
+        .unwrap()
+        .expect("a collapse record");
+    let methods: Vec<&str> = record.methods.iter().map(|m| m.method.as_str()).collect();
+    assert_eq!(methods, ["magnitude", "synflow"]);
+    assert!(
+        record
+            .methods
+            .iter()
+            .all(|m| m.critical_x <= record.max_critical_x)
+    );
+    assert!(
+        table.contains(&format!("10^{:.2}", record.max_critical_x)),
+        "{table}"
+    );
 }
 
 #[test]
