@@ -122,6 +122,19 @@ fn draw_accuracy<DB: DrawingBackend>(
         .collect();
     ticks.sort_by(f64::total_cmp);
     ticks.dedup_by(|a, b| (*a / *b - 1.0).abs() < 1e-9);
+    // Labels about a seventh of the axis wide: keep a tick only that far from the last kept
+    // (an IMP curve has a level every 0.1 decades, whose labels would overlap).
+    let min_gap = (x1 / x0).log10() * 0.14;
+    let mut kept: Vec<f64> = vec![];
+    for t in ticks {
+        if kept
+            .last()
+            .is_none_or(|&last| (t / last).log10() >= min_gap)
+        {
+            kept.push(t);
+        }
+    }
+    let ticks = kept;
     let pad = ((y1 - y0) * 0.08).max(0.5);
     let (y0, y1) = (y0 - pad, y1 + pad);
     let mut chart = ChartBuilder::on(root)
