@@ -49,7 +49,8 @@ pub const ROW_FIELDS: [&str; 5] = ["model", "dataset", "method", "options", "see
 /// Fields a filter may test.
 pub const FILTER_FIELDS: [&str; 6] = ["model", "dataset", "method", "options", "seed", "density"];
 
-fn field_of(r: &RunSummary, field: &str) -> String {
+/// The value of a run's filter field (one of [`FILTER_FIELDS`]) as text; empty for any other name.
+pub fn field_of(r: &RunSummary, field: &str) -> String {
     match field {
         "model" => r.model.clone(),
         "dataset" => r.dataset.clone(),

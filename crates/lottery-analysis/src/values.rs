@@ -60,8 +60,8 @@ pub fn run_value(
     run: &RunSummary,
     metric: &RunMetric,
 ) -> Result<Option<f64>, StoreError> {
-    let read = || store::read_metrics(&study_dir.join(&run.run_id).join("metrics.parquet"));
     let path = study_dir.join(&run.run_id).join("metrics.parquet");
+    let read = || store::read_metrics(&path);
     let pl = |source: PolarsError| StoreError::Polars {
         path: path.clone(),
         cause: source,

@@ -115,7 +115,10 @@ fn measure(results: &Path, m: &Measure) -> Result<Option<Figure>, ClaimsError> {
         return Ok(None);
     }
     for field in ["model", "dataset", "method", "options"] {
-        let values: BTreeSet<String> = kept.iter().map(|r| field_value(r, field)).collect();
+        let values: BTreeSet<String> = kept
+            .iter()
+            .map(|r| lottery_analysis::table::field_of(r, field))
+            .collect();
         if values.len() > 1 {
             return Err(StoreError::Query(format!(
                 "measure `{}`: the runs it selects in study `{}` differ in {field} ({}); add it to the filter",
@@ -145,15 +148,6 @@ fn measure(results: &Path, m: &Measure) -> Result<Option<Figure>, ClaimsError> {
         seeds: by_seed.keys().copied().collect(),
         setting: format!("{} on {}, {epochs} epochs", first.model, first.dataset),
     }))
-}
-
-fn field_value(r: &RunSummary, field: &str) -> String {
-    match field {
-        "model" => r.model.clone(),
-        "dataset" => r.dataset.clone(),
-        "method" => r.method.clone(),
-        _ => r.options.clone(),
-    }
 }
 
 /// Evaluates `claim` over the runs under `results`.

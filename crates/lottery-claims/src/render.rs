@@ -109,13 +109,13 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
     if !studies.is_empty() {
         out.push_str("\n## Studies read\n\n");
         out.push_str("| study | finished runs | seeds | backend | commit | compute time (prune + train, summed over runs) |\n");
-        // A layer-collapse record counts beside the runs.
         out.push_str("|---|---:|---|---|---|---:|\n");
         for s in studies {
             let seeds: Vec<String> = s.seeds.iter().map(u64::to_string).collect();
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} |\n",
                 s.study,
+                // A layer-collapse record counts beside the runs.
                 if s.collapse_models.is_empty() {
                     s.runs.to_string()
                 } else {

@@ -70,14 +70,26 @@ pub(crate) struct SweepArgs {
 pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
     let name = lottery_sweep::sweep_name(&a.config);
     if a.status {
-        // Reading only: without a stored plan, the plan is computed and not written.
-        let plan = match lottery_sweep::SweepPlan::load(&a.results, &name) {
-            Ok(plan) => plan,
-            Err(_) => {
-                lottery_sweep::SweepPlan::in_memory(&a.results, &name, &a.config, run_specs(&a)?)?
-            }
-        };
+        // Reading only: the grid of the config and overrides as given now, never a plan stored
+        // by an earlier sweep (the config or its overrides may have changed since).
+        let plan =
+            lottery_sweep::SweepPlan::in_memory(&a.results, &name, &a.config, run_specs(&a)?)?;
         print!("{}", lottery_sweep::render_status(&plan));
+        if let Ok(stored) = lottery_sweep::SweepPlan::load(&a.results, &name) {
+            let now: std::collections::BTreeSet<&str> =
+                plan.runs.iter().map(|r| r.run_id.as_str()).collect();
+            let other = stored
+                .runs
+                .iter()
+                .filter(|r| !now.contains(r.run_id.as_str()))
+                .count();
+            if other > 0 {
+                println!(
+                    "(the last sweep started from this config planned {} runs, {other} of them not in this grid: other overrides or an edited config)",
+                    stored.runs.len()
+                );
+            }
+        }
         return Ok(());
     }
     // Each run reads the save interval; a bad one is refused before the plan is written.
@@ -114,9 +126,13 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
         }
         match lottery_sweep::submit(&job)? {
             lottery_sweep::Submission::Submitted(id) => println!(
-                "submitted job {id}; logs in {}; progress: lottery sweep {} --status",
+                "submitted job {id}; logs in {}; progress: lottery sweep {}{} --status",
                 job.logs.display(),
-                a.config.display()
+                a.config.display(),
+                a.sets
+                    .iter()
+                    .map(|s| format!(" --set {}={}", s.key, s.value))
+                    .collect::<String>()
             ),
             lottery_sweep::Submission::NoSbatch => println!(
                 "sbatch is not on this machine: submit with sbatch {}",

@@ -422,6 +422,38 @@ fn status_reads_and_writes_nothing() {
     assert!(!results.exists());
 }
 
+#[test]
+fn status_reads_the_grid_as_given_not_an_earlier_plan() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "[grid]\nseed = [0, 1]\n");
+    let c = cfg.to_str().unwrap();
+    let o = lottery(
+        d.path(),
+        &["sweep", c, "--set", "prune.method=random", "--no-table"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Without the override the grid is the magnitude runs: none of them ran.
+    let o = lottery(d.path(), &["sweep", c, "--status"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("2 runs: 0 finished, 0 running, 0 failed, 2 pending"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "the last sweep started from this config planned 2 runs, 2 of them not in this grid"
+        ),
+        "{out}"
+    );
+    let o = lottery(
+        d.path(),
+        &["sweep", c, "--set", "prune.method=random", "--status"],
+    );
+    let out = text(&o.stdout);
+    assert!(out.contains("2 runs: 2 finished"), "{out}");
+    assert!(!out.contains("not in this grid"), "{out}");
+}
+
 /// Starts a sweep of `cfg` on one worker while the test holds the claim of its run `held`; once
 /// the other run is recorded and the sweep is still waiting, `let_go` runs and the claim is
 /// dropped. Returns the sweep's output.

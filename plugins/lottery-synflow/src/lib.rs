@@ -165,6 +165,41 @@ impl Scorer for SynflowPruner {
                 }
             )));
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let alive: usize = current.iter().map(|(_, m)| m.kept()).sum();
+            let zero: usize = scores
+                .iter()
+                .map(|(name, t)| {
+                    let keep = &current.get(name).expect("scored from the mask").keep;
+                    t.values
+                        .iter()
+                        .zip(keep)
+                        .filter(|(s, k)| **k && **s == 0.0)
+                        .count()
+                })
+                .sum();
+            tracing::debug!(
+                round,
+                flow = flow.flow,
+                largest,
+                alive,
+                zero,
+                "synflow: R, the largest |θ ∂ln R/∂θ|, alive weights and how many of them score 0"
+            );
+            if alive <= 64 {
+                // Conservation of flow: each layer's log scores sum to 1.
+                let layers: Vec<String> = scores
+                    .iter()
+                    .map(|(name, t)| {
+                        let keep = &current.get(name).expect("scored from the mask").keep;
+                        let alive = keep.iter().filter(|k| **k).count();
+                        let sum: f64 = t.values.iter().map(|&v| v as f64).sum();
+                        format!("{name}: {alive} alive, sum {sum:.4}")
+                    })
+                    .collect();
+                tracing::debug!("synflow round {round}: {}", layers.join("; "));
+            }
+        }
         if largest as f64 * flow.flow < f32::MAX as f64 / 16.0 {
             divide(&mut scores, 1.0 / flow.flow);
         }
