@@ -11,6 +11,10 @@
 //! initialisation: with `precision = "auto"` a round that overflows in f32 is recomputed in f64.
 //! Scores that would exceed f32 are returned divided by R (one factor for all weights, so the
 //! ranking is unchanged).
+//!
+//! At debug level (`LOTTERY_LOG=info,lottery_synflow=debug`) each round logs R, the largest
+//! |θ ∂ln R/∂θ| and the alive and zero-scored weights, and, once 64 or fewer weights are left,
+//! each layer's share of the flow (1 in every layer while flow is conserved).
 
 use lottery_core::plugin::Scorer;
 use lottery_core::scores::{combine, divide};
