@@ -76,17 +76,16 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
             lottery_sweep::SweepPlan::in_memory(&a.results, &name, &a.config, run_specs(&a)?)?;
         print!("{}", lottery_sweep::render_status(&plan));
         if let Ok(stored) = lottery_sweep::SweepPlan::load(&a.results, &name) {
-            let now: std::collections::BTreeSet<&str> =
-                plan.runs.iter().map(|r| r.run_id.as_str()).collect();
-            let other = stored
-                .runs
-                .iter()
-                .filter(|r| !now.contains(r.run_id.as_str()))
-                .count();
-            if other > 0 {
+            let ids = |p: &lottery_sweep::SweepPlan| -> std::collections::BTreeSet<String> {
+                p.runs.iter().map(|r| r.run_id.clone()).collect()
+            };
+            let (now, before) = (ids(&plan), ids(&stored));
+            let dropped = before.difference(&now).count();
+            let added = now.difference(&before).count();
+            if dropped + added > 0 {
                 println!(
-                    "(the last sweep started from this config planned {} runs, {other} of them not in this grid: other overrides or an edited config)",
-                    stored.runs.len()
+                    "(the last sweep started from this config planned {} runs: {dropped} of them are not in this grid, {added} of this grid were not in it; other overrides or an edited config)",
+                    before.len()
                 );
             }
         }
@@ -126,13 +125,9 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
         }
         match lottery_sweep::submit(&job)? {
             lottery_sweep::Submission::Submitted(id) => println!(
-                "submitted job {id}; logs in {}; progress: lottery sweep {}{} --status",
+                "submitted job {id}; logs in {}; progress: {}",
                 job.logs.display(),
-                a.config.display(),
-                a.sets
-                    .iter()
-                    .map(|s| format!(" --set {}={}", s.key, s.value))
-                    .collect::<String>()
+                status_command(&a)
             ),
             lottery_sweep::Submission::NoSbatch => println!(
                 "sbatch is not on this machine: submit with sbatch {}",
@@ -246,6 +241,27 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
     Ok(())
 }
 
+/// The `lottery sweep ... --status` command of this sweep, its overrides and results root
+/// included, quoted for a POSIX shell.
+fn status_command(a: &SweepArgs) -> String {
+    let mut words = vec![
+        "lottery".to_string(),
+        "sweep".to_string(),
+        a.config.display().to_string(),
+    ];
+    for s in &a.sets {
+        words.push("--set".into());
+        words.push(format!("{}={}", s.key, s.value));
+    }
+    if a.results != std::path::Path::new("results") {
+        words.push("--results".into());
+        words.push(a.results.display().to_string());
+    }
+    words.push("--status".into());
+    // Quoting fails only on a NUL byte, which no argument can hold.
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+}
+
 /// Validates every run of the config and resolves each one's config.
 fn run_specs(a: &SweepArgs) -> Result<Vec<lottery_sweep::RunSpec>> {
     let prepared = prepare_all(&a.config, &a.sets)?;
@@ -263,4 +279,43 @@ fn run_specs(a: &SweepArgs) -> Result<Vec<lottery_sweep::RunSpec>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sweep: SweepArgs,
+    }
+
+    fn status_of(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(std::iter::once("lottery").chain(args.iter().copied()))
+            .expect("valid arguments");
+        status_command(&cli.sweep)
+    }
+
+    #[test]
+    fn the_status_command_keeps_overrides_and_results_as_shell_words() {
+        assert_eq!(
+            status_of(&["configs/a.toml"]),
+            "lottery sweep configs/a.toml --status"
+        );
+        assert_eq!(
+            status_of(&[
+                "configs/a b.toml",
+                "--set",
+                "prune.method=imp",
+                "--set",
+                "seed=[0, 1]",
+                "--results",
+                "/scratch/r",
+                "--slurm"
+            ]),
+            "lottery sweep 'configs/a b.toml' --set 'prune.method=\"imp\"' --set 'seed=[0, 1]' --results /scratch/r --status"
+        );
+    }
 }

@@ -432,8 +432,11 @@ fn status_reads_the_grid_as_given_not_an_earlier_plan() {
         &["sweep", c, "--set", "prune.method=random", "--no-table"],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
+    let plan = d.path().join("results/.sweeps/c/plan.json");
+    let stored = std::fs::read(&plan).unwrap();
     // Without the override the grid is the magnitude runs: none of them ran.
     let o = lottery(d.path(), &["sweep", c, "--status"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(
         out.contains("2 runs: 0 finished, 0 running, 0 failed, 2 pending"),
@@ -441,7 +444,7 @@ fn status_reads_the_grid_as_given_not_an_earlier_plan() {
     );
     assert!(
         out.contains(
-            "the last sweep started from this config planned 2 runs, 2 of them not in this grid"
+            "planned 2 runs: 2 of them are not in this grid, 2 of this grid were not in it"
         ),
         "{out}"
     );
@@ -449,9 +452,12 @@ fn status_reads_the_grid_as_given_not_an_earlier_plan() {
         d.path(),
         &["sweep", c, "--set", "prune.method=random", "--status"],
     );
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("2 runs: 2 finished"), "{out}");
     assert!(!out.contains("not in this grid"), "{out}");
+    // Reading only: the stored plan is left as the sweep wrote it.
+    assert_eq!(std::fs::read(&plan).unwrap(), stored);
 }
 
 /// Starts a sweep of `cfg` on one worker while the test holds the claim of its run `held`; once

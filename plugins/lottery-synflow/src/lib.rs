@@ -12,9 +12,10 @@
 //! Scores that would exceed f32 are returned divided by R (one factor for all weights, so the
 //! ranking is unchanged).
 //!
-//! At debug level (`LOTTERY_LOG=info,lottery_synflow=debug`) each round logs R, the largest
-//! |θ ∂ln R/∂θ| and the alive and zero-scored weights, and, once 64 or fewer weights are left,
-//! each layer's share of the flow (1 in every layer while flow is conserved).
+//! At debug level (`LOTTERY_LOG=info,lottery_synflow=debug`) each round logs R (0 once no path
+//! is left), the largest |θ ∂ln R/∂θ| and the alive and zero-scored weights, and, once 64 or
+//! fewer weights are left, each layer's sum of |θ ∂ln R/∂θ| (1 in every layer while flow is
+//! conserved).
 
 use lottery_core::plugin::Scorer;
 use lottery_core::scores::{combine, divide};
@@ -154,8 +155,9 @@ impl Scorer for SynflowPruner {
             };
         }
         if flow.flow == 0.0 {
-            // Some layer has no weight left, so no path carries flow: every score is 0 and the
-            // shared top-k keeps the requested count by position.
+            // No path carries flow (a layer has no weight left, or no kept weights connect): every
+            // score is 0 and the shared top-k keeps the requested count by position.
+            tracing::debug!(round, flow = 0.0, "synflow: no path left, every score is 0");
             return combine(theta, theta, current, |_, _| 0.0);
         }
         let Some((mut scores, largest)) = scored else {
@@ -195,10 +197,9 @@ impl Scorer for SynflowPruner {
                 let layers: Vec<String> = scores
                     .iter()
                     .map(|(name, t)| {
-                        let keep = &current.get(name).expect("scored from the mask").keep;
-                        let alive = keep.iter().filter(|k| **k).count();
+                        let kept = current.get(name).expect("scored from the mask").kept();
                         let sum: f64 = t.values.iter().map(|&v| v as f64).sum();
-                        format!("{name}: {alive} alive, sum {sum:.4}")
+                        format!("{name}: {kept} alive, sum {sum:.4}")
                     })
                     .collect();
                 tracing::debug!("synflow round {round}: {}", layers.join("; "));
