@@ -379,6 +379,8 @@ fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Pa
     if !(resolution > 0.0 && resolution <= 1.0) {
         bail!("--resolution {resolution}: expected a grid step in (0, 1]");
     }
+    // The code the study starts from, before its own table changes the working tree.
+    lottery_cli::experiment::git_state();
     let prepared = prepare_all(config_path, sets)?;
     let first = prepared.first().context("the config resolves to no run")?;
     let x_max = collapse::max_critical_x(first)?;
@@ -490,6 +492,8 @@ fn run(
 ) -> Result<()> {
     // Checked before anything is written: every run of the config reads it.
     lottery_cli::experiment::save_interval()?;
+    // The code the runs start from, before anything changes under them.
+    lottery_cli::experiment::git_state();
     let prepared = prepare_all(config_path, sets)?;
     let studies: Vec<String> = {
         let mut s: Vec<String> = prepared.iter().map(|p| p.canonical.study.clone()).collect();

@@ -341,6 +341,25 @@ fn collapse_finds_a_critical_compression_per_method() {
         "c.toml",
         "[grid]\n\"prune.method\" = [\"magnitude\", \"synflow\"]\n",
     );
+    // A checkout whose committed table the study rewrites: the record names the clean commit it
+    // started from, not the tree its own table made dirty.
+    let tables = d.path().join("results/tables");
+    std::fs::create_dir_all(&tables).unwrap();
+    std::fs::write(tables.join("t.lenet-300-100.md"), "an older table\n").unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(d.path())
+            .output()
+            .expect("git");
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "c.toml", "results/tables/t.lenet-300-100.md"]);
+    git(&["commit", "-q", "-m", "start"]);
+    let head = git(&["rev-parse", "HEAD"]);
     let o = lottery(
         d.path(),
         &[
@@ -367,6 +386,11 @@ fn collapse_finds_a_critical_compression_per_method() {
         .expect("a collapse record");
     let methods: Vec<&str> = record.methods.iter().map(|m| m.method.as_str()).collect();
     assert_eq!(methods, ["magnitude", "synflow"]);
+    assert_eq!(
+        (record.git_commit.as_str(), record.git_dirty),
+        (head.as_str(), false)
+    );
+    assert!(!git(&["status", "--porcelain", "--untracked-files=no"]).is_empty());
     assert!(
         record
             .methods

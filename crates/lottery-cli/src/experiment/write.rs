@@ -11,8 +11,15 @@ use lottery_train::Checkpoints;
 use super::{Prepared, RunError, io};
 use crate::weights;
 
-/// Commit and dirty flag of the working tree, when it is a git checkout.
+/// Commit and dirty flag of the working tree, when it is a git checkout, as they were at this
+/// process's first call: commands call it as they start, so a record names the code its
+/// computation began with, not files changed under it since (its own tracked tables included).
 pub fn git_state() -> (String, bool) {
+    static STATE: std::sync::OnceLock<(String, bool)> = std::sync::OnceLock::new();
+    STATE.get_or_init(read_git_state).clone()
+}
+
+fn read_git_state() -> (String, bool) {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
