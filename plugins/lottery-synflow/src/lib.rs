@@ -172,7 +172,7 @@ impl Scorer for SynflowPruner {
             )));
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let alive: usize = current.iter().map(|(_, m)| m.kept()).sum();
+            let alive = current.kept();
             let zero: usize = scores
                 .iter()
                 .map(|(name, t)| {
