@@ -146,7 +146,8 @@ pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, Sto
     Ok(by.to_vec())
 }
 
-fn row_label(r: &RunSummary, fields: &[String]) -> String {
+/// A run's row label: the values of its `fields` joined by ` / ` (`seed N` for the seed).
+pub(crate) fn row_label(r: &RunSummary, fields: &[String]) -> String {
     fields
         .iter()
         .map(|f| match f.as_str() {
@@ -301,11 +302,24 @@ pub fn recorded_frame(
     aggregate(&kept, &values, scale, &fields).map_err(pl)
 }
 
-/// The mask-distance matrix of a run that recorded one (Early-Bird's `distance/eNNN` rows): the
-/// epochs, and for each pair the distance between the masks after those epochs (symmetric, 0 on
-/// the diagonal; epoch 0 is the mask before training). A run whose detector ran on the step clock
-/// (`distance/sNNNNNN` rows) gives steps in place of epochs.
-pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>), StoreError> {
+/// A run's mask-distance matrix ([`distance_matrix`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistanceMatrix {
+    /// Whether the masks were drawn on the step clock (`detect_every`): `marks` are steps, not
+    /// epochs.
+    pub by_step: bool,
+    /// When each mask was drawn (epoch or step; 0 is the mask before training), ascending.
+    pub marks: Vec<u64>,
+    /// `distances[i][j]`: the distance between the masks at `marks[i]` and `marks[j]`
+    /// (symmetric, 0 on the diagonal, NaN where none was recorded).
+    pub distances: Vec<Vec<f64>>,
+}
+
+/// The mask-distance matrix of a run that recorded one (Early-Bird's `distance/eNNN` rows): for
+/// each pair of masks (after each epoch; epoch 0 is the mask before training) the distance
+/// between them. A run whose detector ran on the step clock (`distance/sNNNNNN` rows) gives steps
+/// in place of epochs.
+pub fn distance_matrix(metrics_path: &Path) -> Result<DistanceMatrix, StoreError> {
     let pl = |source: PolarsError| StoreError::Polars {
         path: metrics_path.to_path_buf(),
         cause: source,
@@ -322,6 +336,7 @@ pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>),
     let value = df.column("value").map_err(pl)?.f64().map_err(pl)?;
     let mut pairs = BTreeMap::new();
     let mut epochs = BTreeSet::new();
+    let mut by_step = false;
     for i in 0..df.height() {
         let (Some(m), Some(v)) = (metric.get(i), value.get(i)) else {
             continue;
@@ -329,6 +344,7 @@ pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>),
         let (clock, older) = if let Some(e) = m.strip_prefix("distance/e") {
             (epoch, e)
         } else if let Some(s) = m.strip_prefix("distance/s") {
+            by_step = true;
             (step, s)
         } else {
             continue;
@@ -362,7 +378,11 @@ pub fn distance_matrix(metrics_path: &Path) -> Result<(Vec<u64>, Vec<Vec<f64>>),
                 .collect()
         })
         .collect();
-    Ok((epochs, matrix))
+    Ok(DistanceMatrix {
+        by_step,
+        marks: epochs,
+        distances: matrix,
+    })
 }
 
 /// One row per (row label, density) of `values` (one per run) times `scale`; the row label joins
@@ -689,10 +709,11 @@ fn trim(x: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn run(method: &str, density: f64, seed: u64, acc: f64) -> RunSummary {
+    /// A run's summary for tests (id from method, density and seed).
+    pub(crate) fn run(method: &str, density: f64, seed: u64, acc: f64) -> RunSummary {
         RunSummary {
             run_id: format!("{method}{density}{seed}"),
             study: "s".into(),
@@ -898,10 +919,11 @@ mod tests {
             row(6, 1, "distance-max".into(), 0.5),
         ];
         store::write_metrics(&stepped, &rows).unwrap();
-        let (steps, m) = distance_matrix(&stepped).unwrap();
-        assert_eq!(steps, vec![0, 3, 6]);
-        assert_eq!(m[0], vec![0.0, 0.5, 0.25]);
-        assert_eq!(m[2], vec![0.25, 0.125, 0.0]);
+        let d = distance_matrix(&stepped).unwrap();
+        assert!(d.by_step);
+        assert_eq!(d.marks, vec![0, 3, 6]);
+        assert_eq!(d.distances[0], vec![0.0, 0.5, 0.25]);
+        assert_eq!(d.distances[2], vec![0.25, 0.125, 0.0]);
         let by_epoch = dir.path().join("epochs.parquet");
         let rows = vec![
             row(4, 1, "distance/e000".into(), 0.5),
@@ -909,9 +931,10 @@ mod tests {
             row(8, 2, "distance/e001".into(), 0.125),
         ];
         store::write_metrics(&by_epoch, &rows).unwrap();
-        let (epochs, m) = distance_matrix(&by_epoch).unwrap();
-        assert_eq!(epochs, vec![0, 1, 2]);
-        assert_eq!(m[1], vec![0.5, 0.0, 0.125]);
+        let d = distance_matrix(&by_epoch).unwrap();
+        assert!(!d.by_step);
+        assert_eq!(d.marks, vec![0, 1, 2]);
+        assert_eq!(d.distances[1], vec![0.5, 0.0, 0.125]);
     }
 
     fn write_two_runs(study: &Path) -> Vec<RunSummary> {

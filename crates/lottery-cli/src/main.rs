@@ -10,16 +10,18 @@ use lottery_analysis::store;
 use lottery_cli::collapse;
 
 mod claims_cmd;
+mod figures;
 mod report;
 mod sweep_cmd;
 
 use claims_cmd::{ClaimsArgs, claims};
+use figures::{plot_distances, plot_layers, plot_per_epoch, plot_study};
 use lottery_cli::experiment::{
     DataCache, Network, Prepared, RunError, execute, initial_scores, prepare, write_weights,
 };
 use lottery_core::ConfigError;
 use lottery_core::config::{self, Override};
-use report::{distances, inspect, plot_layers, plot_study, table};
+use report::{distances, inspect, table};
 use sweep_cmd::{SweepArgs, sweep};
 use tracing_subscriber::EnvFilter;
 
@@ -93,15 +95,31 @@ enum Command {
     /// runs in flight), or as a Slurm job array with --slurm.
     Sweep(SweepArgs),
     /// Figures of a study as PNG and SVG under <results>/plots/: the metric versus compression
-    /// (log axis, ± std error bars, one line per row of the table), or with --layers RUN the
-    /// density of each layer of one run's masks.
+    /// (log axis, ± std error bars, one line per row of the table); with --per-epoch a metric
+    /// recorded once an epoch against the epoch; with --layers RUN the density of each layer of
+    /// one run's masks; with --distances RUN an Early-Bird run's mask-distance matrix.
     Plot {
-        /// Study name (folder under the results root); not needed with --layers.
-        #[arg(required_unless_present = "layers")]
+        /// Study name (folder under the results root); not needed with --layers or --distances.
+        #[arg(required_unless_present_any = ["layers", "distances"])]
         study: Option<String>,
         /// Plot the layer-wise density of this run directory's masks instead.
-        #[arg(long, value_name = "RUN")]
+        #[arg(long, value_name = "RUN", conflicts_with = "distances")]
         layers: Option<PathBuf>,
+        /// Plot this Early-Bird run's mask-distance matrix (epoch × epoch, the paper's Fig. 2) as
+        /// a heatmap instead.
+        #[arg(long, value_name = "RUN")]
+        distances: Option<PathBuf>,
+        /// Plot a metric recorded once an epoch (SPLIT/NAME: the rows NAME/eNNN, e.g.
+        /// gcn-tickets/joint-distance) against the epoch, one line per row and density.
+        #[arg(long, value_name = "SPLIT/NAME", conflicts_with = "levels")]
+        per_epoch: Option<String>,
+        /// With --per-epoch: mark each line at the mean of this recorded metric (e.g.
+        /// gcn-tickets/drawn-epoch).
+        #[arg(long, value_name = "SPLIT/METRIC", requires = "per_epoch")]
+        mark_epoch: Option<String>,
+        /// With --per-epoch: a dashed horizontal line at this value (e.g. the detector's ε).
+        #[arg(long, requires = "per_epoch")]
+        threshold: Option<f64>,
         /// Results root.
         #[arg(long, default_value = "results")]
         results: PathBuf,
@@ -296,20 +314,34 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Plot {
             study,
             layers,
+            distances,
+            per_epoch,
+            mark_epoch,
+            threshold,
             results,
             metric,
             levels,
             select,
-        } => match layers {
-            Some(run) => plot_layers(&run, &results),
-            None => plot_study(
-                &results,
-                study.as_deref().expect("clap requires a study"),
-                &metric,
-                levels,
-                &select,
-            ),
-        },
+        } => {
+            if let Some(run) = layers {
+                return plot_layers(&run, &results);
+            }
+            if let Some(run) = distances {
+                return plot_distances(&run, &results);
+            }
+            let study = study.as_deref().expect("clap requires a study");
+            match per_epoch {
+                Some(m) => plot_per_epoch(
+                    &results,
+                    study,
+                    &m,
+                    mark_epoch.as_deref(),
+                    threshold,
+                    &select,
+                ),
+                None => plot_study(&results, study, &metric, levels, &select),
+            }
+        }
         Command::Distances { run } => {
             print!("{}", distances(&run)?);
             Ok(())

@@ -1,4 +1,4 @@
-//! Reading the results store: study tables, figures, a run's mask layers and distance matrix.
+//! Reading the results store: study tables, a run's mask layers and distance matrix.
 
 use std::path::{Path, PathBuf};
 
@@ -46,7 +46,7 @@ pub(crate) fn table(
 }
 
 /// A file-name suffix for a selection that is not the default (`.by-method-seed.method=imp`).
-fn suffix(select: &Selection) -> String {
+pub(crate) fn suffix(select: &Selection) -> String {
     let mut s = String::new();
     if !select.by.is_empty() {
         s.push_str(&format!(".by-{}", select.by.join("-")));
@@ -84,15 +84,13 @@ fn density_meaning(runs: &[store::RunSummary]) -> String {
     }
 }
 
-/// The aggregated frame of a study's table, its row header, the metric's name and what its
-/// density columns count.
-fn study_table_frame(
+/// The study's folder and its finished runs that pass the selection's filters (an error when
+/// none does; run folders without a summary are named in a warning).
+pub(crate) fn study_runs(
     results: &Path,
     study: &str,
-    metric: &str,
-    levels: bool,
     select: &Selection,
-) -> Result<(polars::prelude::DataFrame, String, String, String)> {
+) -> Result<(PathBuf, Vec<store::RunSummary>)> {
     let study_dir = results.join(study);
     let store::StudyRuns { runs: all, skipped } = store::scan_runs(&study_dir)?;
     if !skipped.is_empty() {
@@ -129,6 +127,19 @@ fn study_table_frame(
             select.filters
         );
     }
+    Ok((study_dir, runs))
+}
+
+/// The aggregated frame of a study's table, its row header, the metric's name and what its
+/// density columns count.
+pub(crate) fn study_table_frame(
+    results: &Path,
+    study: &str,
+    metric: &str,
+    levels: bool,
+    select: &Selection,
+) -> Result<(polars::prelude::DataFrame, String, String, String)> {
+    let (study_dir, runs) = study_runs(results, study, select)?;
     let scale = if metric.contains("accuracy") {
         100.0
     } else {
@@ -157,101 +168,15 @@ fn study_table_frame(
     Ok((frame, header, metric.to_string(), density_meaning(&runs)))
 }
 
-pub(crate) fn plot_study(
-    results: &Path,
-    study: &str,
-    metric: &str,
-    levels: bool,
-    select: &Selection,
-) -> Result<()> {
-    let (frame, header, name, _) = study_table_frame(results, study, metric, levels, select)?;
-    let row = frame.column("row")?.str()?;
-    let density = frame.column("density")?.f64()?;
-    let mean = frame.column("mean")?.f64()?;
-    let std = frame.column("std")?.f64()?;
-    let mut series: Vec<lottery_plot::Series> = vec![];
-    for i in 0..frame.height() {
-        let (Some(label), Some(d), Some(m)) = (row.get(i), density.get(i), mean.get(i)) else {
-            continue;
-        };
-        let point = lottery_plot::Point {
-            density: d,
-            mean: m,
-            std: std.get(i),
-        };
-        match series.iter_mut().find(|s| s.label == label) {
-            Some(s) => s.points.push(point),
-            None => series.push(lottery_plot::Series {
-                label: label.to_string(),
-                points: vec![point],
-            }),
-        }
-    }
-    let y_label = if levels {
-        "test accuracy of each level (%)".to_string()
-    } else if name.contains("accuracy") {
-        format!("{name} (%)")
-    } else {
-        name.clone()
-    };
-    let stem = results.join("plots").join(format!(
-        "{study}.{}{}",
-        name.replace('/', "-"),
-        suffix(select)
-    ));
-    std::fs::create_dir_all(results.join("plots"))?;
-    let png = PathBuf::from(format!("{}.png", stem.display()));
-    let svg = PathBuf::from(format!("{}.svg", stem.display()));
-    lottery_plot::accuracy_plot(
-        &format!("{study}: {name} by {header}, mean ± std over seeds"),
-        &y_label,
-        &series,
-        &png,
-        &svg,
-    )?;
-    println!("wrote {} and {}", png.display(), svg.display());
-    Ok(())
-}
-
-pub(crate) fn plot_layers(run: &Path, results: &Path) -> Result<()> {
-    let masks = MaskSet::load(&run.join("masks.safetensors"))?;
-    let layers: Vec<lottery_plot::LayerDensity> = masks
-        .layers()
-        .into_iter()
-        .map(|l| lottery_plot::LayerDensity {
-            density: l.kept as f64 / l.numel.max(1) as f64,
-            name: l.name,
-        })
-        .collect();
-    let summary = store::read_summary(&run.join("summary.json"))?;
-    let stem = results
-        .join("plots")
-        .join(format!("{}.{}.layers", summary.study, summary.run_id));
-    let png = PathBuf::from(format!("{}.png", stem.display()));
-    let svg = PathBuf::from(format!("{}.svg", stem.display()));
-    std::fs::create_dir_all(results.join("plots"))?;
-    lottery_plot::layer_plot(
-        &format!(
-            "{} {} at density {:.4} (seed {}): density per layer",
-            summary.model, summary.method, summary.density_achieved, summary.seed
-        ),
-        &layers,
-        &png,
-        &svg,
-    )?;
-    println!("wrote {} and {}", png.display(), svg.display());
-    Ok(())
-}
-
 pub(crate) fn distances(run: &Path) -> Result<String> {
-    let (epochs, matrix) = distance_matrix(&run.join("metrics.parquet"))?;
-    let mut out = String::from("epoch");
-    for e in &epochs {
-        out.push_str(&format!(",{e}"));
+    let d = distance_matrix(&run.join("metrics.parquet"))?;
+    let mut out = String::from(if d.by_step { "step" } else { "epoch" });
+    for m in &d.marks {
+        out.push_str(&format!(",{m}"));
     }
     out.push('\n');
-    for (e, row) in epochs.iter().zip(&matrix) {
-        out.push_str(&e.to_string());
+    for (m, row) in d.marks.iter().zip(&d.distances) {
+        out.push_str(&m.to_string());
         for v in row {
             out.push_str(&format!(",{v:.4}"));
         }

@@ -507,6 +507,15 @@ fn early_bird_run_counts_channels_and_tables_its_recorded_metrics() {
     assert_eq!(lines[0], "epoch,0,1", "{csv}");
     assert!(lines[1].starts_with("0,0.0000,"), "{csv}");
     assert!(lines[2].ends_with(",0.0000"), "{csv}");
+    // The same matrix as a heatmap, named by the run.
+    let o = lottery(d.path(), &["plot", "--distances", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_id = summary["run_id"].as_str().unwrap();
+    let svg = d
+        .path()
+        .join(format!("results/plots/t.{run_id}.distances.svg"));
+    let svg = std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("{}: {e}", svg.display()));
+    assert!(svg.contains("mask after epoch"), "the axes name the clock");
     let o = lottery(
         d.path(),
         &["table", "t", "--metric", "early-bird/drawn-epoch"],
@@ -620,6 +629,36 @@ fn a_graph_run_prunes_edges_and_weights_and_tables_them() {
             assert!(table.contains("0.50"), "{table}");
         }
     }
+    // The normalised distances per epoch, the drawn epoch marked.
+    let o = lottery(
+        d.path(),
+        &[
+            "plot",
+            "g",
+            "--per-epoch",
+            "gcn-tickets/joint-distance",
+            "--mark-epoch",
+            "gcn-tickets/drawn-epoch",
+            "--threshold",
+            "0.1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = d
+        .path()
+        .join("results/plots/g.gcn-tickets-joint-distance.per-epoch.svg");
+    let svg = std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("{}: {e}", svg.display()));
+    assert!(
+        svg.contains("gcn-tickets at density 0.2") && svg.contains("drawn at epoch"),
+        "the line and its drawn epoch are labelled"
+    );
+    // A metric the runs never recorded per epoch is an error naming it.
+    let o = lottery(
+        d.path(),
+        &["plot", "g", "--per-epoch", "gcn-tickets/nothing"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("gcn-tickets/nothing"), "{}", stderr(&o));
     // A graph dataset with an image model, and the reverse, name the key at fault.
     let o = lottery(
         d.path(),

@@ -5,12 +5,35 @@
 //!   method, error bars of ± one standard deviation over seeds: the figure of the pruning papers.
 //! - [`layer_plot`]: the density of each prunable layer of one run's masks, the figure the SynFlow
 //!   paper uses to show layer collapse (a layer at density 0 is marked "collapsed").
+//! - [`heatmap_plot`]: a symmetric matrix as coloured cells, Early-Bird's mask-distance matrix.
+//! - [`epoch_plot`]: a metric per epoch, one line per row, each line's drawn epoch marked: GEBT's
+//!   normalised mask distance as it settles.
+
+/// Draws a figure twice, to the PNG and to the SVG: `$draw(&root, args…)` on each backend's root
+/// area, then presents it; errors name the file. Returns from the calling function on error.
+macro_rules! render_png_and_svg {
+    ($png:expr, $svg:expr, $size:expr, $draw:ident($($arg:expr),* $(,)?)) => {{
+        let root = plotters::prelude::BitMapBackend::new($png, $size).into_drawing_area();
+        $draw(&root, $($arg),*).map_err($crate::draw_err($png))?;
+        root.present().map_err($crate::draw_err($png))?;
+        drop(root);
+        let root = plotters::prelude::SVGBackend::new($svg, $size).into_drawing_area();
+        $draw(&root, $($arg),*).map_err($crate::draw_err($svg))?;
+        root.present().map_err($crate::draw_err($svg))?;
+    }};
+}
+
+mod curves;
+mod heatmap;
 
 use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+
+pub use curves::{EpochLine, epoch_plot};
+pub use heatmap::heatmap_plot;
 
 /// Errors of drawing or writing a figure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +80,9 @@ pub struct LayerDensity {
     pub density: f64,
 }
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
@@ -67,7 +90,7 @@ fn register_font() {
     });
 }
 
-fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> PlotError + '_ {
+pub(crate) fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> PlotError + '_ {
     move |e| PlotError::Draw {
         path: path.display().to_string(),
         why: format!("{e:?}"),
@@ -87,13 +110,7 @@ pub fn accuracy_plot(
         return Err(PlotError::Empty(title.to_string()));
     }
     let size = (960, 640);
-    let root = BitMapBackend::new(png, size).into_drawing_area();
-    draw_accuracy(&root, title, y_label, series).map_err(draw_err(png))?;
-    root.present().map_err(draw_err(png))?;
-    drop(root);
-    let root = SVGBackend::new(svg, size).into_drawing_area();
-    draw_accuracy(&root, title, y_label, series).map_err(draw_err(svg))?;
-    root.present().map_err(draw_err(svg))?;
+    render_png_and_svg!(png, svg, size, draw_accuracy(title, y_label, series));
     Ok(())
 }
 
@@ -205,13 +222,7 @@ pub fn layer_plot(
         return Err(PlotError::Empty(title.to_string()));
     }
     let size = (960, 120 + 26 * layers.len() as u32);
-    let root = BitMapBackend::new(png, size).into_drawing_area();
-    draw_layers(&root, title, layers).map_err(draw_err(png))?;
-    root.present().map_err(draw_err(png))?;
-    drop(root);
-    let root = SVGBackend::new(svg, size).into_drawing_area();
-    draw_layers(&root, title, layers).map_err(draw_err(svg))?;
-    root.present().map_err(draw_err(svg))?;
+    render_png_and_svg!(png, svg, size, draw_layers(title, layers));
     Ok(())
 }
 
@@ -278,10 +289,11 @@ fn draw_layers<DB: DrawingBackend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn check_png(path: &Path, width: u32) {
+    /// A decodable PNG `width` wide with coloured marks and dark axes and text.
+    pub(crate) fn check_png(path: &Path, width: u32) {
         let img = image::open(path).expect("a decodable PNG").to_rgb8();
         assert_eq!(img.width(), width);
         let colored = img
