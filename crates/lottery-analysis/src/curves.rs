@@ -31,40 +31,60 @@ pub struct EpochCurve {
     pub density: f64,
     /// The points, by epoch.
     pub points: Vec<EpochPoint>,
+    /// The mean of the mark metric over the runs that recorded it and whose detector fired.
+    pub mark: Option<f64>,
+    /// How many runs gave the mark.
+    pub marked_runs: usize,
+    /// How many runs the curve averages.
+    pub runs: usize,
 }
 
-/// The curves of `split_metric` (`split/name`: the rows `name/eNNN` of that split) over `runs` of
-/// the study in `study_dir`: one per (row label, density), each epoch's values averaged over the
-/// runs that recorded it; NaN values (an epoch with no baseline yet) are left out. A run that
-/// recorded none of it is left out; none at all is an error, as is a file that cannot be read
-/// (naming it).
+/// What one run gives a curve.
+struct RunCurve {
+    run: RunSummary,
+    by_epoch: BTreeMap<u64, f64>,
+    mark: Option<f64>,
+}
+
+/// The curves of `split_metric` (`split/name`: the rows `name/eNNN` of that split, one per epoch)
+/// over `runs` of the study in `study_dir`: one per (row label, density), each epoch's values
+/// averaged over the runs that recorded it; non-finite values (an epoch with no baseline yet) are
+/// left out. With `mark` (`split/metric`, e.g. `gcn-tickets/drawn-epoch`), each curve also holds
+/// that metric's mean over its runs, leaving out a run whose split recorded `detected` = 0 (its
+/// detector never fired, so the value is only where the search stopped). A run that recorded none
+/// of the curve is left out; none at all is an error, as is a file that cannot be read or that
+/// records an epoch twice (not a once-an-epoch metric), naming it.
 pub fn epoch_curves(
     study_dir: &Path,
     runs: &[RunSummary],
     split_metric: &str,
+    mark: Option<&str>,
     by: &[String],
 ) -> Result<Vec<EpochCurve>, StoreError> {
-    let (split, name) = split_metric.split_once('/').ok_or_else(|| {
-        StoreError::Query(format!(
-            "`{split_metric}` is not split/name (a metric recorded once an epoch as name/eNNN)"
-        ))
-    })?;
+    let (split, name) = split_name(split_metric)?;
+    let mark = mark.map(split_name).transpose()?;
     let prefix = format!("{name}/e");
-    let fields = row_fields(runs, by)?;
-    // (label, density bits) → epoch → values over seeds.
-    type Key = (String, u64);
-    let mut values: BTreeMap<Key, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    let mut recorded = vec![];
     for r in runs {
         let path = study_dir.join(&r.run_id).join("metrics.parquet");
         let at_path = |source: PolarsError| StoreError::Polars {
             path: path.clone(),
             cause: source,
         };
+        let mut splits = col("split").eq(lit(split));
+        if let Some((mark_split, _)) = mark {
+            splits = splits.or(col("split").eq(lit(mark_split)));
+        }
         let df = store::read_metrics(&path)?
             .lazy()
-            .filter(col("split").eq(lit(split)))
-            .select([col("metric"), col("value")])
+            .filter(splits)
+            .select([col("split"), col("metric"), col("value")])
             .collect()
+            .map_err(at_path)?;
+        let split_of = df
+            .column("split")
+            .map_err(at_path)?
+            .str()
             .map_err(at_path)?;
         let metric = df
             .column("metric")
@@ -76,52 +96,105 @@ pub fn epoch_curves(
             .map_err(at_path)?
             .f64()
             .map_err(at_path)?;
+        let mut by_epoch = BTreeMap::new();
+        let (mut mark_value, mut detected) = (None, None);
         for i in 0..df.height() {
-            let (Some(m), Some(v)) = (metric.get(i), value.get(i)) else {
+            let (Some(sp), Some(m), Some(v)) = (split_of.get(i), metric.get(i), value.get(i))
+            else {
                 continue;
             };
+            if let Some((mark_split, mark_name)) = mark
+                && sp == mark_split
+            {
+                if m == mark_name {
+                    mark_value = Some(v);
+                } else if m == "detected" {
+                    detected = Some(v);
+                }
+            }
+            if sp != split {
+                continue;
+            }
             let Some(Ok(epoch)) = m.strip_prefix(&prefix).map(str::parse::<u64>) else {
                 continue;
             };
-            if v.is_nan() {
-                continue;
+            if by_epoch.insert(epoch, v).is_some() {
+                return Err(StoreError::Query(format!(
+                    "{}: records {split}/{m} more than once, so {split_metric} is not a metric \
+                     recorded once an epoch",
+                    path.display()
+                )));
             }
-            values
-                .entry((row_label(r, &fields), r.density_requested.to_bits()))
-                .or_default()
-                .entry(epoch)
-                .or_default()
-                .push(v);
         }
+        by_epoch.retain(|_, v: &mut f64| v.is_finite());
+        if by_epoch.is_empty() {
+            continue;
+        }
+        recorded.push(RunCurve {
+            run: r.clone(),
+            by_epoch,
+            mark: mark_value.filter(|_| detected != Some(0.0)),
+        });
     }
-    if values.is_empty() {
+    if recorded.is_empty() {
         return Err(StoreError::Query(format!(
             "no run of {} recorded {split_metric}/eNNN",
             study_dir.display()
         )));
     }
-    let mut curves: Vec<EpochCurve> = values
+    // Row fields from the runs that recorded the curve, as the tables do.
+    let kept: Vec<RunSummary> = recorded.iter().map(|c| c.run.clone()).collect();
+    let fields = row_fields(&kept, by)?;
+    // (label, density bits) → the runs of that curve.
+    let mut groups: BTreeMap<(String, u64), Vec<RunCurve>> = BTreeMap::new();
+    for c in recorded {
+        let key = (
+            row_label(&c.run, &fields),
+            c.run.density_requested.to_bits(),
+        );
+        groups.entry(key).or_default().push(c);
+    }
+    let mut curves: Vec<EpochCurve> = groups
         .into_iter()
-        .map(|((label, density), by_epoch)| EpochCurve {
-            label,
-            density: f64::from_bits(density),
-            points: by_epoch
-                .into_iter()
-                .map(|(epoch, v)| {
-                    let (mean, std) = mean_std(&v);
-                    EpochPoint {
-                        epoch,
-                        mean,
-                        std,
-                        n: v.len(),
-                    }
-                })
-                .collect(),
+        .map(|((label, density), runs)| {
+            let mut by_epoch: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+            for (&epoch, &v) in runs.iter().flat_map(|c| c.by_epoch.iter()) {
+                by_epoch.entry(epoch).or_default().push(v);
+            }
+            let marks: Vec<f64> = runs.iter().filter_map(|c| c.mark).collect();
+            EpochCurve {
+                label,
+                density: f64::from_bits(density),
+                points: by_epoch
+                    .into_iter()
+                    .map(|(epoch, v)| {
+                        let (mean, std) = mean_std(&v);
+                        EpochPoint {
+                            epoch,
+                            mean,
+                            std,
+                            n: v.len(),
+                        }
+                    })
+                    .collect(),
+                mark: (!marks.is_empty()).then(|| mean_std(&marks).0),
+                marked_runs: marks.len(),
+                runs: runs.len(),
+            }
         })
         .collect();
     // Rows by label, then the densest first (as the tables order them).
     curves.sort_by(|a, b| a.label.cmp(&b.label).then(b.density.total_cmp(&a.density)));
     Ok(curves)
+}
+
+/// `split/name` as its two parts.
+fn split_name(what: &str) -> Result<(&str, &str), StoreError> {
+    what.split_once('/').ok_or_else(|| {
+        StoreError::Query(format!(
+            "`{what}` is not split/name (a metric recorded as split/name)"
+        ))
+    })
 }
 
 /// Mean and sample standard deviation (none for one value).
@@ -176,6 +249,8 @@ mod tests {
                 (g, "joint-distance/e003", 0.4),
                 (g, "graph-distance/e002", 9.0),
                 ("test", "accuracy", 0.7),
+                (g, "drawn-epoch", 3.0),
+                (g, "detected", 1.0),
             ],
         );
         record(
@@ -183,16 +258,29 @@ mod tests {
             "b",
             &[
                 (g, "joint-distance/e002", 0.6),
-                (g, "joint-distance/e003", 0.2),
+                (g, "joint-distance/e003", f64::INFINITY),
+                (g, "drawn-epoch", 5.0),
+                (g, "detected", 1.0),
             ],
         );
-        record(dir.path(), "c", &[(g, "joint-distance/e002", 0.5)]);
+        // Never drawn: its drawn epoch is only where the search stopped.
+        record(
+            dir.path(),
+            "c",
+            &[
+                (g, "joint-distance/e002", 0.5),
+                (g, "drawn-epoch", 100.0),
+                (g, "detected", 0.0),
+            ],
+        );
         let runs = vec![run("a", 0, 0.5), run("b", 1, 0.5), run("c", 0, 0.2)];
-        let curves = epoch_curves(dir.path(), &runs, "gcn-tickets/joint-distance", &[]).unwrap();
+        let mark = Some("gcn-tickets/drawn-epoch");
+        let curves =
+            epoch_curves(dir.path(), &runs, "gcn-tickets/joint-distance", mark, &[]).unwrap();
         assert_eq!(curves.len(), 2);
         let (dense, sparse) = (&curves[0], &curves[1]);
         assert_eq!((dense.label.as_str(), dense.density), ("gcn-tickets", 0.5));
-        // Epoch 1 was NaN (no baseline): left out.
+        // Epoch 1 was NaN (no baseline): left out; so is run b's infinite epoch 3.
         assert_eq!(
             dense.points.iter().map(|p| p.epoch).collect::<Vec<_>>(),
             [2, 3]
@@ -200,9 +288,16 @@ mod tests {
         let p = dense.points[0];
         assert!((p.mean - 0.7).abs() < 1e-12 && p.n == 2);
         assert!((p.std.unwrap() - 0.02f64.sqrt()).abs() < 1e-12);
+        assert_eq!((dense.points[1].mean, dense.points[1].n), (0.4, 1));
+        assert_eq!(
+            (dense.mark, dense.marked_runs, dense.runs),
+            (Some(4.0), 2, 2)
+        );
         assert_eq!(sparse.density, 0.2);
         assert_eq!(sparse.points.len(), 1);
         assert_eq!(sparse.points[0].std, None);
+        // The undetected run gives no mark.
+        assert_eq!((sparse.mark, sparse.marked_runs, sparse.runs), (None, 0, 1));
     }
 
     #[test]
@@ -210,9 +305,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         record(dir.path(), "a", &[("test", "accuracy", 0.7)]);
         let runs = vec![run("a", 0, 0.5)];
-        let e = epoch_curves(dir.path(), &runs, "gcn-tickets/joint-distance", &[]).unwrap_err();
-        assert!(e.to_string().contains("gcn-tickets/joint-distance"), "{e}");
-        let e = epoch_curves(dir.path(), &runs, "no-split", &[]).unwrap_err();
+        let curve = "gcn-tickets/joint-distance";
+        let e = epoch_curves(dir.path(), &runs, curve, None, &[]).unwrap_err();
+        assert!(e.to_string().contains(curve), "{e}");
+        let e = epoch_curves(dir.path(), &runs, "no-split", None, &[]).unwrap_err();
         assert!(e.to_string().contains("`no-split`"), "{e}");
+        let e = epoch_curves(dir.path(), &runs, curve, Some("no-split"), &[]).unwrap_err();
+        assert!(e.to_string().contains("`no-split`"), "{e}");
+    }
+
+    #[test]
+    fn a_metric_recorded_twice_for_an_epoch_is_not_a_curve() {
+        // Early-Bird's `distance/eNNN` rows name the older mask, once per later epoch.
+        let dir = tempfile::tempdir().unwrap();
+        let eb = "early-bird";
+        record(
+            dir.path(),
+            "a",
+            &[(eb, "distance/e000", 0.5), (eb, "distance/e000", 0.4)],
+        );
+        let e = epoch_curves(
+            dir.path(),
+            &[run("a", 0, 0.5)],
+            "early-bird/distance",
+            None,
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("metrics.parquet") && e.contains("more than once"),
+            "{e}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lottery_analysis::{distance_matrix, epoch_curves, recorded_frame, store};
+use lottery_analysis::{distance_matrix, epoch_curves, store};
 use lottery_core::MaskSet;
 
 use crate::Selection;
@@ -132,8 +132,8 @@ pub(crate) fn plot_distances(run: &Path, results: &Path) -> Result<()> {
 
 /// A metric recorded once an epoch (`split/name`, the rows `name/eNNN`) against the epoch, one
 /// line per row and density, mean ± std over seeds; each line marked at the mean of `mark` (a
-/// recorded `split/metric`, e.g. the drawn epoch) where its runs recorded it, and `threshold` as
-/// a dashed line: `<study>.<split>-<name>.per-epoch<selection>`.
+/// recorded `split/metric`, e.g. the drawn epoch) over its runs whose detector fired, and
+/// `threshold` as a dashed line: `<study>.<split>-<name>.per-epoch<selection>`.
 pub(crate) fn plot_per_epoch(
     results: &Path,
     study: &str,
@@ -143,33 +143,28 @@ pub(crate) fn plot_per_epoch(
     select: &Selection,
 ) -> Result<()> {
     let (study_dir, runs) = study_runs(results, study, select)?;
-    let curves = epoch_curves(&study_dir, &runs, metric, &select.by)?;
-    let marks = match mark {
-        Some(m) => {
-            let frame = recorded_frame(&study_dir, &runs, m, 1.0, &select.by)
-                .with_context(|| format!("--mark-epoch {m}"))?;
-            let row = frame.column("row")?.str()?.clone();
-            let density = frame.column("density")?.f64()?.clone();
-            let mean = frame.column("mean")?.f64()?.clone();
-            (0..frame.height())
-                .filter_map(|i| Some((row.get(i)?.to_string(), density.get(i)?, mean.get(i)?)))
-                .collect()
-        }
-        None => vec![],
-    };
+    let curves = epoch_curves(&study_dir, &runs, metric, mark, &select.by)?;
+    let mark_name = mark.map(|m| m.split_once('/').map_or(m, |(_, name)| name));
     let lines: Vec<lottery_plot::EpochLine> = curves
         .iter()
-        .map(|c| lottery_plot::EpochLine {
-            label: format!("{} at density {}", c.label, (c.density * 1e4).round() / 1e4),
-            points: c
-                .points
-                .iter()
-                .map(|p| (p.epoch as f64, p.mean, p.std))
-                .collect(),
-            marked_epoch: marks
-                .iter()
-                .find(|(row, density, _)| *row == c.label && *density == c.density)
-                .map(|m| m.2),
+        .map(|c| {
+            let mut label = format!("{} at density {}", c.label, (c.density * 1e4).round() / 1e4);
+            if let Some(name) = mark_name {
+                let seeds = format!("{} of {} seeds", c.marked_runs, c.runs);
+                label.push_str(&match c.mark {
+                    Some(m) => format!(", {name} {m:.1} ({seeds})"),
+                    None => format!(", no {name} ({seeds}: the detector never fired)"),
+                });
+            }
+            lottery_plot::EpochLine {
+                label,
+                points: c
+                    .points
+                    .iter()
+                    .map(|p| (p.epoch as f64, p.mean, p.std))
+                    .collect(),
+                marked_epoch: c.mark,
+            }
         })
         .collect();
     let (png, svg) = figure_paths(

@@ -105,20 +105,24 @@ enum Command {
         /// Plot the layer-wise density of this run directory's masks instead.
         #[arg(long, value_name = "RUN", conflicts_with = "distances")]
         layers: Option<PathBuf>,
-        /// Plot this Early-Bird run's mask-distance matrix (epoch × epoch, the paper's Fig. 2) as
-        /// a heatmap instead.
-        #[arg(long, value_name = "RUN")]
+        /// Plot this Early-Bird run's mask-distance matrix (epoch × epoch, or step × step on the
+        /// step clock; the paper's Fig. 2) as a heatmap instead.
+        #[arg(long, value_name = "RUN", conflicts_with_all = ["levels", "metric"])]
         distances: Option<PathBuf>,
         /// Plot a metric recorded once an epoch (SPLIT/NAME: the rows NAME/eNNN, e.g.
         /// gcn-tickets/joint-distance) against the epoch, one line per row and density.
-        #[arg(long, value_name = "SPLIT/NAME", conflicts_with = "levels")]
+        #[arg(
+            long,
+            value_name = "SPLIT/NAME",
+            conflicts_with_all = ["levels", "metric", "layers", "distances"]
+        )]
         per_epoch: Option<String>,
         /// With --per-epoch: mark each line at the mean of this recorded metric (e.g.
-        /// gcn-tickets/drawn-epoch).
+        /// gcn-tickets/drawn-epoch) over its runs whose detector fired (`detected` ≠ 0).
         #[arg(long, value_name = "SPLIT/METRIC", requires = "per_epoch")]
         mark_epoch: Option<String>,
         /// With --per-epoch: a dashed horizontal line at this value (e.g. the detector's ε).
-        #[arg(long, requires = "per_epoch")]
+        #[arg(long, requires = "per_epoch", value_parser = parse_finite)]
         threshold: Option<f64>,
         /// Results root.
         #[arg(long, default_value = "results")]
@@ -137,7 +141,8 @@ enum Command {
     /// the store give, a verdict (held, not held, not testable here, not run) and the command
     /// that reproduces it; written to <results>/CLAIMS.md.
     Claims(ClaimsArgs),
-    /// Early-Bird's mask-distance matrix of a run (epoch × epoch, the paper's figure), as CSV.
+    /// Early-Bird's mask-distance matrix of a run (epoch × epoch, or step × step on the step
+    /// clock; the paper's figure), as CSV.
     Distances {
         /// A run directory.
         run: PathBuf,
@@ -203,6 +208,13 @@ struct Selection {
     /// differ).
     #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
     by: Vec<String>,
+}
+
+fn parse_finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}`: expected a finite number")),
+    }
 }
 
 fn parse_filter(s: &str) -> Result<(String, String), String> {

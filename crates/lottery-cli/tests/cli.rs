@@ -649,9 +649,20 @@ fn a_graph_run_prunes_edges_and_weights_and_tables_them() {
         .join("results/plots/g.gcn-tickets-joint-distance.per-epoch.svg");
     let svg = std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("{}: {e}", svg.display()));
     assert!(
-        svg.contains("gcn-tickets at density 0.2") && svg.contains("drawn at epoch"),
+        svg.contains("gcn-tickets at density 0.2") && svg.contains("drawn-epoch"),
         "the line and its drawn epoch are labelled"
     );
+    // A figure per epoch is not a figure of levels, and ε must be a number.
+    for bad in [["--levels", "--per-epoch"], ["--threshold", "inf"]] {
+        let mut args = vec!["plot", "g", "--per-epoch", "gcn-tickets/joint-distance"];
+        args.extend(bad);
+        if bad[1] == "--per-epoch" {
+            args.pop();
+        }
+        let o = lottery(d.path(), &args);
+        assert!(!o.status.success(), "{bad:?}");
+        assert!(stderr(&o).contains(bad[0]), "{}", stderr(&o));
+    }
     // A metric the runs never recorded per epoch is an error naming it.
     let o = lottery(
         d.path(),

@@ -15,13 +15,14 @@ pub struct EpochLine {
     pub label: String,
     /// `(epoch, mean, sample std)`, any order.
     pub points: Vec<(f64, f64, Option<f64>)>,
-    /// An epoch to mark on the line (e.g. the mean epoch its ticket was drawn).
+    /// An epoch to mark on the line with a triangle (e.g. the mean epoch its ticket was drawn);
+    /// drawn only within the line's epochs, and then the legend ends in "▲".
     pub marked_epoch: Option<f64>,
 }
 
 /// Draws `lines` as metric (y) versus epoch (x) to `png` and `svg`, each with ± std error bars and
-/// its marked epoch as a triangle on the line (the legend says so); `threshold`, when given, as a
-/// dashed horizontal line.
+/// its marked epoch as a triangle on the line; `threshold`, when given, as a dashed horizontal
+/// line. Non-finite values are an error (they would leave no range to draw).
 pub fn epoch_plot(
     title: &str,
     y_label: &str,
@@ -34,6 +35,17 @@ pub fn epoch_plot(
     if lines.iter().all(|l| l.points.is_empty()) {
         return Err(PlotError::Empty(title.to_string()));
     }
+    let finite = |v: f64| v.is_finite();
+    if !lines
+        .iter()
+        .flat_map(|l| l.points.iter())
+        .all(|&(x, m, s)| finite(x) && finite(m) && s.is_none_or(finite))
+        || !threshold.is_none_or(finite)
+    {
+        return Err(PlotError::Invalid(format!(
+            "{title}: a value or the threshold is not finite"
+        )));
+    }
     let size = (960, 640);
     render_png_and_svg!(
         png,
@@ -44,12 +56,16 @@ pub fn epoch_plot(
     Ok(())
 }
 
-/// The line's value at `x`, linearly between its two nearest epochs (sorted points).
+/// The line's value at `x`, linearly between its two nearest epochs (sorted points); none outside
+/// them.
 fn value_at(points: &[(f64, f64, f64)], x: f64) -> Option<f64> {
     let after = points.iter().position(|p| p.0 >= x)?;
     let b = points[after];
-    if after == 0 || b.0 == x {
+    if b.0 == x {
         return Some(b.1);
+    }
+    if after == 0 {
+        return None;
     }
     let a = points[after - 1];
     Some(a.1 + (b.1 - a.1) * (x - a.0) / (b.0 - a.0))
@@ -88,7 +104,14 @@ fn draw_epochs<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("epoch")
         .y_desc(y_label)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Whole epochs only (a short axis has ticks at halves).
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .draw()?;
@@ -111,8 +134,11 @@ fn draw_epochs<DB: DrawingBackend>(
             .map(|&(x, m, s)| (x, m, s.unwrap_or(0.0)))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let label = match line.marked_epoch {
-            Some(e) => format!("{} (▲ drawn at epoch {e:.1})", line.label),
+        let marker = line
+            .marked_epoch
+            .and_then(|e| value_at(&pts, e).map(|y| (e, y)));
+        let label = match marker {
+            Some(_) => format!("{} ▲", line.label),
             None => line.label.clone(),
         };
         chart
@@ -127,11 +153,8 @@ fn draw_epochs<DB: DrawingBackend>(
         chart.draw_series(pts.iter().filter(|p| p.2 > 0.0).map(|p| {
             ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 5)
         }))?;
-        if let Some(y) = line
-            .marked_epoch
-            .and_then(|e| value_at(&pts, e).map(|y| (e, y)))
-        {
-            chart.draw_series(std::iter::once(TriangleMarker::new(y, 9, color.filled())))?;
+        if let Some(at) = marker {
+            chart.draw_series(std::iter::once(TriangleMarker::new(at, 9, color.filled())))?;
         }
     }
     chart
@@ -154,7 +177,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let lines = vec![
             EpochLine {
-                label: "gcn-tickets d=0.328".into(),
+                label: "gcn-tickets d=0.328, drawn at 4.5".into(),
                 points: vec![
                     (3.0, 1.0, Some(0.1)),
                     (4.0, 0.5, Some(0.05)),
@@ -163,23 +186,26 @@ mod tests {
                 marked_epoch: Some(4.5),
             },
             EpochLine {
-                label: "gcn-tickets d=0.168".into(),
+                label: "gcn-tickets d=0.168, drawn at 9".into(),
                 points: vec![(3.0, 0.9, None), (4.0, 0.7, None)],
-                marked_epoch: None,
+                marked_epoch: Some(9.0),
             },
         ];
         let (png, svg) = (d.path().join("c.png"), d.path().join("c.svg"));
         epoch_plot("s: distance", "distance", &lines, Some(0.1), &png, &svg).unwrap();
         check_png(&png, 960);
         let text = std::fs::read_to_string(&svg).unwrap();
-        assert!(text.contains("drawn at epoch 4.5") && text.contains("threshold 0.1"));
-        assert!(text.contains("gcn-tickets d=0.168"));
-        assert_eq!(
-            value_at(&[(3.0, 1.0, 0.0), (5.0, 0.0, 0.0)], 4.5),
-            Some(0.25)
-        );
-        assert_eq!(value_at(&[(3.0, 1.0, 0.0)], 9.0), None);
+        assert!(text.contains("drawn at 4.5 ▲") && text.contains("threshold 0.1"));
+        // Epoch 9 lies past the line's last point: no triangle, and the legend promises none.
+        assert!(text.contains("drawn at 9") && !text.contains("drawn at 9 ▲"));
+        let line = [(3.0, 1.0, 0.0), (5.0, 0.0, 0.0)];
+        assert_eq!(value_at(&line, 4.5), Some(0.25));
+        assert_eq!(value_at(&line, 3.0), Some(1.0));
+        assert_eq!(value_at(&line, 2.0), None);
+        assert_eq!(value_at(&line, 9.0), None);
         let e = epoch_plot("s", "y", &[], None, &png, &svg);
         assert!(matches!(e, Err(PlotError::Empty(_))));
+        let e = epoch_plot("s", "y", &lines, Some(f64::INFINITY), &png, &svg);
+        assert!(matches!(e, Err(PlotError::Invalid(_))));
     }
 }

@@ -24,13 +24,20 @@ pub fn heatmap_plot(
     svg: &Path,
 ) -> Result<(), PlotError> {
     register_font();
-    if ticks.is_empty()
-        || matrix.len() != ticks.len()
-        || matrix.iter().any(|r| r.len() != ticks.len())
-    {
+    let n = ticks.len();
+    if n < 2 {
         return Err(PlotError::Empty(format!(
-            "{title}: the matrix is not {n} × {n}",
-            n = ticks.len()
+            "{title}: a matrix of distances needs at least 2 masks, got {n}"
+        )));
+    }
+    let bad_row = matrix.iter().map(Vec::len).find(|&len| len != n);
+    if matrix.len() != n || bad_row.is_some() {
+        return Err(PlotError::Invalid(format!(
+            "{title}: the matrix must be {n} × {n} (a row and a column per mark); it has {} rows{}",
+            matrix.len(),
+            bad_row
+                .map(|len| format!(", one of {len} columns"))
+                .unwrap_or_default()
         )));
     }
     let size = (900, 800);
@@ -167,8 +174,13 @@ mod tests {
         );
         let e = heatmap_plot("t", "epoch", &[0, 1], &m, &png, &svg);
         assert!(
-            matches!(e, Err(PlotError::Empty(_))),
+            matches!(e, Err(PlotError::Invalid(_))),
             "a 3 × 3 matrix with 2 ticks"
+        );
+        let e = heatmap_plot("t", "epoch", &[0], &[vec![0.0]], &png, &svg);
+        assert!(
+            matches!(e, Err(PlotError::Empty(_))),
+            "one mask: no distance"
         );
     }
 }

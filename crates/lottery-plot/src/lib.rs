@@ -49,6 +49,9 @@ pub enum PlotError {
     /// Nothing to draw.
     #[error("nothing to plot: {0}")]
     Empty(String),
+    /// The data cannot be drawn as given (a shape or a value), with why.
+    #[error("cannot plot {0}")]
+    Invalid(String),
 }
 
 /// One point of a line: a density and the mean (and sample std) of a metric over seeds.
