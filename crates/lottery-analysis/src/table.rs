@@ -504,14 +504,24 @@ pub fn levels_frame(
 pub enum Best {
     /// The largest (accuracies).
     Highest,
-    /// The smallest (losses, seconds).
+    /// The smallest (losses, seconds, drawn epochs, FLOPs and parameter ratios).
     Lowest,
 }
 
 impl Best {
-    /// The direction for a metric name: lowest for losses and times, highest otherwise.
+    /// The direction for a metric name: lowest for losses, times, the epoch or step a ticket was
+    /// drawn at (earlier is the point of an early-bird ticket) and cost ratios (FLOPs,
+    /// parameters); highest otherwise.
     pub fn for_metric(metric: &str) -> Self {
-        if metric.contains("loss") || metric.contains("seconds") {
+        let lower_is_better = [
+            "loss",
+            "seconds",
+            "drawn-epoch",
+            "drawn-step",
+            "flops",
+            "params",
+        ];
+        if lower_is_better.iter().any(|m| metric.contains(m)) {
             Best::Lowest
         } else {
             Best::Highest
@@ -812,6 +822,12 @@ pub(crate) mod tests {
         // For times and losses the smallest mean is the best.
         assert_eq!(Best::for_metric("prune_seconds"), Best::Lowest);
         assert_eq!(Best::for_metric("test_accuracy"), Best::Highest);
+        assert_eq!(Best::for_metric("early-bird/drawn-epoch"), Best::Lowest);
+        assert_eq!(
+            Best::for_metric("gcn-tickets/train-flops-ratio"),
+            Best::Lowest
+        );
+        assert_eq!(Best::for_metric("early-bird/dense-accuracy"), Best::Highest);
         let md = render_table_with(&f, TableFormat::Markdown, "t", "method", Best::Lowest).unwrap();
         assert!(
             md.contains("| a | 85.00 ± 7.07 (n=2) | **50.00 (n=1)** |"),

@@ -28,7 +28,8 @@ pub(crate) fn plot_study(
     levels: bool,
     select: &Selection,
 ) -> Result<()> {
-    let (frame, header, name, _) = study_table_frame(results, study, metric, levels, select)?;
+    let (frame, header, name, density_meaning) =
+        study_table_frame(results, study, metric, levels, select)?;
     let row = frame.column("row")?.str()?;
     let density = frame.column("density")?.f64()?;
     let mean = frame.column("mean")?.f64()?;
@@ -65,6 +66,7 @@ pub(crate) fn plot_study(
     lottery_plot::accuracy_plot(
         &format!("{study}: {name} by {header}, mean ± std over seeds"),
         &y_label,
+        &density_meaning,
         &series,
         &png,
         &svg,

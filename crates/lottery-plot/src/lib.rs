@@ -100,10 +100,12 @@ pub(crate) fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl FnOnce(E) -> Plo
     }
 }
 
-/// Draws `series` as metric (y) versus compression (x, log) to `png` and `svg`.
+/// Draws `series` as metric (y) versus compression (x, log) to `png` and `svg`; `density_meaning`
+/// says what a density counts (e.g. "fraction of prunable weights kept") for the x axis.
 pub fn accuracy_plot(
     title: &str,
     y_label: &str,
+    density_meaning: &str,
     series: &[Series],
     png: &Path,
     svg: &Path,
@@ -113,7 +115,12 @@ pub fn accuracy_plot(
         return Err(PlotError::Empty(title.to_string()));
     }
     let size = (960, 640);
-    render_png_and_svg!(png, svg, size, draw_accuracy(title, y_label, series));
+    render_png_and_svg!(
+        png,
+        svg,
+        size,
+        draw_accuracy(title, y_label, density_meaning, series)
+    );
     Ok(())
 }
 
@@ -121,6 +128,7 @@ fn draw_accuracy<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     y_label: &str,
+    density_meaning: &str,
     series: &[Series],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
@@ -165,7 +173,9 @@ fn draw_accuracy<DB: DrawingBackend>(
         .build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks), y0..y1)?;
     chart
         .configure_mesh()
-        .x_desc("compression (1 / density, log scale) and density")
+        .x_desc(format!(
+            "compression (1 / density, log scale) and density: the {density_meaning}"
+        ))
         .y_desc(y_label)
         .x_label_formatter(&|x| {
             let density = 100.0 / x;
@@ -343,6 +353,7 @@ pub(crate) mod tests {
         accuracy_plot(
             "study: test_accuracy",
             "test accuracy (%)",
+            "fraction of batch-norm channels kept",
             &series,
             &png,
             &svg,
@@ -352,6 +363,7 @@ pub(crate) mod tests {
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
         assert!(text.contains("synflow") && text.contains("random"));
+        assert!(text.contains("density: the fraction of batch-norm channels kept"));
     }
 
     #[test]
@@ -380,6 +392,7 @@ pub(crate) mod tests {
         let e = accuracy_plot(
             "s",
             "y",
+            "fraction of prunable weights kept",
             &[],
             &d.path().join("a.png"),
             &d.path().join("a.svg"),
