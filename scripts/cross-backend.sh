@@ -15,13 +15,17 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 # The quickstart cut down to one epoch on a tenth of Fashion-MNIST (a data-free and a gradient
-# score), and a convolutional net (conv, max-pool) on generated images.
+# score), a convolutional net (conv, max-pool) on generated images, and a residual net with batch
+# norm (the one-operation train-mode batch norm: LibTorch's native kernel against flex's
+# composition) on a few generated batches.
+tenth="--set data.train_subset=6000 --set data.test_subset=2000"
 cases=(
-  "configs/quickstart.toml --set prune.method=magnitude --set prune.density=0.1"
-  "configs/quickstart.toml --set prune.method=snip --set prune.density=0.02"
-  "configs/quickstart.toml --set model.name=conv-2 --set data.name=synthetic --set prune.method=snip --set prune.density=0.1"
+  "configs/quickstart.toml --set prune.method=magnitude --set prune.density=0.1 $tenth"
+  "configs/quickstart.toml --set prune.method=snip --set prune.density=0.02 $tenth"
+  "configs/quickstart.toml --set model.name=conv-2 --set data.name=synthetic --set prune.method=snip --set prune.density=0.1 $tenth"
+  "configs/quickstart.toml --set model.name=resnet-20 --set data.name=synthetic --set prune.method=snip --set prune.density=0.1 --set data.train_subset=640 --set data.test_subset=500"
 )
-common=(--set seed=0 --set train.epochs=1 --set data.train_subset=6000 --set data.test_subset=2000 --no-table)
+common=(--set seed=0 --set train.epochs=1 --no-table)
 for c in "${cases[@]}"; do
   read -r -a args <<<"$c"
   for side in ref other; do

@@ -5,6 +5,7 @@
 //! (see [`plugin`]); models and datasets have registries in their own crates built the same way.
 
 pub mod backend;
+pub mod batch_norm;
 pub mod config;
 pub mod density;
 pub mod error;

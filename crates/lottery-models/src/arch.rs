@@ -6,6 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
 use lottery_core::BnMode;
+use lottery_core::batch_norm::FusedBatchNorm;
 use lottery_core::config::BiasLayout;
 
 use crate::layers::{ConvModule, batch_norm, conv, global_avg_pool, linear_with};
@@ -206,6 +207,13 @@ impl<B: Backend> ConvNet<B> {
         }
     }
 
+    /// PyTorch `nn.Sequential` index of `layers[i]`.
+    pub fn torch_index(&self, i: usize) -> usize {
+        self.torch_index[i]
+    }
+}
+
+impl<B: FusedBatchNorm> ConvNet<B> {
     /// Logits, batch norm in `mode`.
     pub fn forward(&self, mut x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 2> {
         for (layer, &pool) in self.layers.iter().zip(&self.pools_after) {
@@ -223,11 +231,6 @@ impl<B: Backend> ConvNet<B> {
             x = s.relu(l.forward(x));
         }
         self.fc.forward(x)
-    }
-
-    /// PyTorch `nn.Sequential` index of `layers[i]`.
-    pub fn torch_index(&self, i: usize) -> usize {
-        self.torch_index[i]
     }
 }
 
@@ -269,7 +272,9 @@ impl<B: Backend> BasicBlock<B> {
             shortcut,
         }
     }
+}
 
+impl<B: FusedBatchNorm> BasicBlock<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 4> {
         let out = s.relu(batch_norm(&self.bn1, self.conv1.forward(x.clone()), mode));
         let out = batch_norm(&self.bn2, self.conv2.forward(out), mode);
@@ -326,7 +331,9 @@ impl<B: Backend> CifarResNet<B> {
             fc: linear_with(64, classes, bias.linear(), device),
         }
     }
+}
 
+impl<B: FusedBatchNorm> CifarResNet<B> {
     /// Logits, batch norm in `mode`.
     pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 2> {
         let mut x = s.relu(batch_norm(&self.bn, self.conv.forward(x), mode));
@@ -352,7 +359,7 @@ pub enum ImageModel<B: Backend> {
     ResNet(CifarResNet<B>),
 }
 
-impl<B: Backend> ImageModel<B> {
+impl<B: FusedBatchNorm> ImageModel<B> {
     /// Logits `[N, classes]` of images `[N, C, H, W]`, batch norm as burn runs it (batch
     /// statistics when gradients are tracked, running statistics otherwise).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
@@ -379,7 +386,9 @@ impl<B: Backend> ImageModel<B> {
             Self::ResNet(m) => m.forward(x, mode, switches),
         }
     }
+}
 
+impl<B: Backend> ImageModel<B> {
     /// Every batch-norm scale γ of the network (as tracked tensors: a penalty on them trains them).
     pub fn norm_scales(&self) -> Vec<Tensor<B, 1>> {
         match self {

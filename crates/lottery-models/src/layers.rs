@@ -3,7 +3,9 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
 use lottery_core::BnMode;
+use lottery_core::batch_norm::FusedBatchNorm;
 
 use crate::switches::Switches;
 
@@ -31,7 +33,9 @@ impl<B: Backend> ConvModule<B> {
             bn: batch_norm.then(|| BatchNormConfig::new(c_out).init(device)),
         }
     }
+}
 
+impl<B: FusedBatchNorm> ConvModule<B> {
     /// conv → bn → relu, the ReLU's switches as `switches` says.
     pub fn forward(
         &self,
@@ -48,12 +52,19 @@ impl<B: Backend> ConvModule<B> {
     }
 }
 
-/// Batch norm in `mode`. [`BnMode::Train`] is burn's own forward: batch statistics when gradients
-/// are tracked (and the running statistics updated), running statistics otherwise.
-/// [`BnMode::Eval`] normalises with the running statistics on every backend, autodiff included,
-/// so gradients can be taken through an eval-mode network (PyTorch's `model.eval()`).
-pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
+/// Batch norm in `mode`. [`BnMode::Train`] behaves as burn's `BatchNorm::forward`: batch
+/// statistics when gradients are tracked (and the running statistics updated), running statistics
+/// otherwise; the tracked case runs as one operation ([`FusedBatchNorm`]) instead of burn's
+/// composition of about ten. [`BnMode::Eval`] normalises with the running statistics on every
+/// backend, autodiff included, so gradients can be taken through an eval-mode network (PyTorch's
+/// `model.eval()`).
+pub fn batch_norm<B: FusedBatchNorm>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    mode: BnMode,
+) -> Tensor<B, 4> {
     match mode {
+        BnMode::Train if B::ad_enabled(&x.device()) => batch_norm_train(bn, x),
         BnMode::Train => bn.forward(x),
         BnMode::Eval => {
             let c = x.dims()[1];
@@ -66,6 +77,34 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BnMode) 
                 .add(per_channel(bn.beta.val()))
         }
     }
+}
+
+/// Train-mode batch norm with the batch's statistics; the running statistics move towards them
+/// by burn's momentum, as `BatchNorm::forward` does (the biased variance, as burn keeps it).
+fn batch_norm_train<B: FusedBatchNorm>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let stats = B::batch_norm_train(
+        x.into_primitive().tensor(),
+        bn.gamma.val().into_primitive().tensor(),
+        bn.beta.val().into_primitive().tensor(),
+        bn.epsilon,
+    );
+    let float = |t| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)).detach();
+    let mean = float(stats.mean);
+    let var = float(stats.invstd).powi_scalar(-2).sub_scalar(bn.epsilon);
+    let m = bn.momentum;
+    let device = mean.device();
+    let moved = |running: Tensor<B, 1>, batch: Tensor<B, 1>| {
+        running
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(batch.mul_scalar(m))
+            .detach()
+    };
+    bn.running_mean
+        .update(moved(bn.running_mean.value_sync(), mean));
+    bn.running_var
+        .update(moved(bn.running_var.value_sync(), var));
+    Tensor::from_primitive(TensorPrimitive::Float(stats.output))
 }
 
 /// A convolution layer.
@@ -106,4 +145,97 @@ pub fn linear_with<B: Backend>(
 pub fn global_avg_pool<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
     let [n, c, _, _] = x.dims();
     burn::tensor::module::adaptive_avg_pool2d(x, [1, 1]).reshape([n, c])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::Param;
+
+    type Ad = Autodiff<Flex>;
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: usize) -> Tensor<Ad, D> {
+        let n = shape.iter().product::<usize>();
+        let values: Vec<f32> = (0..n)
+            .map(|i| {
+                (((i * 7919 + seed * 104_729) % 1000) as f32 / 250.0 - 2.0) * (1.0 + seed as f32)
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(values, shape), &Default::default())
+    }
+
+    fn close(a: Tensor<Ad, 1>, b: Tensor<Ad, 1>, what: &str) {
+        let (a, b) = (
+            a.into_data().to_vec::<f32>().unwrap(),
+            b.into_data().to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 2e-5 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs burn's {y}"
+            );
+        }
+    }
+
+    /// The one-node train-mode batch norm gives burn's `BatchNorm::forward_train` output, the same
+    /// gradients for x, γ and β (autodiff through burn's composition), and the same running statistics.
+    #[test]
+    fn fused_train_batch_norm_equals_burns_output_gradients_and_running_statistics() {
+        // Built twice: a cloned module would share its running statistics.
+        let build = || {
+            let mut bn: BatchNorm<Ad> = BatchNormConfig::new(3).init(&Default::default());
+            bn.gamma = Param::from_tensor(tensor([3], 1).add_scalar(3.0));
+            bn.beta = Param::from_tensor(tensor([3], 2));
+            bn
+        };
+        let (fused, reference) = (build(), build());
+        let x = tensor([4, 3, 5, 6], 0);
+        let weights = tensor([4, 3, 5, 6], 3);
+
+        let run = |bn: &BatchNorm<Ad>, fused_path: bool| {
+            let x = x.clone().require_grad();
+            let y = if fused_path {
+                batch_norm(bn, x.clone(), BnMode::Train)
+            } else {
+                bn.forward(x.clone())
+            };
+            let grads = y.clone().mul(weights.clone()).sum().backward();
+            let flat =
+                |t: Tensor<burn::backend::Flex, 4>| Tensor::<Ad, 1>::from_inner(t.flatten(0, 3));
+            (
+                Tensor::<Ad, 1>::from_inner(y.inner().flatten(0, 3)),
+                flat(x.grad(&grads).unwrap()),
+                Tensor::<Ad, 1>::from_inner(bn.gamma.val().grad(&grads).unwrap()),
+                Tensor::<Ad, 1>::from_inner(bn.beta.val().grad(&grads).unwrap()),
+            )
+        };
+        let ours = run(&fused, true);
+        let burns = run(&reference, false);
+        close(ours.0, burns.0, "output");
+        close(ours.1, burns.1, "dx");
+        close(ours.2, burns.2, "dγ");
+        close(ours.3, burns.3, "dβ");
+        close(
+            fused.running_mean.value_sync(),
+            reference.running_mean.value_sync(),
+            "running mean",
+        );
+        close(
+            fused.running_var.value_sync(),
+            reference.running_var.value_sync(),
+            "running var",
+        );
+        // The running statistics moved (momentum 0.1 from 0 and 1).
+        assert!(
+            reference
+                .running_mean
+                .value_sync()
+                .abs()
+                .sum()
+                .into_scalar()
+                > 0.0
+        );
+    }
 }
