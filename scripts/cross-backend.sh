@@ -17,13 +17,15 @@ trap 'rm -rf "$out"' EXIT
 # The quickstart cut down to one epoch on a tenth of Fashion-MNIST (a data-free and a gradient
 # score), a convolutional net (conv, max-pool) on generated images, and a residual net with batch
 # norm (the one-operation train-mode batch norm: LibTorch's native kernel against flex's
-# composition) on a few generated batches.
+# composition) on five generated batches, at a small learning rate: at the quickstart's 0.1 five
+# steps leave this net where rounding differences grow (test loss 14.546 against 14.564), at
+# 0.001 the losses agree to 1e-5 relative.
 tenth="--set data.train_subset=6000 --set data.test_subset=2000"
 cases=(
   "configs/quickstart.toml --set prune.method=magnitude --set prune.density=0.1 $tenth"
   "configs/quickstart.toml --set prune.method=snip --set prune.density=0.02 $tenth"
   "configs/quickstart.toml --set model.name=conv-2 --set data.name=synthetic --set prune.method=snip --set prune.density=0.1 $tenth"
-  "configs/quickstart.toml --set model.name=resnet-20 --set data.name=synthetic --set prune.method=snip --set prune.density=0.1 --set data.train_subset=640 --set data.test_subset=500"
+  "configs/quickstart.toml --set model.name=resnet-20 --set data.name=synthetic --set prune.method=snip --set prune.density=0.1 --set data.train_subset=640 --set data.test_subset=500 --set train.lr=0.001"
 )
 common=(--set seed=0 --set train.epochs=1 --no-table)
 for c in "${cases[@]}"; do
