@@ -17,9 +17,11 @@ trap 'rm -rf "$out"' EXIT
 # The quickstart cut down to one epoch on a tenth of Fashion-MNIST (a data-free and a gradient
 # score), a convolutional net (conv, max-pool) on generated images, and a residual net with batch
 # norm (the one-operation train-mode batch norm: LibTorch's native kernel against flex's
-# composition) on five generated batches, at a small learning rate: at the quickstart's 0.1 five
-# steps leave this net where rounding differences grow (test loss 14.546 against 14.564), at
-# 0.001 the losses agree to 1e-5 relative.
+# composition) on five generated batches, at a small learning rate: at the quickstart's 0.1 the
+# two test losses differed by 1.3e-3 relative (14.546 against 14.564; not measured before batch
+# norm became one operation), at 0.001 by about 1e-5. The test loss stays far above chance's
+# (eval mode uses running statistics five steps old), so the case checks the kept count (SNIP's
+# gradients through batch norm), the running statistics and the loss, not training.
 tenth="--set data.train_subset=6000 --set data.test_subset=2000"
 cases=(
   "configs/quickstart.toml --set prune.method=magnitude --set prune.density=0.1 $tenth"

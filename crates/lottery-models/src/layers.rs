@@ -90,7 +90,7 @@ fn batch_norm_train<B: FusedBatchNorm>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Te
     );
     let float = |t| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)).detach();
     let mean = float(stats.mean);
-    let var = float(stats.invstd).powi_scalar(-2).sub_scalar(bn.epsilon);
+    let var = float(stats.var);
     let m = bn.momentum;
     let device = mean.device();
     let moved = |running: Tensor<B, 1>, batch: Tensor<B, 1>| {
@@ -180,7 +180,8 @@ mod tests {
     }
 
     /// The one-node train-mode batch norm gives burn's `BatchNorm::forward_train` output, the same
-    /// gradients for x, γ and β (autodiff through burn's composition), and the same running statistics.
+    /// gradients for x, γ and β (autodiff through burn's composition), and the same running
+    /// statistics over two steps, a constant channel (a pruned channel's) included.
     #[test]
     fn fused_train_batch_norm_equals_burns_output_gradients_and_running_statistics() {
         // Built twice: a cloned module would share its running statistics.
@@ -191,7 +192,11 @@ mod tests {
             bn
         };
         let (fused, reference) = (build(), build());
-        let x = tensor([4, 3, 5, 6], 0);
+        // Channel 2 constant: variance 0, as a pruned channel gives.
+        let x = tensor([4, 3, 5, 6], 0).slice_assign(
+            [0..4, 2..3, 0..5, 0..6],
+            Tensor::<Ad, 4>::full([4, 1, 5, 6], 0.7, &Default::default()),
+        );
         let weights = tensor([4, 3, 5, 6], 3);
 
         let run = |bn: &BatchNorm<Ad>, fused_path: bool| {
@@ -211,11 +216,28 @@ mod tests {
                 Tensor::<Ad, 1>::from_inner(bn.beta.val().grad(&grads).unwrap()),
             )
         };
+        run(&fused, true);
+        run(&reference, false);
         let ours = run(&fused, true);
         let burns = run(&reference, false);
         close(ours.0, burns.0, "output");
         close(ours.1, burns.1, "dx");
-        close(ours.2, burns.2, "dγ");
+        // A constant channel's x̂ is 0 and so is its dγ; burn's composition gives ~3e-4 there
+        // (its f32 mean of 0.7 is off by an ulp, and (x − mean) is then scaled by 1/√ε ≈ 316).
+        let (d_gamma, d_gamma_burn) = (ours.2.into_data().to_vec::<f32>().unwrap(), burns.2);
+        assert!(
+            d_gamma[2].abs() < 1e-6,
+            "dγ of the constant channel: {}",
+            d_gamma[2]
+        );
+        close(
+            Tensor::from_data(
+                TensorData::new(d_gamma[..2].to_vec(), [2]),
+                &Default::default(),
+            ),
+            d_gamma_burn.slice(0..2),
+            "dγ",
+        );
         close(ours.3, burns.3, "dβ");
         close(
             fused.running_mean.value_sync(),
@@ -227,6 +249,13 @@ mod tests {
             reference.running_var.value_sync(),
             "running var",
         );
+        let running_var = fused
+            .running_var
+            .value_sync()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert!(running_var.iter().all(|v| *v >= 0.0), "{running_var:?}");
         // The running statistics moved (momentum 0.1 from 0 and 1).
         assert!(
             reference
