@@ -38,6 +38,8 @@ fn id(s: usize, t: usize) -> u32 {
 }
 
 fn main() {
+    let allocator = lottery_core::allocator::keep_large_buffers_in_heap();
+    eprintln!("allocator settings: {allocator:?}");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let pretrained =
         Pretrained::load(&root.join(MINILM_DIR)).expect("the MiniLM checkpoint (run `just setup`)");

@@ -232,6 +232,7 @@ enum Format {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
+    let allocator = lottery_core::allocator::keep_large_buffers_in_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("LOTTERY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -240,6 +241,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    report_allocator_tuning(&allocator);
     lottery_plugins::link();
     let cli = Cli::parse();
     match dispatch(cli.command) {
@@ -255,6 +257,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// Says what became of the allocator settings: a refusal as a warning (large tensors then cost
+/// page faults on every step), the rest at debug level.
+fn report_allocator_tuning(tuning: &lottery_core::allocator::AllocatorTuning) {
+    use lottery_core::allocator::AllocatorTuning;
+    match tuning {
+        AllocatorTuning::Refused(setting) => tracing::warn!(
+            "glibc refused {setting}: tensors over 32 MB are mapped afresh on every allocation"
+        ),
+        other => tracing::debug!("allocator settings: {other:?}"),
     }
 }
 

@@ -4,6 +4,7 @@
 //! The core knows nothing of particular models, datasets or methods. Methods are plugin crates
 //! (see [`plugin`]); models and datasets have registries in their own crates built the same way.
 
+pub mod allocator;
 pub mod backend;
 pub mod batch_norm;
 pub mod config;

@@ -25,6 +25,8 @@ const EPOCHS: usize = 10;
 const CHUNKS: usize = 5;
 
 fn main() {
+    let allocator = lottery_core::allocator::keep_large_buffers_in_heap();
+    eprintln!("allocator settings: {allocator:?}");
     let graph = stochastic_block_model(&SbmSpec::standard());
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sbm.json");
     let json = format!(

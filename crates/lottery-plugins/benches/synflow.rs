@@ -17,6 +17,8 @@ use lottery_models::InputShape;
 use lottery_train::ImageTask;
 
 fn main() {
+    let allocator = lottery_core::allocator::keep_large_buffers_in_heap();
+    eprintln!("allocator settings: {allocator:?}");
     lottery_plugins::link();
     let model = std::env::args()
         .skip(1)

@@ -75,6 +75,8 @@ fn bench(model: &str, input: InputShape, batch: usize, warmup: usize, reps: usiz
 }
 
 fn main() {
+    let allocator = lottery_core::allocator::keep_large_buffers_in_heap();
+    eprintln!("allocator settings: {allocator:?}");
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     if only.as_deref().is_none_or(|o| o == "lenet") {
         bench(

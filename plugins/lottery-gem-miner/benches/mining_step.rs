@@ -49,6 +49,8 @@ fn task() -> ImageTask {
 }
 
 fn main() {
+    let allocator = lottery_core::allocator::keep_large_buffers_in_heap();
+    eprintln!("allocator settings: {allocator:?}");
     let mut t = task();
     let rule = PrunableRule::default();
     let mut scores = ParamValues::new();
