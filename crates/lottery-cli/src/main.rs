@@ -266,7 +266,8 @@ fn report_allocator_tuning(tuning: &lottery_core::allocator::AllocatorTuning) {
     use lottery_core::allocator::AllocatorTuning;
     match tuning {
         AllocatorTuning::Refused(setting) => tracing::warn!(
-            "glibc refused {setting}: tensors over 32 MB are mapped afresh on every allocation"
+            "glibc refused the allocator setting {setting}: large tensors may be mapped and zeroed \
+             afresh on every step (slower, not wrong)"
         ),
         other => tracing::debug!("allocator settings: {other:?}"),
     }
