@@ -703,8 +703,9 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
 /// Prefix of the environment variables that set config keys (`LOTTERY_TRAIN__LR`).
 const ENV_PREFIX: &str = "LOTTERY_";
 
-/// `LOTTERY_` variables that are not config keys.
-const ENV_IGNORED: &[&str] = &["log", "progress", "save_every"];
+/// `LOTTERY_` variables that are not config keys: the log filter, the sweep's progress channel,
+/// the save interval and [`crate::allocator::OPT_OUT_VARIABLE`].
+const ENV_IGNORED: &[&str] = &["log", "progress", "save_every", "malloc_defaults"];
 
 /// The dotted config keys that `LOTTERY_` environment variables set.
 fn env_override_keys() -> Vec<String> {
@@ -912,6 +913,18 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         f
+    }
+
+    #[test]
+    fn the_allocator_opt_out_is_not_read_as_a_config_key() {
+        let key = crate::allocator::OPT_OUT_VARIABLE
+            .strip_prefix(ENV_PREFIX)
+            .map(str::to_ascii_lowercase);
+        assert!(
+            key.is_none_or(|k| ENV_IGNORED.contains(&k.as_str())),
+            "{} would be read as a config key",
+            crate::allocator::OPT_OUT_VARIABLE
+        );
     }
 
     #[test]
