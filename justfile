@@ -10,10 +10,12 @@ run: setup
 setup:
     bash scripts/setup.sh
 
-# The test suite, and a check that the CUDA build still compiles.
+# The test suite, and checks that the CUDA and the LibTorch builds still compile (the latter against
+# the torch==2.9.0 wheel's headers: .venv-torch's, or the wheel alone, about 0.9 GB, fetched once).
 test: setup
     cargo test --workspace
     cargo check -p lottery-train -p lottery-gcn -p lottery-bert -p lottery-plugins --features lottery-core/cuda
+    LIBTORCH="$(bash scripts/libtorch-headers.sh)" cargo check -p lottery-train -p lottery-gcn -p lottery-bert -p lottery-plugins --features lottery-core/tch --target-dir target/tch-check
 
 # fmt, clippy (warnings are errors), tests.
 lint:
@@ -55,10 +57,12 @@ setup-tch:
 build-tch: setup-tch
     PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 cargo build --release -p lottery-cli --features tch --target-dir target/tch
 
-# The same small seeded runs on burn-flex and on LibTorch; their metrics must agree.
+# The same small seeded runs on burn-flex and on LibTorch; their metrics must agree. Then the tests
+# of the native kernels (convolution, ReLU, batch norm) against burn's operations, on LibTorch.
 test-tch: setup build-tch
     cargo build --release -p lottery-cli
     bash scripts/cross-backend.sh target/release/lottery target/tch/release/lottery
+    PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LD_LIBRARY_PATH="$(ls -d "$PWD"/.venv-torch/lib/python3*/site-packages/torch/lib)" cargo test -p lottery-core -p lottery-models --features lottery-core/tch --target-dir target/tch
 
 # The claims report, results/CLAIMS.md: each paper's claims against the finished runs.
 claims:

@@ -6,7 +6,9 @@
 //! step's gap to PyTorch lay there. [`FusedBatchNorm::batch_norm_train`] is the whole forward, and on
 //! autodiff backends one graph node whose backward is the closed form
 //! `dx = γ·σ⁻¹/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ(dy·x̂)`, `dβ = Σdy` (sums over the batch and
-//! the spatial positions, M of them per channel). LibTorch runs the forward as its native kernel.
+//! the spatial positions, M of them per channel). LibTorch runs its native kernels both ways: the
+//! forward records itself on a [`TchTape`](crate::libtorch_tape::TchTape) and the backward replays
+//! it (`native_batch_norm_backward`, which tch does not expose directly).
 //!
 //! The statistics are PyTorch's and burn's: biased batch variance, `ε` inside the square root.
 
@@ -22,7 +24,7 @@ use burn::tensor::ops::FloatTensor;
 
 /// The forward's output and the per-channel statistics its backward needs.
 #[derive(Debug, Clone)]
-pub struct BatchNormOutput<B: Backend> {
+pub struct BatchNormOutput<B: FusedBatchNorm> {
     /// The normalised, scaled and shifted input, `[N, C, H, W]`.
     pub output: FloatTensor<B>,
     /// Batch mean per channel, `[C]`.
@@ -31,6 +33,8 @@ pub struct BatchNormOutput<B: Backend> {
     pub var: FloatTensor<B>,
     /// `1 / sqrt(var + ε)` per channel, `[C]`, with the biased batch variance.
     pub invstd: FloatTensor<B>,
+    /// What else the backend's backward needs from the forward.
+    pub tape: B::BatchNormTape,
 }
 
 /// The gradients of [`FusedBatchNorm::batch_norm_train`] with respect to its three inputs.
@@ -47,6 +51,10 @@ pub struct BatchNormGrads<B: Backend> {
 /// A backend's train-mode batch norm over `[N, C, H, W]`. The provided methods compose burn
 /// tensor operations (any backend); a backend with a native kernel overrides them.
 pub trait FusedBatchNorm: Backend {
+    /// What the backward needs from the forward beyond the statistics: LibTorch's autograd
+    /// record; nothing on the other backends.
+    type BatchNormTape: Clone + Send + core::fmt::Debug + Default + 'static;
+
     /// `γ·(x − mean)·invstd + β` with the batch's statistics per channel.
     fn batch_norm_train(
         x: FloatTensor<Self>,
@@ -69,45 +77,58 @@ pub trait FusedBatchNorm: Backend {
             mean: mean.into_primitive().tensor(),
             var: var.into_primitive().tensor(),
             invstd: invstd.into_primitive().tensor(),
+            tape: Default::default(),
         }
     }
 
     /// The gradients of [`Self::batch_norm_train`] given the output's gradient `dy` and the
-    /// statistics the forward returned.
+    /// statistics (and tape) the forward returned.
     fn batch_norm_train_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         invstd: FloatTensor<Self>,
+        _tape: Self::BatchNormTape,
     ) -> BatchNormGrads<Self> {
-        let dy = float::<Self, 4>(dy);
-        let x = float::<Self, 4>(x);
-        let [n, c, h, w] = x.dims();
-        let per_channel = (n * h * w) as f64;
-        let invstd = float::<Self, 1>(invstd);
-        let normalised = x
-            .sub(float::<Self, 1>(mean).reshape([1, c, 1, 1]))
-            .mul(invstd.clone().reshape([1, c, 1, 1]));
-        let d_beta = channel_sum(dy.clone());
-        let d_gamma = channel_sum(dy.clone().mul(normalised.clone()));
-        let scale = float::<Self, 1>(gamma).mul(invstd);
-        let dx = dy
-            .sub(d_beta.clone().div_scalar(per_channel).reshape([1, c, 1, 1]))
-            .sub(
-                normalised.mul(
-                    d_gamma
-                        .clone()
-                        .div_scalar(per_channel)
-                        .reshape([1, c, 1, 1]),
-                ),
-            )
-            .mul(scale.reshape([1, c, 1, 1]));
-        BatchNormGrads {
-            x: dx.into_primitive().tensor(),
-            gamma: d_gamma.into_primitive().tensor(),
-            beta: d_beta.into_primitive().tensor(),
-        }
+        closed_form_backward::<Self>(dy, x, gamma, mean, invstd)
+    }
+}
+
+/// The closed-form backward in burn tensor operations (see the module's documentation).
+fn closed_form_backward<B: FusedBatchNorm>(
+    dy: FloatTensor<B>,
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    invstd: FloatTensor<B>,
+) -> BatchNormGrads<B> {
+    let dy = float::<B, 4>(dy);
+    let x = float::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    let per_channel = (n * h * w) as f64;
+    let invstd = float::<B, 1>(invstd);
+    let normalised = x
+        .sub(float::<B, 1>(mean).reshape([1, c, 1, 1]))
+        .mul(invstd.clone().reshape([1, c, 1, 1]));
+    let d_beta = channel_sum(dy.clone());
+    let d_gamma = channel_sum(dy.clone().mul(normalised.clone()));
+    let scale = float::<B, 1>(gamma).mul(invstd);
+    let dx = dy
+        .sub(d_beta.clone().div_scalar(per_channel).reshape([1, c, 1, 1]))
+        .sub(
+            normalised.mul(
+                d_gamma
+                    .clone()
+                    .div_scalar(per_channel)
+                    .reshape([1, c, 1, 1]),
+            ),
+        )
+        .mul(scale.reshape([1, c, 1, 1]));
+    BatchNormGrads {
+        x: dx.into_primitive().tensor(),
+        gamma: d_gamma.into_primitive().tensor(),
+        beta: d_beta.into_primitive().tensor(),
     }
 }
 
@@ -127,10 +148,14 @@ fn channel_mean<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 1> {
     channel_sum(x).div_scalar((n * h * w) as f64)
 }
 
-impl FusedBatchNorm for burn::backend::Flex {}
+impl FusedBatchNorm for burn::backend::Flex {
+    type BatchNormTape = ();
+}
 
 #[cfg(feature = "cuda")]
-impl FusedBatchNorm for burn::backend::Cuda {}
+impl FusedBatchNorm for burn::backend::Cuda {
+    type BatchNormTape = ();
+}
 
 /// LibTorch's own kernel for the forward (`native_batch_norm`, the one `torch.nn.BatchNorm2d`
 /// runs); the backward is the closed form above in libtorch operations. The kernel returns
@@ -138,37 +163,72 @@ impl FusedBatchNorm for burn::backend::Cuda {}
 /// rounding).
 #[cfg(feature = "tch")]
 impl FusedBatchNorm for burn::backend::LibTorch<f32> {
+    type BatchNormTape = Option<crate::libtorch_tape::TchTape>;
+
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> BatchNormOutput<Self> {
+        use crate::libtorch_tape::TchTape;
         use burn::backend::libtorch::TchTensor;
-        let (output, mean, invstd) = x.tensor.native_batch_norm(
-            Some(&gamma.tensor),
-            Some(&beta.tensor),
+        let [x, gamma, beta] = [&x, &gamma, &beta].map(|t| TchTape::leaf(t, true));
+        let (output, mean, invstd) = x.native_batch_norm(
+            Some(&gamma),
+            Some(&beta),
             None::<&tch::Tensor>,
             None::<&tch::Tensor>,
             true,
             0.0,
             epsilon,
         );
+        let (mean, invstd) = (mean.detach(), invstd.detach());
         let var = invstd
             .pow_tensor_scalar(-2.0)
             .g_sub_scalar(epsilon)
             .clamp_min(0.0);
         BatchNormOutput {
-            output: TchTensor::new(output),
+            output: TchTensor::new(output.detach()),
             mean: TchTensor::new(mean),
             var: TchTensor::new(var),
             invstd: TchTensor::new(invstd),
+            tape: Some(TchTape::new(
+                &output,
+                vec![Some(x), Some(gamma), Some(beta)],
+            )),
+        }
+    }
+
+    /// `native_batch_norm_backward`, replayed from the forward's tape (the closed form in libtorch
+    /// operations for an output without one).
+    fn batch_norm_train_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        invstd: FloatTensor<Self>,
+        tape: Self::BatchNormTape,
+    ) -> BatchNormGrads<Self> {
+        use burn::backend::libtorch::TchTensor;
+        let Some(tape) = tape else {
+            return closed_form_backward::<Self>(dy, x, gamma, mean, invstd);
+        };
+        let [dx, d_gamma, d_beta] = <[_; 3]>::try_from(tape.backward(&dy.tensor))
+            .expect("the tape has three leaves")
+            .map(|g| TchTensor::new(g.expect("every leaf records")));
+        BatchNormGrads {
+            x: dx,
+            gamma: d_gamma,
+            beta: d_beta,
         }
     }
 }
 
 /// One graph node: the inner backend's forward, the closed-form backward.
 impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C> {
+    type BatchNormTape = B::BatchNormTape;
+
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -179,12 +239,13 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
         struct BatchNormBackward;
 
         impl<B: FusedBatchNorm> Backward<B, 3> for BatchNormBackward {
-            /// x, γ, mean, invstd.
+            /// x, γ, mean, invstd, the inner backend's tape.
             type State = (
                 FloatTensor<B>,
                 FloatTensor<B>,
                 FloatTensor<B>,
                 FloatTensor<B>,
+                B::BatchNormTape,
             );
 
             fn backward(
@@ -195,8 +256,8 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
             ) {
                 let [x_node, gamma_node, beta_node] = ops.parents;
                 let dy = grads.consume::<B>(&ops.node);
-                let (x, gamma, mean, invstd) = ops.state;
-                let g = B::batch_norm_train_backward(dy, x, gamma, mean, invstd);
+                let (x, gamma, mean, invstd, tape) = ops.state;
+                let g = B::batch_norm_train_backward(dy, x, gamma, mean, invstd, tape);
                 if let Some(node) = x_node {
                     grads.register::<B>(node.id, g.x);
                 }
@@ -218,13 +279,20 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
         let mean = Self::from_inner(inner.mean.clone());
         let var = Self::from_inner(inner.var);
         let invstd = Self::from_inner(inner.invstd.clone());
+        let tape = inner.tape.clone();
         let output = match BatchNormBackward
             .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(
-                (x.primitive, gamma.primitive, inner.mean, inner.invstd),
+                (
+                    x.primitive,
+                    gamma.primitive,
+                    inner.mean,
+                    inner.invstd,
+                    inner.tape,
+                ),
                 inner.output,
             ),
             OpsKind::UnTracked(prep) => prep.finish(inner.output),
@@ -234,6 +302,7 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
             mean,
             var,
             invstd,
+            tape,
         }
     }
 
@@ -244,6 +313,7 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         invstd: FloatTensor<Self>,
+        tape: Self::BatchNormTape,
     ) -> BatchNormGrads<Self> {
         let g = B::batch_norm_train_backward(
             Self::inner(dy),
@@ -251,6 +321,7 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
             Self::inner(gamma),
             Self::inner(mean),
             Self::inner(invstd),
+            tape,
         );
         BatchNormGrads {
             x: Self::from_inner(g.x),

@@ -6,8 +6,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
 use lottery_core::BnMode;
-use lottery_core::batch_norm::FusedBatchNorm;
 use lottery_core::config::BiasLayout;
+use lottery_core::conv::conv2d;
+use lottery_core::fused::FusedOps;
 
 use crate::layers::{ConvModule, batch_norm, conv, global_avg_pool, linear_with};
 use crate::switches::Switches;
@@ -59,7 +60,9 @@ impl<B: Backend> Mlp<B> {
             fc: linear_with(d, classes, bias.linear(), device),
         }
     }
+}
 
+impl<B: FusedOps> Mlp<B> {
     /// Logits.
     pub fn forward(&self, x: Tensor<B, 4>, s: &mut Switches<B>) -> Tensor<B, 2> {
         let mut x: Tensor<B, 2> = x.flatten(1, 3);
@@ -104,12 +107,14 @@ impl<B: Backend> LeNet5<B> {
             fc3: linear_with(84, classes, bias.linear(), device),
         }
     }
+}
 
+impl<B: FusedOps> LeNet5<B> {
     /// Logits.
     pub fn forward(&self, x: Tensor<B, 4>, s: &mut Switches<B>) -> Tensor<B, 2> {
-        let x = s.relu(self.conv1.forward(x));
+        let x = s.relu(conv2d(&self.conv1, x));
         let x = s.max_pool2(x);
-        let x = s.relu(self.conv2.forward(x));
+        let x = s.relu(conv2d(&self.conv2, x));
         let x = s.max_pool2(x);
         let x: Tensor<B, 2> = x.flatten(1, 3);
         let x = s.relu(self.fc1.forward(x));
@@ -213,7 +218,7 @@ impl<B: Backend> ConvNet<B> {
     }
 }
 
-impl<B: FusedBatchNorm> ConvNet<B> {
+impl<B: FusedOps> ConvNet<B> {
     /// Logits, batch norm in `mode`.
     pub fn forward(&self, mut x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 2> {
         for (layer, &pool) in self.layers.iter().zip(&self.pools_after) {
@@ -274,12 +279,12 @@ impl<B: Backend> BasicBlock<B> {
     }
 }
 
-impl<B: FusedBatchNorm> BasicBlock<B> {
+impl<B: FusedOps> BasicBlock<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 4> {
-        let out = s.relu(batch_norm(&self.bn1, self.conv1.forward(x.clone()), mode));
-        let out = batch_norm(&self.bn2, self.conv2.forward(out), mode);
+        let out = s.relu(batch_norm(&self.bn1, conv2d(&self.conv1, x.clone()), mode));
+        let out = batch_norm(&self.bn2, conv2d(&self.conv2, out), mode);
         let skip = match &self.shortcut {
-            Some(s) => batch_norm(&s.bn, s.conv.forward(x), mode),
+            Some(s) => batch_norm(&s.bn, conv2d(&s.conv, x), mode),
             None => x,
         };
         s.relu(out + skip)
@@ -333,10 +338,10 @@ impl<B: Backend> CifarResNet<B> {
     }
 }
 
-impl<B: FusedBatchNorm> CifarResNet<B> {
+impl<B: FusedOps> CifarResNet<B> {
     /// Logits, batch norm in `mode`.
     pub fn forward(&self, x: Tensor<B, 4>, mode: BnMode, s: &mut Switches<B>) -> Tensor<B, 2> {
-        let mut x = s.relu(batch_norm(&self.bn, self.conv.forward(x), mode));
+        let mut x = s.relu(batch_norm(&self.bn, conv2d(&self.conv, x), mode));
         for b in &self.blocks {
             x = b.forward(x, mode, s);
         }
@@ -359,7 +364,7 @@ pub enum ImageModel<B: Backend> {
     ResNet(CifarResNet<B>),
 }
 
-impl<B: FusedBatchNorm> ImageModel<B> {
+impl<B: FusedOps> ImageModel<B> {
     /// Logits `[N, classes]` of images `[N, C, H, W]`, batch norm as burn runs it (batch
     /// statistics when gradients are tracked, running statistics otherwise).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {

@@ -5,7 +5,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use lottery_core::BnMode;
-use lottery_core::batch_norm::FusedBatchNorm;
+use lottery_core::conv::conv2d;
+use lottery_core::fused::FusedOps;
 
 use crate::switches::Switches;
 
@@ -35,7 +36,7 @@ impl<B: Backend> ConvModule<B> {
     }
 }
 
-impl<B: FusedBatchNorm> ConvModule<B> {
+impl<B: FusedOps> ConvModule<B> {
     /// conv → bn → relu, the ReLU's switches as `switches` says.
     pub fn forward(
         &self,
@@ -43,7 +44,7 @@ impl<B: FusedBatchNorm> ConvModule<B> {
         mode: BnMode,
         switches: &mut Switches<B>,
     ) -> Tensor<B, 4> {
-        let x = self.conv.forward(x);
+        let x = conv2d(&self.conv, x);
         let x = match &self.bn {
             Some(bn) => batch_norm(bn, x, mode),
             None => x,
@@ -54,15 +55,11 @@ impl<B: FusedBatchNorm> ConvModule<B> {
 
 /// Batch norm in `mode`. [`BnMode::Train`] behaves as burn's `BatchNorm::forward`: batch
 /// statistics when gradients are tracked (and the running statistics updated), running statistics
-/// otherwise; the tracked case runs as one operation ([`FusedBatchNorm`]) instead of burn's
+/// otherwise; the tracked case runs as one operation ([`FusedBatchNorm`](lottery_core::fused::FusedBatchNorm)) instead of burn's
 /// composition of about ten. [`BnMode::Eval`] normalises with the running statistics on every
 /// backend, autodiff included, so gradients can be taken through an eval-mode network (PyTorch's
 /// `model.eval()`).
-pub fn batch_norm<B: FusedBatchNorm>(
-    bn: &BatchNorm<B>,
-    x: Tensor<B, 4>,
-    mode: BnMode,
-) -> Tensor<B, 4> {
+pub fn batch_norm<B: FusedOps>(bn: &BatchNorm<B>, x: Tensor<B, 4>, mode: BnMode) -> Tensor<B, 4> {
     match mode {
         BnMode::Train if B::ad_enabled(&x.device()) => batch_norm_train(bn, x),
         BnMode::Train => bn.forward(x),
@@ -81,7 +78,7 @@ pub fn batch_norm<B: FusedBatchNorm>(
 
 /// Train-mode batch norm with the batch's statistics; the running statistics move towards them
 /// by burn's momentum, as `BatchNorm::forward` does (the biased variance, as burn keeps it).
-fn batch_norm_train<B: FusedBatchNorm>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+fn batch_norm_train<B: FusedOps>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let stats = B::batch_norm_train(
         x.into_primitive().tensor(),
         bn.gamma.val().into_primitive().tensor(),
@@ -150,10 +147,12 @@ pub fn global_avg_pool<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use burn::module::Param;
+    use lottery_core::backend::Backend as BuildBackend;
 
-    type Ad = Autodiff<Flex>;
+    /// This build's backend (LibTorch with `--features lottery-core/tch`), under autodiff.
+    type Ad = Autodiff<BuildBackend>;
 
     fn tensor<const D: usize>(shape: [usize; D], seed: usize) -> Tensor<Ad, D> {
         let n = shape.iter().product::<usize>();
@@ -207,8 +206,7 @@ mod tests {
                 bn.forward(x.clone())
             };
             let grads = y.clone().mul(weights.clone()).sum().backward();
-            let flat =
-                |t: Tensor<burn::backend::Flex, 4>| Tensor::<Ad, 1>::from_inner(t.flatten(0, 3));
+            let flat = |t: Tensor<BuildBackend, 4>| Tensor::<Ad, 1>::from_inner(t.flatten(0, 3));
             (
                 Tensor::<Ad, 1>::from_inner(y.inner().flatten(0, 3)),
                 flat(x.grad(&grads).unwrap()),

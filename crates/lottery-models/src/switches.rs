@@ -6,7 +6,7 @@
 //! Hessian-gradient product is a central difference of gradients of that function.
 
 use burn::prelude::*;
-use burn::tensor::activation::relu;
+use lottery_core::relu::{FusedRelu, relu};
 
 /// One recorded switch.
 #[derive(Debug, Clone)]
@@ -79,26 +79,6 @@ impl<B: Backend> Switches<B> {
         switch
     }
 
-    /// ReLU with this forward pass's switches.
-    pub fn relu<const D: usize>(&mut self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match self {
-            Self::Free => relu(x),
-            Self::Record(recorded) => {
-                let off = x.clone().lower_equal_elem(0.0);
-                let n = off.shape().num_elements();
-                recorded.push(Switch::ReluOff(off.clone().reshape([n])));
-                x.mask_fill(off, 0.0)
-            }
-            Self::Replay { .. } => match self.take() {
-                Switch::ReluOff(off) => {
-                    let shape = x.shape();
-                    x.mask_fill(off.reshape(shape), 0.0)
-                }
-                Switch::PoolRoute(_) => panic!("the replay has a pool where the network a ReLU"),
-            },
-        }
-    }
-
     /// 2×2 max pooling, stride 2, with this forward pass's switches.
     pub fn max_pool2(&mut self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         const K: [usize; 2] = [2, 2];
@@ -119,6 +99,28 @@ impl<B: Backend> Switches<B> {
                         .reshape([n, c, oh, ow])
                 }
                 Switch::ReluOff(_) => panic!("the replay has a ReLU where the network a pool"),
+            },
+        }
+    }
+}
+
+impl<B: FusedRelu> Switches<B> {
+    /// ReLU with this forward pass's switches.
+    pub fn relu<const D: usize>(&mut self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::Free => relu(x),
+            Self::Record(recorded) => {
+                let off = x.clone().lower_equal_elem(0.0);
+                let n = off.shape().num_elements();
+                recorded.push(Switch::ReluOff(off.clone().reshape([n])));
+                x.mask_fill(off, 0.0)
+            }
+            Self::Replay { .. } => match self.take() {
+                Switch::ReluOff(off) => {
+                    let shape = x.shape();
+                    x.mask_fill(off.reshape(shape), 0.0)
+                }
+                Switch::PoolRoute(_) => panic!("the replay has a pool where the network a ReLU"),
             },
         }
     }
