@@ -173,7 +173,7 @@ impl FusedBatchNorm for burn::backend::LibTorch<f32> {
     ) -> BatchNormOutput<Self> {
         use crate::libtorch_tape::TchTape;
         use burn::backend::libtorch::TchTensor;
-        let [x, gamma, beta] = [&x, &gamma, &beta].map(|t| TchTape::leaf(t, true));
+        let [x, gamma, beta] = [&x, &gamma, &beta].map(TchTape::leaf);
         let (output, mean, invstd) = x.native_batch_norm(
             Some(&gamma),
             Some(&beta),

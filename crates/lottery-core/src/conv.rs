@@ -117,7 +117,7 @@ impl<C: CheckpointStrategy> NativeConv2d for Autodiff<burn::backend::LibTorch<f3
         ) -> FloatTensor<Autodiff<Inner, C>> {
             let leaves: Vec<Option<tch::Tensor>> = inputs
                 .iter()
-                .map(|t| t.is_tracked().then(|| TchTape::leaf(&t.primitive, true)))
+                .map(|t| t.is_tracked().then(|| TchTape::leaf(&t.primitive)))
                 .collect();
             let operands: Vec<tch::Tensor> = inputs
                 .iter()

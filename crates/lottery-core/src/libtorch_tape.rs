@@ -33,11 +33,10 @@ impl Clone for TchTape {
 }
 
 impl TchTape {
-    /// A leaf for `x`: the same storage, recorded by autograd when `track`. The caller keeps `x`
-    /// (burn's handle) alive until the backward, so that burn never updates it in place while
-    /// autograd holds it.
-    pub fn leaf(x: &TchTensor, track: bool) -> tch::Tensor {
-        x.tensor.detach().set_requires_grad(track)
+    /// A recording leaf for `x`, sharing its storage. The caller keeps `x` (burn's handle) alive
+    /// until the backward, so that burn never updates it in place while autograd holds it.
+    pub fn leaf(x: &TchTensor) -> tch::Tensor {
+        x.tensor.detach().set_requires_grad(true)
     }
 
     /// The record of `output`, computed from `leaves` (`None` for an input without a gradient).
