@@ -10,12 +10,16 @@ run: setup
 setup:
     bash scripts/setup.sh
 
-# The test suite, and checks that the CUDA and the LibTorch builds still compile (the latter against
-# the torch==2.9.0 wheel's headers: .venv-torch's, or the wheel alone, about 0.9 GB, fetched once).
+# The test suite; a check that the CUDA build still compiles; the LibTorch build compiled and
+# smoke-tested on the CPU libraries of the torch==2.9.0 wheel (.venv-torch's, or the wheel without
+# its CUDA libraries, about 0.9 GB, fetched once): the core's tests on LibTorch, and the same seeded
+# training on burn-flex and on LibTorch compared.
 test: setup
     cargo test --workspace
     cargo check -p lottery-train -p lottery-gcn -p lottery-bert -p lottery-plugins --features lottery-core/cuda
-    LIBTORCH="$(bash scripts/libtorch-headers.sh)" cargo check -p lottery-train -p lottery-gcn -p lottery-bert -p lottery-plugins --features lottery-core/tch --target-dir target/tch-check
+    LIBTORCH="$(bash scripts/libtorch-cpu.sh)" && export LIBTORCH && \
+      cargo check -p lottery-train -p lottery-gcn -p lottery-bert -p lottery-plugins --features lottery-core/tch --target-dir target/tch-check && \
+      LD_LIBRARY_PATH="$LIBTORCH/lib" cargo test -p lottery-core -p lottery-models --features lottery-models/tch --target-dir target/tch-check --lib --test cross_backend
 
 # fmt, clippy (warnings are errors), tests.
 lint:
@@ -58,11 +62,12 @@ build-tch: setup-tch
     PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 cargo build --release -p lottery-cli --features tch --target-dir target/tch
 
 # The same small seeded runs on burn-flex and on LibTorch; their metrics must agree. Then the tests
-# of the native kernels (convolution, ReLU, batch norm) against burn's operations, on LibTorch.
+# of the core and the models on LibTorch: the native kernels (convolution, ReLU, batch norm) against
+# burn's operations, and three SGD steps of seeded networks compared with burn-flex.
 test-tch: setup build-tch
     cargo build --release -p lottery-cli
     bash scripts/cross-backend.sh target/release/lottery target/tch/release/lottery
-    PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LD_LIBRARY_PATH="$(ls -d "$PWD"/.venv-torch/lib/python3*/site-packages/torch/lib)" cargo test -p lottery-core -p lottery-models --features lottery-core/tch --target-dir target/tch
+    PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LD_LIBRARY_PATH="$(ls -d "$PWD"/.venv-torch/lib/python3*/site-packages/torch/lib)" cargo test -p lottery-core -p lottery-models --features lottery-models/tch --target-dir target/tch
 
 # The claims report, results/CLAIMS.md: each paper's claims against the finished runs.
 claims:
