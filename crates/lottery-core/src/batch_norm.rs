@@ -6,9 +6,9 @@
 //! step's gap to PyTorch lay there. [`FusedBatchNorm::batch_norm_train`] is the whole forward, and on
 //! autodiff backends one graph node whose backward is the closed form
 //! `dx = γ·σ⁻¹/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ(dy·x̂)`, `dβ = Σdy` (sums over the batch and
-//! the spatial positions, M of them per channel). LibTorch runs its native kernels both ways: the
-//! forward records itself on a [`TchTape`](crate::libtorch_tape::TchTape) and the backward replays
-//! it (`native_batch_norm_backward`, which tch does not expose directly).
+//! the spatial positions, M of them per channel). LibTorch runs its native kernels both ways
+//! (`native_batch_norm` and `native_batch_norm_backward`, the latter through
+//! [`libtorch_backward`](crate::libtorch_backward), as tch does not expose it).
 //!
 //! The statistics are PyTorch's and burn's: biased batch variance, `ε` inside the square root.
 
@@ -33,8 +33,6 @@ pub struct BatchNormOutput<B: FusedBatchNorm> {
     pub var: FloatTensor<B>,
     /// `1 / sqrt(var + ε)` per channel, `[C]`, with the biased batch variance.
     pub invstd: FloatTensor<B>,
-    /// What else the backend's backward needs from the forward.
-    pub tape: B::BatchNormTape,
 }
 
 /// The gradients of [`FusedBatchNorm::batch_norm_train`] with respect to its three inputs.
@@ -51,10 +49,6 @@ pub struct BatchNormGrads<B: Backend> {
 /// A backend's train-mode batch norm over `[N, C, H, W]`. The provided methods compose burn
 /// tensor operations (any backend); a backend with a native kernel overrides them.
 pub trait FusedBatchNorm: Backend {
-    /// What the backward needs from the forward beyond the statistics: LibTorch's autograd
-    /// record; nothing on the other backends.
-    type BatchNormTape: Clone + Send + core::fmt::Debug + Default + 'static;
-
     /// `γ·(x − mean)·invstd + β` with the batch's statistics per channel.
     fn batch_norm_train(
         x: FloatTensor<Self>,
@@ -77,19 +71,17 @@ pub trait FusedBatchNorm: Backend {
             mean: mean.into_primitive().tensor(),
             var: var.into_primitive().tensor(),
             invstd: invstd.into_primitive().tensor(),
-            tape: Default::default(),
         }
     }
 
     /// The gradients of [`Self::batch_norm_train`] given the output's gradient `dy` and the
-    /// statistics (and tape) the forward returned.
+    /// statistics the forward returned.
     fn batch_norm_train_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         invstd: FloatTensor<Self>,
-        _tape: Self::BatchNormTape,
     ) -> BatchNormGrads<Self> {
         closed_form_backward::<Self>(dy, x, gamma, mean, invstd)
     }
@@ -148,75 +140,61 @@ fn channel_mean<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 1> {
     channel_sum(x).div_scalar((n * h * w) as f64)
 }
 
-impl FusedBatchNorm for burn::backend::Flex {
-    type BatchNormTape = ();
-}
+impl FusedBatchNorm for burn::backend::Flex {}
 
 #[cfg(feature = "cuda")]
-impl FusedBatchNorm for burn::backend::Cuda {
-    type BatchNormTape = ();
-}
+impl FusedBatchNorm for burn::backend::Cuda {}
 
-/// LibTorch's own kernel for the forward (`native_batch_norm`, the one `torch.nn.BatchNorm2d`
-/// runs); the backward is the closed form above in libtorch operations. The kernel returns
+/// LibTorch's own kernels both ways: `native_batch_norm` (the one `torch.nn.BatchNorm2d` runs in
+/// training) and `native_batch_norm_backward` from its saved mean and `invstd`. The kernel returns
 /// `invstd`; the variance is `invstd⁻² − ε`, at least 0 (a constant channel's is 0 up to
 /// rounding).
 #[cfg(feature = "tch")]
 impl FusedBatchNorm for burn::backend::LibTorch<f32> {
-    type BatchNormTape = Option<crate::libtorch_tape::TchTape>;
-
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> BatchNormOutput<Self> {
-        use crate::libtorch_tape::TchTape;
         use burn::backend::libtorch::TchTensor;
-        let [x, gamma, beta] = [&x, &gamma, &beta].map(TchTape::leaf);
-        let (output, mean, invstd) = x.native_batch_norm(
-            Some(&gamma),
-            Some(&beta),
+        let (output, mean, invstd) = x.tensor.native_batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
             None::<&tch::Tensor>,
             None::<&tch::Tensor>,
             true,
             0.0,
             epsilon,
         );
-        let (mean, invstd) = (mean.detach(), invstd.detach());
         let var = invstd
             .pow_tensor_scalar(-2.0)
             .g_sub_scalar(epsilon)
             .clamp_min(0.0);
         BatchNormOutput {
-            output: TchTensor::new(output.detach()),
+            output: TchTensor::new(output),
             mean: TchTensor::new(mean),
             var: TchTensor::new(var),
             invstd: TchTensor::new(invstd),
-            tape: Some(TchTape::new(
-                &output,
-                vec![Some(x), Some(gamma), Some(beta)],
-            )),
         }
     }
 
-    /// `native_batch_norm_backward`, replayed from the forward's tape (the closed form in libtorch
-    /// operations for an output without one).
     fn batch_norm_train_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         invstd: FloatTensor<Self>,
-        tape: Self::BatchNormTape,
     ) -> BatchNormGrads<Self> {
         use burn::backend::libtorch::TchTensor;
-        let Some(tape) = tape else {
-            return closed_form_backward::<Self>(dy, x, gamma, mean, invstd);
-        };
-        let [dx, d_gamma, d_beta] = <[_; 3]>::try_from(tape.backward(&dy.tensor))
-            .expect("the tape has three leaves")
-            .map(|g| TchTensor::new(g.expect("every leaf records")));
+        let [dx, d_gamma, d_beta] = crate::libtorch_backward::batch_norm_backward(
+            &dy.tensor,
+            &x.tensor,
+            &gamma.tensor,
+            &mean.tensor,
+            &invstd.tensor,
+        )
+        .map(|g| TchTensor::new(g.expect("all three gradients were asked for")));
         BatchNormGrads {
             x: dx,
             gamma: d_gamma,
@@ -227,8 +205,6 @@ impl FusedBatchNorm for burn::backend::LibTorch<f32> {
 
 /// One graph node: the inner backend's forward, the closed-form backward.
 impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C> {
-    type BatchNormTape = B::BatchNormTape;
-
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -239,13 +215,12 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
         struct BatchNormBackward;
 
         impl<B: FusedBatchNorm> Backward<B, 3> for BatchNormBackward {
-            /// x, γ, mean, invstd, the inner backend's tape.
+            /// x, γ, mean, invstd.
             type State = (
                 FloatTensor<B>,
                 FloatTensor<B>,
                 FloatTensor<B>,
                 FloatTensor<B>,
-                B::BatchNormTape,
             );
 
             fn backward(
@@ -256,8 +231,8 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
             ) {
                 let [x_node, gamma_node, beta_node] = ops.parents;
                 let dy = grads.consume::<B>(&ops.node);
-                let (x, gamma, mean, invstd, tape) = ops.state;
-                let g = B::batch_norm_train_backward(dy, x, gamma, mean, invstd, tape);
+                let (x, gamma, mean, invstd) = ops.state;
+                let g = B::batch_norm_train_backward(dy, x, gamma, mean, invstd);
                 if let Some(node) = x_node {
                     grads.register::<B>(node.id, g.x);
                 }
@@ -279,20 +254,13 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
         let mean = Self::from_inner(inner.mean.clone());
         let var = Self::from_inner(inner.var);
         let invstd = Self::from_inner(inner.invstd.clone());
-        let tape = inner.tape.clone();
         let output = match BatchNormBackward
             .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(
-                (
-                    x.primitive,
-                    gamma.primitive,
-                    inner.mean,
-                    inner.invstd,
-                    inner.tape,
-                ),
+                (x.primitive, gamma.primitive, inner.mean, inner.invstd),
                 inner.output,
             ),
             OpsKind::UnTracked(prep) => prep.finish(inner.output),
@@ -302,7 +270,6 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
             mean,
             var,
             invstd,
-            tape,
         }
     }
 
@@ -313,7 +280,6 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         invstd: FloatTensor<Self>,
-        tape: Self::BatchNormTape,
     ) -> BatchNormGrads<Self> {
         let g = B::batch_norm_train_backward(
             Self::inner(dy),
@@ -321,7 +287,6 @@ impl<B: FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C>
             Self::inner(gamma),
             Self::inner(mean),
             Self::inner(invstd),
-            tape,
         );
         BatchNormGrads {
             x: Self::from_inner(g.x),

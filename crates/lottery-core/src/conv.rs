@@ -5,7 +5,7 @@
 //! them and runs a slower kernel than PyTorch's `convolution_backward`: profiled on a ResNet-20
 //! step, about a sixth of burn-tch's time over PyTorch's. [`NativeConv2d::native_conv2d`] is burn's
 //! convolution on every backend but autodiff over LibTorch, where the backward is LibTorch's own
-//! (through its autograd, see `libtorch_tape`).
+//! `convolution_backward` (see `libtorch_backward`).
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -75,16 +75,17 @@ impl<C: CheckpointStrategy> NativeConv2d for Autodiff<burn::backend::LibTorch<f3
         use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
         use burn::backend::libtorch::TchTensor;
 
-        use crate::libtorch_tape::TchTape;
+        use crate::libtorch_backward::{ConvGeometry, convolution_backward};
 
         type Inner = burn::backend::LibTorch<f32>;
 
-        /// The record, and burn's handles of the inputs (kept so burn does not update them in
-        /// place before the backward).
+        /// What the backward reads: the input, the weight, the bias's length and the geometry.
         #[derive(Debug, Clone)]
         struct Saved {
-            tape: TchTape,
-            _inputs: Vec<TchTensor>,
+            x: TchTensor,
+            weight: TchTensor,
+            bias_size: Option<i64>,
+            geometry: ConvGeometry,
         }
 
         #[derive(Debug)]
@@ -100,7 +101,23 @@ impl<C: CheckpointStrategy> NativeConv2d for Autodiff<burn::backend::LibTorch<f3
                 _checkpointer: &mut Checkpointer,
             ) {
                 let dy = grads.consume::<Inner>(&ops.node);
-                let input_grads = ops.state.tape.backward(&dy.tensor);
+                let wanted: [bool; 3] = std::array::from_fn(|i| {
+                    ops.parents.get(i).is_some_and(|parent| parent.is_some())
+                });
+                let Saved {
+                    x,
+                    weight,
+                    bias_size,
+                    geometry,
+                } = ops.state;
+                let input_grads = convolution_backward(
+                    &dy.tensor,
+                    &x.tensor,
+                    &weight.tensor,
+                    bias_size,
+                    &geometry,
+                    wanted,
+                );
                 for (parent, grad) in ops.parents.into_iter().zip(input_grads) {
                     if let (Some(node), Some(grad)) = (parent, grad) {
                         grads.register::<Inner>(node.id, TchTensor::new(grad));
@@ -109,30 +126,28 @@ impl<C: CheckpointStrategy> NativeConv2d for Autodiff<burn::backend::LibTorch<f3
             }
         }
 
-        /// The forward on recording leaves (for the inputs that need a gradient), and the node
-        /// over it. `inputs`: x, weight and, when there is one, bias.
+        /// LibTorch's forward, and the node over it. `inputs`: x, weight and, when there is one,
+        /// bias.
         fn record<C: CheckpointStrategy, const N: usize>(
             inputs: [FloatTensor<Autodiff<Inner, C>>; N],
             options: &ConvOptions<2>,
         ) -> FloatTensor<Autodiff<Inner, C>> {
-            let leaves: Vec<Option<tch::Tensor>> = inputs
-                .iter()
-                .map(|t| t.is_tracked().then(|| TchTape::leaf(&t.primitive)))
-                .collect();
-            let operands: Vec<tch::Tensor> = inputs
-                .iter()
-                .zip(&leaves)
-                .map(|(t, leaf)| leaf.as_ref().unwrap_or(&t.primitive.tensor).shallow_clone())
-                .collect();
+            let geometry = ConvGeometry {
+                stride: options.stride.map(|i| i as i64),
+                padding: options.padding.map(|i| i as i64),
+                dilation: options.dilation.map(|i| i as i64),
+                groups: options.groups as i64,
+            };
             let y = tch::Tensor::conv2d(
-                &operands[0],
-                &operands[1],
-                operands.get(2),
-                options.stride.map(|i| i as i64),
-                options.padding.map(|i| i as i64),
-                options.dilation.map(|i| i as i64),
-                options.groups as i64,
+                &inputs[0].primitive.tensor,
+                &inputs[1].primitive.tensor,
+                inputs.get(2).map(|b| &b.primitive.tensor),
+                geometry.stride,
+                geometry.padding,
+                geometry.dilation,
+                geometry.groups,
             );
+            let bias_size = inputs.get(2).map(|b| b.primitive.tensor.size()[0]);
             let nodes = inputs.each_ref().map(|t| t.node.clone());
             match Conv2dBackward
                 .prepare::<C>(nodes)
@@ -140,11 +155,17 @@ impl<C: CheckpointStrategy> NativeConv2d for Autodiff<burn::backend::LibTorch<f3
                 .stateful()
             {
                 OpsKind::Tracked(prep) => {
-                    let saved = Saved {
-                        tape: TchTape::new(&y, leaves),
-                        _inputs: inputs.into_iter().map(|t| t.primitive).collect(),
+                    let mut inputs = inputs.into_iter().map(|t| t.primitive);
+                    let (Some(x), Some(weight)) = (inputs.next(), inputs.next()) else {
+                        unreachable!("a convolution has an input and a weight")
                     };
-                    prep.finish(saved, TchTensor::new(y.detach()))
+                    let saved = Saved {
+                        x,
+                        weight,
+                        bias_size,
+                        geometry,
+                    };
+                    prep.finish(saved, TchTensor::new(y))
                 }
                 OpsKind::UnTracked(prep) => prep.finish(TchTensor::new(y)),
             }

@@ -15,7 +15,7 @@ pub mod fsutil;
 pub mod fused;
 pub mod graph;
 #[cfg(feature = "tch")]
-pub mod libtorch_tape;
+pub mod libtorch_backward;
 pub mod mask;
 pub mod params;
 pub mod plugin;
