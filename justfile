@@ -61,12 +61,14 @@ setup-tch:
 build-tch: setup-tch
     PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 cargo build --release -p lottery-cli --features tch --target-dir target/tch
 
-# The same small seeded runs on burn-flex and on LibTorch; their metrics must agree. Then the tests
-# of the core and the models on LibTorch: the native kernels (convolution, ReLU, batch norm) against
-# burn's operations, and three SGD steps of seeded networks compared with burn-flex.
+# The same small seeded runs on burn-flex and on LibTorch; their metrics must agree. Every
+# registered method once on LibTorch at a tiny size. Then the tests of the core and the models on
+# LibTorch: the native kernels (convolution, ReLU, batch norm) against burn's operations, and three
+# SGD steps of seeded networks compared with burn-flex.
 test-tch: setup build-tch
     cargo build --release -p lottery-cli
     bash scripts/cross-backend.sh target/release/lottery target/tch/release/lottery
+    bash scripts/every-method.sh target/tch/release/lottery
     PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LD_LIBRARY_PATH="$(ls -d "$PWD"/.venv-torch/lib/python3*/site-packages/torch/lib)" cargo test -p lottery-core -p lottery-models --features lottery-models/tch --target-dir target/tch
 
 # The claims report, results/CLAIMS.md: each paper's claims against the finished runs.
