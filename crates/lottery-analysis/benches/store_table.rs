@@ -49,6 +49,7 @@ fn summary(i: usize) -> RunSummary {
         git_commit: "x".into(),
         git_dirty: false,
         lottery_version: "0.1.0".into(),
+        setting: String::new(),
         options: String::new(),
     }
 }

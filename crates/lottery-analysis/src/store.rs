@@ -1,5 +1,6 @@
 //! Reading and writing the files of a run directory.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -111,6 +112,13 @@ pub struct RunSummary {
     pub git_dirty: bool,
     /// Version of lottery.
     pub lottery_version: String,
+    /// The keys of the run's `config.toml` outside the fields above (everything but the study,
+    /// seed, model and dataset names, method, density and the methods' options) whose values
+    /// differ between the finished runs of its study, as `key=value` joined by `, `: set by
+    /// [`scan_runs`], empty when the study's runs agree on all of them, never written. Runs that
+    /// differ here (`model.init`, `train.lr`, ...) are different settings, never averaged.
+    #[serde(skip)]
+    pub setting: String,
 }
 
 /// The layer-collapse study's result for one model (`lottery collapse`), kept beside the study's
@@ -306,6 +314,7 @@ pub fn scan_runs(study_dir: &Path) -> Result<StudyRuns, StoreError> {
     };
     let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     dirs.sort();
+    let mut settings = vec![];
     for d in dirs {
         let hidden = d
             .file_name()
@@ -317,11 +326,85 @@ pub fn scan_runs(study_dir: &Path) -> Result<StudyRuns, StoreError> {
         let summary = d.join("summary.json");
         if summary.exists() {
             out.runs.push(read_summary(&summary)?);
+            settings.push(read_settings(&d.join("config.toml"))?);
         } else {
             out.skipped.push(d);
         }
     }
+    mark_settings(&mut out.runs, &settings);
     Ok(out)
+}
+
+/// Whether a dotted `config.toml` key is one that [`RunSummary`]'s own fields carry, or one that
+/// says where the data lies rather than what the run computes (`data.root`).
+fn is_summary_key(key: &str) -> bool {
+    matches!(
+        key,
+        "study"
+            | "seed"
+            | "model.name"
+            | "data.name"
+            | "data.root"
+            | "prune.method"
+            | "prune.density"
+    ) || key.starts_with("methods.")
+}
+
+/// The settings of a run's `config.toml` that no summary field carries, by dotted key; `None`
+/// for a run folder without one.
+fn read_settings(path: &Path) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| StoreError::Format {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    let settings = lottery_core::config::dotted_leaves(&table, "")
+        .into_iter()
+        .filter(|(k, _)| !is_summary_key(k))
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
+    Ok(Some(settings))
+}
+
+/// Sets each run's [`RunSummary::setting`] to the keys whose values differ between the runs
+/// (a key a config leaves out reads `default`; a run without `config.toml` reads `unknown`).
+fn mark_settings(runs: &mut [RunSummary], settings: &[Option<BTreeMap<String, String>>]) {
+    let known: Vec<&BTreeMap<String, String>> = settings.iter().flatten().collect();
+    let keys: BTreeSet<&String> = known.iter().flat_map(|s| s.keys()).collect();
+    let varying: Vec<&String> = keys
+        .into_iter()
+        .filter(|k| {
+            known
+                .iter()
+                .map(|s| s.get(*k))
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        })
+        .collect();
+    let unknown = settings.iter().any(Option::is_none) && !known.is_empty();
+    if varying.is_empty() && !unknown {
+        return;
+    }
+    for (run, setting) in runs.iter_mut().zip(settings) {
+        run.setting = match setting {
+            None => "unknown (no config.toml)".into(),
+            Some(s) => varying
+                .iter()
+                .map(|k| format!("{k}={}", s.get(*k).map_or("default", String::as_str)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+    }
 }
 
 /// Where a study keeps the claims and failure records of its runs (hidden, never tabled).
@@ -459,6 +542,7 @@ mod tests {
             git_commit: "x".into(),
             git_dirty: false,
             lottery_version: "0".into(),
+            setting: String::new(),
         }
     }
 
@@ -506,6 +590,62 @@ mod tests {
         let found = scan_runs(study).unwrap();
         assert_eq!(found.runs.len(), 1);
         assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+    }
+
+    #[test]
+    fn runs_that_differ_beyond_the_summary_fields_carry_their_setting() {
+        let d = tempfile::tempdir().unwrap();
+        let study = d.path();
+        let config = |seed: u64, extra: &str| {
+            format!(
+                "study = \"s\"\nseed = {seed}\n[model]\nname = \"lenet\"\n{extra}\n\
+                 [data]\nroot = \"data-{seed}\"\n[prune]\nmethod = \"m\"\ndensity = 0.{seed}5\n\
+                 [train]\nlr = 0.1\n\
+                 [methods.m]\nk = {seed}\n"
+            )
+        };
+        for (id, seed, extra) in [
+            ("a", 0, ""),
+            ("b", 1, ""),
+            ("c", 2, "init = \"signed-constant\""),
+        ] {
+            write_run(study, id);
+            std::fs::write(study.join(id).join("config.toml"), config(seed, extra)).unwrap();
+        }
+        // Seeds, densities, data folders and the methods' options differ too; only the init is a
+        // setting.
+        let settings: Vec<String> = scan_runs(study)
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.setting)
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                "model.init=default",
+                "model.init=default",
+                "model.init=signed-constant"
+            ]
+        );
+        // A run without its config cannot be said to share the others' settings.
+        write_run(study, "d");
+        let runs = scan_runs(study).unwrap().runs;
+        assert_eq!(runs[3].setting, "unknown (no config.toml)");
+        // Runs that agree on every other key have no setting to tell apart.
+        std::fs::remove_dir_all(study.join("c")).unwrap();
+        std::fs::remove_dir_all(study.join("d")).unwrap();
+        assert!(
+            scan_runs(study)
+                .unwrap()
+                .runs
+                .iter()
+                .all(|r| r.setting.is_empty())
+        );
+        // A config that does not parse is named.
+        std::fs::write(study.join("a/config.toml"), "[model\n").unwrap();
+        let e = scan_runs(study).unwrap_err().to_string();
+        assert!(e.contains("config.toml"), "{e}");
     }
 
     #[test]

@@ -44,10 +44,12 @@ impl Default for TableOptions {
 }
 
 /// Fields a row may be keyed by.
-pub const ROW_FIELDS: [&str; 5] = ["model", "dataset", "method", "options", "seed"];
+pub const ROW_FIELDS: [&str; 6] = ["model", "dataset", "method", "options", "setting", "seed"];
 
 /// Fields a filter may test.
-pub const FILTER_FIELDS: [&str; 6] = ["model", "dataset", "method", "options", "seed", "density"];
+pub const FILTER_FIELDS: [&str; 7] = [
+    "model", "dataset", "method", "options", "setting", "seed", "density",
+];
 
 /// The value of a run's filter field (one of [`FILTER_FIELDS`]) as text; empty for any other name.
 pub fn field_of(r: &RunSummary, field: &str) -> String {
@@ -56,6 +58,7 @@ pub fn field_of(r: &RunSummary, field: &str) -> String {
         "dataset" => r.dataset.clone(),
         "method" => r.method.clone(),
         "options" => r.options.clone(),
+        "setting" => r.setting.clone(),
         "seed" => r.seed.to_string(),
         "density" => r.density_requested.to_string(),
         _ => String::new(),
@@ -105,8 +108,8 @@ pub fn select_runs(
 }
 
 /// The row fields for `runs`: `by` checked, or the automatic choice when it is empty. Every one of
-/// model, dataset, method and method options that differs between runs must be a row field, or
-/// rows would average different settings.
+/// model, dataset, method, method options and setting that differs between runs must be a row
+/// field, or rows would average different settings.
 pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, StoreError> {
     let varies = |field: &str| {
         runs.iter()
@@ -122,8 +125,10 @@ pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, Sto
             .map(String::from)
             .collect();
         out.push("method".into());
-        if varies("options") {
-            out.push("options".into());
+        for f in ["options", "setting"] {
+            if varies(f) {
+                out.push(f.into());
+            }
         }
         return Ok(out);
     }
@@ -135,7 +140,7 @@ pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, Sto
             )));
         }
     }
-    for f in ["model", "dataset", "method", "options"] {
+    for f in ["model", "dataset", "method", "options", "setting"] {
         if varies(f) && !by.iter().any(|b| b == f) {
             return Err(StoreError::Query(format!(
                 "--by {}: the runs have more than one {f}; add {f} to --by or pick one with --filter {f}=…",
@@ -749,6 +754,7 @@ pub(crate) mod tests {
             git_dirty: false,
             lottery_version: "0".into(),
             options: String::new(),
+            setting: String::new(),
         }
     }
 
@@ -851,6 +857,33 @@ pub(crate) mod tests {
         assert!(md.contains("| t / find_on=task-b | 60.00 (n=1) |"), "{md}");
         let picked = select_runs(&runs, &[("options".into(), "find_on=mlm".into())]).unwrap();
         assert_eq!(picked.len(), 1);
+    }
+
+    #[test]
+    fn runs_that_differ_in_setting_are_never_averaged() {
+        let mut runs = vec![run("g", 0.5, 0, 0.8), run("g", 0.5, 0, 0.6)];
+        runs[0].setting = "model.init=default".into();
+        runs[1].setting = "model.init=signed-constant".into();
+        assert_eq!(row_fields(&runs, &[]).unwrap(), ["method", "setting"]);
+        let e = row_fields(&runs, &["method".into()]).unwrap_err();
+        assert!(e.to_string().contains("more than one setting"), "{e}");
+        let f = study_frame(&runs, &TableOptions::default()).unwrap();
+        let md = render_table(&f, TableFormat::Markdown, "t", "method/setting").unwrap();
+        assert!(
+            md.contains("| g / model.init=default | **80.00 (n=1)** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| g / model.init=signed-constant | 60.00 (n=1) |"),
+            "{md}"
+        );
+        let picked = select_runs(
+            &runs,
+            &[("setting".into(), "model.init=signed-constant".into())],
+        )
+        .unwrap();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].test_accuracy, 0.6);
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn run(
         git_commit: "0123456789abcdef".into(),
         git_dirty: false,
         lottery_version: "0.1.0".into(),
+        setting: String::new(),
     };
     std::fs::write(
         dir.join("summary.json"),

@@ -347,6 +347,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
         git_commit,
         git_dirty,
         lottery_version: env!("CARGO_PKG_VERSION").to_string(),
+        setting: String::new(),
     };
     let metrics = task.metrics();
     let checkpoints = run_target.checkpoints();

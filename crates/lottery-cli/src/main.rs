@@ -199,13 +199,14 @@ enum Command {
 #[derive(clap::Args, Clone, Default)]
 struct Selection {
     /// Keep only runs whose field has this value: method, options (the method's non-default
-    /// options, `key=value, …`), model, dataset, seed or density (repeatable; a field given twice
+    /// options, `key=value, …`), setting (the other config keys that differ between the study's
+    /// runs, `key=value, …`), model, dataset, seed or density (repeatable; a field given twice
     /// accepts either value).
     #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter)]
     filters: Vec<(String, String)>,
-    /// Row fields, comma-separated, among method, options, model, dataset, seed (default: the
-    /// method, after the model and dataset when the runs have several, and its options when they
-    /// differ).
+    /// Row fields, comma-separated, among method, options, setting, model, dataset, seed
+    /// (default: the method, after the model and dataset when the runs have several, then its
+    /// options and setting when they differ).
     #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
     by: Vec<String>,
 }

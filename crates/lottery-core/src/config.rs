@@ -572,7 +572,7 @@ fn read_grid(path: &Path) -> Result<Grid, ConfigError> {
             )
             .in_file(path));
         };
-        for (k, v) in flatten_grid(&g, "") {
+        for (k, v) in dotted_leaves(&g, "") {
             let toml::Value::Array(values) = v else {
                 return Err(ConfigError::new(
                     ConfigErrorKind::Invalid,
@@ -597,7 +597,9 @@ fn read_grid(path: &Path) -> Result<Grid, ConfigError> {
     Ok(grid)
 }
 
-fn flatten_grid(t: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
+/// The leaves of a TOML table under their dotted keys (`train.lr`), each prefixed by `prefix.`
+/// unless `prefix` is empty.
+pub fn dotted_leaves(t: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
     let mut out = vec![];
     for (k, v) in t {
         let key = if prefix.is_empty() {
@@ -606,7 +608,7 @@ fn flatten_grid(t: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
             format!("{prefix}.{k}")
         };
         match v {
-            toml::Value::Table(inner) => out.extend(flatten_grid(inner, &key)),
+            toml::Value::Table(inner) => out.extend(dotted_leaves(inner, &key)),
             other => out.push((key, other.clone())),
         }
     }
