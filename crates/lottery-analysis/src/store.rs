@@ -335,10 +335,11 @@ pub fn scan_runs(study_dir: &Path) -> Result<StudyRuns, StoreError> {
     Ok(out)
 }
 
-/// Whether a dotted `config.toml` key is one that [`RunSummary`]'s own fields carry, or one that
-/// says where the data lies rather than what the run computes (`data.root`).
-fn is_summary_key(key: &str) -> bool {
-    matches!(
+/// Whether a dotted `config.toml` key can tell settings apart: not one that [`RunSummary`]'s own
+/// fields carry, nor one that says where the data lies rather than what the run computes
+/// (`data.root`).
+fn is_setting_key(key: &str) -> bool {
+    !matches!(
         key,
         "study"
             | "seed"
@@ -347,7 +348,7 @@ fn is_summary_key(key: &str) -> bool {
             | "data.root"
             | "prune.method"
             | "prune.density"
-    ) || key.starts_with("methods.")
+    ) && !key.starts_with("methods.")
 }
 
 /// The settings of a run's `config.toml` that no summary field carries, by dotted key; `None`
@@ -366,7 +367,7 @@ fn read_settings(path: &Path) -> Result<Option<BTreeMap<String, String>>, StoreE
         })?;
     let settings = lottery_core::config::dotted_leaves(&table, "")
         .into_iter()
-        .filter(|(k, _)| !is_summary_key(k))
+        .filter(|(k, _)| is_setting_key(k))
         .map(|(k, v)| match v {
             toml::Value::String(s) => (k, s),
             other => (k, other.to_string()),

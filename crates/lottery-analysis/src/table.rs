@@ -51,6 +51,10 @@ pub const FILTER_FIELDS: [&str; 7] = [
     "model", "dataset", "method", "options", "setting", "seed", "density",
 ];
 
+/// Fields whose values are different experiments: runs that differ in one are never averaged
+/// into one figure (a table must key its rows by it, a claim's measure must filter it to one).
+pub const NEVER_AVERAGED_FIELDS: [&str; 5] = ["model", "dataset", "method", "options", "setting"];
+
 /// The value of a run's filter field (one of [`FILTER_FIELDS`]) as text; empty for any other name.
 pub fn field_of(r: &RunSummary, field: &str) -> String {
     match field {
@@ -140,7 +144,7 @@ pub fn row_fields(runs: &[RunSummary], by: &[String]) -> Result<Vec<String>, Sto
             )));
         }
     }
-    for f in ["model", "dataset", "method", "options", "setting"] {
+    for f in NEVER_AVERAGED_FIELDS {
         if varies(f) && !by.iter().any(|b| b == f) {
             return Err(StoreError::Query(format!(
                 "--by {}: the runs have more than one {f}; add {f} to --by or pick one with --filter {f}=…",

@@ -114,7 +114,7 @@ fn measure(results: &Path, m: &Measure) -> Result<Option<Figure>, ClaimsError> {
     if kept.is_empty() {
         return Ok(None);
     }
-    for field in ["model", "dataset", "method", "options", "setting"] {
+    for field in lottery_analysis::table::NEVER_AVERAGED_FIELDS {
         let values: BTreeSet<String> = kept
             .iter()
             .map(|r| lottery_analysis::table::field_of(r, field))
