@@ -146,7 +146,12 @@ fn measure(results: &Path, m: &Measure) -> Result<Option<Figure>, ClaimsError> {
         mean,
         std,
         seeds: by_seed.keys().copied().collect(),
-        setting: format!("{} on {}, {epochs} epochs", first.model, first.dataset),
+        setting: format!(
+            "{} on {}, {epochs} epoch{}",
+            first.model,
+            first.dataset,
+            if epochs == "1" { "" } else { "s" }
+        ),
     }))
 }
 

@@ -11,5 +11,5 @@ pub mod render;
 pub mod spec;
 
 pub use evaluate::{Evaluated, Figure, StudyLine, Verdict, evaluate, studies};
-pub use render::render_markdown;
+pub use render::{DEFAULT_SPEC, render_markdown};
 pub use spec::{Claim, ClaimsError, ClaimsFile, Measure, Reading, Test};

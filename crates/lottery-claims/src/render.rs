@@ -25,9 +25,13 @@ fn verdict(v: &Verdict) -> String {
     }
 }
 
+/// The claims file `lottery claims` reads when no `--spec` is given.
+pub const DEFAULT_SPEC: &str = "configs/claims.toml";
+
 /// The command that reproduces a claim's row: the configs swept (or, for a claim on layer
-/// collapse, bisected by `lottery collapse`), then the row evaluated.
-pub fn command(e: &Evaluated) -> String {
+/// collapse, bisected by `lottery collapse`), then the row evaluated from `spec`, the claims file
+/// (named with `--spec` unless it is [`DEFAULT_SPEC`]).
+pub fn command(e: &Evaluated, spec: &str) -> String {
     let collapse = e
         .claim
         .test
@@ -41,7 +45,12 @@ pub fn command(e: &Evaluated) -> String {
         .iter()
         .map(|c| format!("lottery {verb} {}", c.display()))
         .collect();
-    parts.push(format!("lottery claims --claim {}", e.claim.id));
+    let spec_arg = if spec == DEFAULT_SPEC {
+        String::new()
+    } else {
+        format!(" --spec {spec}")
+    };
+    parts.push(format!("lottery claims{spec_arg} --claim {}", e.claim.id));
     parts.join(" && ")
 }
 
@@ -92,7 +101,7 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
             let command = if e.claim.configs.is_empty() {
                 "–".to_string()
             } else {
-                format!("`{}`", command(e))
+                format!("`{}`", command(e, spec))
             };
             out.push_str(&format!(
                 "| {} (`{}`) | {} | {} | {} | {} | {} |\n",

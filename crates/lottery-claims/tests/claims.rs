@@ -255,7 +255,15 @@ fn figures_are_means_over_seeds_and_verdicts_follow_the_test() {
         report.contains("11 claims: 5 held, 3 not held, 2 not testable here, 1 not run"),
         "{report}"
     );
-    assert!(report.contains("`lottery sweep c.toml && lottery claims --claim a-matches-b`"));
+    // A claims file other than the default is named in each row's command.
+    assert!(
+        report.contains(
+            "`lottery sweep c.toml && lottery claims --spec claims.toml --claim a-matches-b`"
+        ),
+        "{report}"
+    );
+    let from_default = render_markdown(lottery_claims::DEFAULT_SPEC, &got, &lines);
+    assert!(from_default.contains("`lottery sweep c.toml && lottery claims --claim a-matches-b`"));
     assert!(
         report.contains("a: 91.00 ± 1.00 (n=3); b: 86.00 ± 1.00 (n=3)"),
         "{report}"
@@ -360,19 +368,27 @@ fn a_bad_claims_file_is_refused_naming_the_file_claim_key_and_value() {
 }
 
 #[test]
-fn the_projects_claims_file_is_valid_and_reads_an_empty_store_as_not_run() {
+fn the_projects_claims_files_are_valid_and_read_an_empty_store_as_not_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let file = spec::load_in(&root.join("configs/claims.toml"), &root).unwrap();
     assert!(file.claim.len() >= 20);
+    let conv_2 = spec::load_in(&root.join("configs/claims-conv-2.toml"), &root).unwrap();
+    assert_eq!(conv_2.claim.len(), 3);
     let empty = tempfile::tempdir().unwrap();
-    let got = evaluate(empty.path(), &file.claim, &[]).unwrap();
-    for e in &got {
-        assert!(
-            matches!(e.verdict, Verdict::NotRun(_) | Verdict::NotTestable(_)),
-            "{}: {:?}",
-            e.claim.id,
-            e.verdict
-        );
+    for claims in [&file.claim, &conv_2.claim] {
+        let got = evaluate(empty.path(), claims, &[]).unwrap();
+        for e in &got {
+            assert!(
+                matches!(e.verdict, Verdict::NotRun(_) | Verdict::NotTestable(_)),
+                "{}: {:?}",
+                e.claim.id,
+                e.verdict
+            );
+        }
+    }
+    // No claim id is in both files: `--claim ID` names one row.
+    for c in &conv_2.claim {
+        assert!(file.claim.iter().all(|d| d.id != c.id), "{}", c.id);
     }
 }
 
@@ -429,7 +445,9 @@ fn a_layer_collapse_record_gives_each_methods_shortfall() {
     assert_eq!(lines[0].commits, ["abcdef0+dirty"]);
     let report = render_markdown("claims.toml", &got, &lines);
     assert!(
-        report.contains("`lottery collapse lc.toml && lottery claims --claim early`"),
+        report.contains(
+            "`lottery collapse lc.toml && lottery claims --spec claims.toml --claim early`"
+        ),
         "{report}"
     );
     // The record is a file beside the runs, not a run.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 #[derive(clap::Args)]
 pub(crate) struct ClaimsArgs {
     /// The claims file: each paper's claims and the runs that test them.
-    #[arg(long, default_value = "configs/claims.toml")]
+    #[arg(long, default_value = lottery_claims::DEFAULT_SPEC)]
     spec: PathBuf,
     /// Results root.
     #[arg(long, default_value = "results")]
