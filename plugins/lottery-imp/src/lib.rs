@@ -3,8 +3,9 @@
 //! Level 0 is the dense network. At each level the masked network trains for the run's schedule,
 //! a fraction `rate` of the weights still alive is removed by magnitude (one global threshold, or
 //! per layer), and the survivors rewind to θ₀ — or to θ_k, the weights at optimiser step
-//! `rewind_step` of the level-0 training, with the schedule and data order resuming at step k. The
-//! density of level r is exactly `(1 − rate)^r` (as a count, `round((1 − rate)^r · n)`) until the
+//! `rewind_step` of the level-0 training, with the schedule and data order resuming at step k and
+//! the optimiser state new, as open_lth's `standard_train` from its pretraining step (level 0
+//! too: a rewinding run's dense training restarts its optimiser at step k). The density of level r is exactly `(1 − rate)^r` (as a count, `round((1 − rate)^r · n)`) until the
 //! last level, which lands exactly on the run's target. The run's own training then trains the
 //! final ticket, so one run records the whole accuracy-versus-density curve: every level writes
 //! `level/density` and `level/accuracy` rows under its round.
