@@ -5,9 +5,10 @@
 //! per layer), and the survivors rewind to θ₀ — or to θ_k, the weights at optimiser step
 //! `rewind_step` of the level-0 training, with the schedule and data order resuming at step k and
 //! the optimiser state new, as open_lth's `standard_train` from its pretraining step (level 0
-//! too: a rewinding run's dense training restarts its optimiser at step k). The density of level r is exactly `(1 − rate)^r` (as a count, `round((1 − rate)^r · n)`) until the
-//! last level, which lands exactly on the run's target. The run's own training then trains the
-//! final ticket, so one run records the whole accuracy-versus-density curve: every level writes
+//! too: a rewinding run's dense training restarts its optimiser at step k). The density of
+//! level r is exactly `(1 − rate)^r` (as a count, `round((1 − rate)^r · n)`) until the last level,
+//! which lands exactly on the run's target. The run's own training then trains the final ticket,
+//! so one run records the whole accuracy-versus-density curve: every level writes
 //! `level/density` and `level/accuracy` rows under its round.
 //!
 //! Layouts with several rates (`groups`): each group of parameters (names or globs) is pruned at
