@@ -71,12 +71,14 @@ test-tch: setup build-tch
     bash scripts/every-method.sh target/tch/release/lottery
     PATH="$PWD/.venv-torch/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LD_LIBRARY_PATH="$(ls -d "$PWD"/.venv-torch/lib/python3*/site-packages/torch/lib)" cargo test -p lottery-core -p lottery-models --features lottery-models/tch --target-dir target/tch
 
-# The claims reports, results/CLAIMS.md, results/CLAIMS-conv-2.md and
-# results/CLAIMS-gem-miner-conv-2.md: each paper's claims against the finished runs.
+# The claims reports: results/CLAIMS.md from configs/claims.toml, and results/CLAIMS-NAME.md from
+# each configs/claims-NAME.toml: each paper's claims against the finished runs.
 claims:
     cargo run --release -q -p lottery-cli -- claims
-    cargo run --release -q -p lottery-cli -- claims --spec configs/claims-conv-2.toml --out results/CLAIMS-conv-2.md
-    cargo run --release -q -p lottery-cli -- claims --spec configs/claims-gem-miner-conv-2.toml --out results/CLAIMS-gem-miner-conv-2.md
+    for spec in configs/claims-*.toml; do \
+      name="$(basename "$spec" .toml)"; \
+      cargo run --release -q -p lottery-cli -- claims --spec "$spec" --out "results/CLAIMS-${name#claims-}.md" || exit 1; \
+    done
 
 # The comparison table of a study.
 table study="quickstart":
