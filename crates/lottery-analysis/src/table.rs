@@ -628,9 +628,10 @@ pub fn render_table_styled(
             )
         })
         .collect();
+    let places = decimal_places(cells.values().map(|v| v.0));
     let fmt_cell = |v: &(f64, Option<f64>, u32)| match v.1 {
-        Some(s) => format!("{:.2} ± {:.2} (n={})", v.0, s, v.2),
-        None => format!("{:.2} (n={})", v.0, v.2),
+        Some(s) => format!("{:.places$} ± {:.places$} (n={})", v.0, s, v.2),
+        None => format!("{:.places$} (n={})", v.0, v.2),
     };
     let header_density = |c: &u64| {
         let d = f64::from_bits(*c);
@@ -702,8 +703,8 @@ pub fn render_table_styled(
                     match cells.get(&(m.clone(), *c)) {
                         Some(v) => {
                             let s = match v.1 {
-                                Some(s) => format!("{:.2} $\\pm$ {:.2}", v.0, s),
-                                None => format!("{:.2}", v.0),
+                                Some(s) => format!("{:.places$} $\\pm$ {:.places$}", v.0, s),
+                                None => format!("{:.places$}", v.0),
                             };
                             if methods.len() > 1 && v.0 == best[c] {
                                 out.push_str(&format!(" & \\textbf{{{s}}}"));
@@ -720,6 +721,20 @@ pub fn render_table_styled(
         }
     }
     Ok(out)
+}
+
+/// Decimal places for a table's cells: 2 (accuracies, seconds), or more when the smallest
+/// non-zero mean is below 1, so that it keeps 3 significant digits (a density of 0.005 prints as
+/// 0.00500, not 0.01); at most 8.
+fn decimal_places(means: impl Iterator<Item = f64>) -> usize {
+    let smallest = means
+        .map(f64::abs)
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if !smallest.is_finite() || smallest >= 1.0 {
+        return 2;
+    }
+    (2 - smallest.log10().floor() as i64).clamp(2, 8) as usize
 }
 
 fn trim(x: f64) -> String {
@@ -798,6 +813,35 @@ pub(crate) mod tests {
         let back: RunSummary = serde_json::from_value(json).unwrap();
         assert_eq!(back.best_test_accuracy, Some(0.9));
         assert_eq!(back.best_test_epoch, Some(3));
+    }
+
+    #[test]
+    fn small_metrics_keep_three_significant_digits() {
+        // Densities of 0.5 % and 5 %: at 2 decimals both would print as 0.01 and 0.05.
+        let runs = vec![
+            run("a", 0.005, 0, 0.0),
+            run("a", 0.005, 1, 0.0),
+            run("b", 0.05, 0, 0.0),
+        ];
+        let opts = TableOptions {
+            metric: "density_achieved".into(),
+            scale: 1.0,
+            by: vec![],
+        };
+        let f = study_frame(&runs, &opts).unwrap();
+        let md = render_table(&f, TableFormat::Markdown, "t", "method").unwrap();
+        assert!(
+            md.contains("| a | – | **0.00500 ± 0.00000 (n=2)** |"),
+            "{md}"
+        );
+        assert!(md.contains("| b | **0.05000 (n=1)** | – |"), "{md}");
+        let tex = render_table(&f, TableFormat::Latex, "t", "method").unwrap();
+        assert!(tex.contains("0.00500 $\\pm$ 0.00000"), "{tex}");
+        assert_eq!(decimal_places([87.3, 12.0].into_iter()), 2);
+        assert_eq!(decimal_places([0.35, 0.0].into_iter()), 3);
+        assert_eq!(decimal_places([0.0017].into_iter()), 5);
+        assert_eq!(decimal_places([f64::NAN, 0.0].into_iter()), 2);
+        assert_eq!(decimal_places([1e-12].into_iter()), 8);
     }
 
     #[test]
