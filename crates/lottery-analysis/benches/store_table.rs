@@ -46,6 +46,7 @@ fn summary(i: usize) -> RunSummary {
         prune_seconds: 1.0,
         train_seconds: 7.0,
         backend: "flex".into(),
+        processor: String::new(),
         git_commit: "x".into(),
         git_dirty: false,
         lottery_version: "0.1.0".into(),

@@ -106,6 +106,12 @@ pub struct RunSummary {
     pub train_seconds: f64,
     /// Backend the run used.
     pub backend: String,
+    /// The processor the run computed on (model; widest vector instruction set; any variable
+    /// that caps it): LibTorch's CPU kernels choose their code by instruction set, so a config
+    /// run on another processor can give other figures. Empty in runs written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub processor: String,
     /// Commit of the code, when known.
     pub git_commit: String,
     /// Whether the working tree had uncommitted changes.
@@ -540,6 +546,7 @@ mod tests {
             prune_seconds: 0.0,
             train_seconds: 0.0,
             backend: "x".into(),
+            processor: String::new(),
             git_commit: "x".into(),
             git_dirty: false,
             lottery_version: "0".into(),

@@ -769,6 +769,7 @@ pub(crate) mod tests {
             prune_seconds: 0.0,
             train_seconds: 0.0,
             backend: "x".into(),
+            processor: String::new(),
             git_commit: "x".into(),
             git_dirty: false,
             lottery_version: "0".into(),

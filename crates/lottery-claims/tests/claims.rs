@@ -42,6 +42,7 @@ fn run(
         prune_seconds: 30.0,
         train_seconds: 30.0,
         backend: "burn-flex".into(),
+        processor: String::new(),
         git_commit: "0123456789abcdef".into(),
         git_dirty: false,
         lottery_version: "0.1.0".into(),

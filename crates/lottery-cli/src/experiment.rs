@@ -12,7 +12,7 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 use lottery_analysis::store::{self, RunClaim, RunSummary, StoreError};
 use lottery_bert::{BertSettings, BertTask};
-use lottery_core::backend::{backend_name, default_device};
+use lottery_core::backend::{backend_name, default_device, processor};
 use lottery_core::config::RunConfig;
 use lottery_core::error::{ConfigError, ConfigErrorKind};
 use lottery_core::plugin::DensityOf;
@@ -344,6 +344,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
         prune_seconds,
         train_seconds,
         backend: backend_name().to_string(),
+        processor: processor(),
         git_commit,
         git_dirty,
         lottery_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -50,3 +50,79 @@ pub fn backend_name() -> &'static str {
         "burn-flex"
     }
 }
+
+/// Variables that cap the instruction set of LibTorch's CPU kernels (oneDNN, MKL, ATen).
+const ISA_CAPS: [&str; 4] = [
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "ATEN_CPU_CAPABILITY",
+];
+
+/// The processor a run computes on, for run summaries: its model name, the widest vector
+/// instruction set it offers and any variable that caps the set the kernels use, e.g.
+/// `"Intel(R) Xeon(R) Processor; avx512f"`. LibTorch's CPU kernels choose their code by
+/// instruction set, so one config can give other figures on another processor (or under a cap).
+pub fn processor() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let mut out = format!("{model}; {}", widest_vector_isa());
+    for key in ISA_CAPS {
+        if let Ok(value) = std::env::var(key) {
+            out.push_str(&format!("; {key}={value}"));
+        }
+    }
+    out
+}
+
+/// The widest vector instruction set the processor offers.
+fn widest_vector_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "avx512f"
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            "avx2"
+        } else if std::arch::is_x86_feature_detected!("avx") {
+            "avx"
+        } else {
+            "sse2"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("sve") {
+            "sve"
+        } else {
+            "neon"
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processor_names_a_model_and_an_instruction_set() {
+        let p = processor();
+        let mut parts = p.split("; ");
+        assert!(!parts.next().unwrap_or("").is_empty(), "{p}");
+        let isa = parts.next().unwrap_or("");
+        assert!(
+            ["avx512f", "avx2", "avx", "sse2", "sve", "neon", "scalar"].contains(&isa),
+            "{p}"
+        );
+    }
+}
