@@ -145,6 +145,10 @@ pub struct CollapseRecord {
     pub methods: Vec<CollapseMethod>,
     /// Backend.
     pub backend: String,
+    /// The processor it computed on, as [`RunSummary::processor`]. Empty in records written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub processor: String,
     /// Commit of the code, when known.
     pub git_commit: String,
     /// Whether the working tree had uncommitted changes.

@@ -251,6 +251,9 @@ pub fn evaluate(
         .collect()
 }
 
+/// How [`StudyLine::processors`] names the processor of a run written before it was recorded.
+pub const PROCESSOR_NOT_RECORDED: &str = "not recorded";
+
 /// What the store holds of one study the claims read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudyLine {
@@ -264,6 +267,9 @@ pub struct StudyLine {
     pub collapse_models: Vec<String>,
     /// The backends they ran on.
     pub backends: Vec<String>,
+    /// The processors they computed on; [`PROCESSOR_NOT_RECORDED`] for runs and records written
+    /// before the processor was recorded.
+    pub processors: Vec<String>,
     /// The commits they ran at (short, `+dirty` for a modified tree).
     pub commits: Vec<String>,
     /// Pruning and training seconds, summed over the runs.
@@ -298,6 +304,18 @@ pub fn studies(results: &Path, claims: &[Evaluated]) -> Result<Vec<StudyLine>, C
                 .collect();
             let mut backends: BTreeSet<String> = runs.iter().map(|r| r.backend.clone()).collect();
             backends.extend(collapse.iter().map(|c| c.backend.clone()));
+            let processors: BTreeSet<String> = runs
+                .iter()
+                .map(|r| r.processor.as_str())
+                .chain(collapse.iter().map(|c| c.processor.as_str()))
+                .map(|p| {
+                    if p.is_empty() {
+                        PROCESSOR_NOT_RECORDED.to_string()
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect();
             let mut commits: BTreeSet<String> = runs
                 .iter()
                 .map(|r| short_commit(&r.git_commit, r.git_dirty))
@@ -318,6 +336,7 @@ pub fn studies(results: &Path, claims: &[Evaluated]) -> Result<Vec<StudyLine>, C
                     .into_iter()
                     .collect(),
                 backends: backends.into_iter().collect(),
+                processors: processors.into_iter().collect(),
                 commits: commits.into_iter().collect(),
                 compute_seconds: runs
                     .iter()

@@ -1,6 +1,8 @@
 //! The claims report as Markdown.
 
-use crate::evaluate::{Evaluated, Figure, StudyLine, Verdict};
+use std::collections::BTreeSet;
+
+use crate::evaluate::{Evaluated, Figure, PROCESSOR_NOT_RECORDED, StudyLine, Verdict};
 use crate::spec::COLLAPSE_GAP;
 
 /// One table cell: pipes escaped, lines joined.
@@ -55,7 +57,8 @@ pub fn command(e: &Evaluated, spec: &str) -> String {
 }
 
 /// The report: a header saying how it was made, one table per paper (in the claims' order) and
-/// the studies read, with their runs, seeds, backends, commits and compute time.
+/// the studies read, with their runs, seeds, backends, processors, commits and compute time, and
+/// a warning when they did not all run on one processor.
 pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) -> String {
     let mut out = String::new();
     out.push_str("# Claims of the papers, tested here\n\n");
@@ -117,12 +120,12 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
     }
     if !studies.is_empty() {
         out.push_str("\n## Studies read\n\n");
-        out.push_str("| study | finished runs | seeds | backend | commit | compute time (prune + train, summed over runs) |\n");
-        out.push_str("|---|---:|---|---|---|---:|\n");
+        out.push_str("| study | finished runs | seeds | backend | processor | commit | compute time (prune + train, summed over runs) |\n");
+        out.push_str("|---|---:|---|---|---|---|---:|\n");
         for s in studies {
             let seeds: Vec<String> = s.seeds.iter().map(u64::to_string).collect();
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
                 s.study,
                 // A layer-collapse record counts beside the runs.
                 if s.collapse_models.is_empty() {
@@ -140,6 +143,11 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
                     seeds.join(", ")
                 },
                 cell(&s.backends.join(", ")),
+                if s.processors.is_empty() {
+                    "–".into()
+                } else {
+                    cell(&s.processors.join(", "))
+                },
                 s.commits.join(", "),
                 if s.runs == 0 && s.collapse_models.is_empty() {
                     "–".into()
@@ -148,6 +156,34 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
                 }
             ));
         }
+        out.push_str(&processor_warning(studies));
+    }
+    out
+}
+
+/// A paragraph under the studies' table when their runs did not all record one processor: CPU
+/// kernels choose their code by the processor's instruction set, so the same config can give
+/// other figures on another machine, and a row comparing two studies would mix that in.
+fn processor_warning(studies: &[StudyLine]) -> String {
+    let all: BTreeSet<&str> = studies
+        .iter()
+        .flat_map(|s| s.processors.iter().map(String::as_str))
+        .collect();
+    let recorded = all.iter().filter(|p| **p != PROCESSOR_NOT_RECORDED).count();
+    let mut out = String::new();
+    if recorded > 1 {
+        out.push_str(&format!(
+            "\n**These runs computed on {recorded} processors.** CPU kernels choose their code by \
+             the processor's instruction set, so one config can give other figures on another \
+             machine: a row that compares studies run on different processors mixes that \
+             difference in. Rerun the studies on one machine to compare them.\n"
+        ));
+    }
+    if recorded > 0 && all.contains(PROCESSOR_NOT_RECORDED) {
+        out.push_str(
+            "\nSome runs predate the processor field (*not recorded*): whether they ran on the \
+             same processor as the others is not known from the store.\n",
+        );
     }
     out
 }

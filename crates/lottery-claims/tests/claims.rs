@@ -270,9 +270,12 @@ fn figures_are_means_over_seeds_and_verdicts_follow_the_test() {
         "{report}"
     );
     assert!(
-        report.contains("| s | 11 | 0, 1, 2 | burn-flex | 0123456 | 11.0 min |"),
+        report.contains("| s | 11 | 0, 1, 2 | burn-flex | not recorded | 0123456 | 11.0 min |"),
         "{report}"
     );
+    // Runs that predate the processor field raise no warning by themselves.
+    assert!(!report.contains("processors.**"), "{report}");
+    assert!(!report.contains("predate the processor field"), "{report}");
     let again = render_markdown(
         "claims.toml",
         &evaluate(results.path(), &file.claim, &[]).unwrap(),
@@ -428,6 +431,7 @@ fn a_layer_collapse_record_gives_each_methods_shortfall() {
             resolution: 0.02,
             methods: vec![method("snip", 3.94), method("synflow", 6.0)],
             backend: "burn-flex".into(),
+            processor: "Test CPU; avx2".into(),
             git_commit: "abcdef0123".into(),
             git_dirty: true,
         },
@@ -458,7 +462,13 @@ fn a_layer_collapse_record_gives_each_methods_shortfall() {
     let lines = studies(results.path(), &got).unwrap();
     assert_eq!(lines[0].collapse_models, ["vgg-16"]);
     assert_eq!(lines[0].commits, ["abcdef0+dirty"]);
+    assert_eq!(lines[0].processors, ["Test CPU; avx2"]);
     let report = render_markdown("claims.toml", &got, &lines);
+    assert!(
+        report.contains("| Test CPU; avx2 | abcdef0+dirty |"),
+        "{report}"
+    );
+    assert!(!report.contains("processors.**"), "{report}");
     assert!(
         report.contains(
             "`lottery collapse lc.toml && lottery claims --spec claims.toml --claim early`"
@@ -468,6 +478,38 @@ fn a_layer_collapse_record_gives_each_methods_shortfall() {
     // The record is a file beside the runs, not a run.
     assert!(store::finished_runs(&study).unwrap().is_empty());
     assert!(store::scan_runs(&study).unwrap().skipped.is_empty());
+
+    // Records from two processors, and one written before the processor was recorded (no
+    // `processor` key): the report lists each and says what that means for its rows.
+    let mut other = store::read_collapse(&study, "vgg-16").unwrap().unwrap();
+    other.model = "resnet-20".into();
+    other.processor = "Other CPU; avx512f".into();
+    store::write_collapse(&study, &other).unwrap();
+    let mut old: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(store::collapse_path(&study, "vgg-16")).unwrap(),
+    )
+    .unwrap();
+    old["model"] = "conv-2".into();
+    old.as_object_mut().unwrap().remove("processor");
+    std::fs::write(store::collapse_path(&study, "conv-2"), old.to_string()).unwrap();
+    assert_eq!(
+        store::read_collapse(&study, "conv-2")
+            .unwrap()
+            .unwrap()
+            .processor,
+        ""
+    );
+    let lines = studies(results.path(), &got).unwrap();
+    assert_eq!(
+        lines[0].processors,
+        ["Other CPU; avx512f", "Test CPU; avx2", "not recorded"]
+    );
+    let report = render_markdown("claims.toml", &got, &lines);
+    assert!(
+        report.contains("**These runs computed on 2 processors.**"),
+        "{report}"
+    );
+    assert!(report.contains("predate the processor field"), "{report}");
 
     // Its filter must name the method and the model, nothing else.
     std::fs::write(

@@ -490,6 +490,7 @@ fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Pa
             })
             .collect(),
         backend: lottery_core::backend::backend_name().to_string(),
+        processor: lottery_core::backend::processor(),
         git_commit,
         git_dirty,
     };
