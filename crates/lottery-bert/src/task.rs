@@ -751,7 +751,8 @@ impl PruneTarget for BertTask {
                 self.step = saved.step;
                 self.metrics = saved.metrics;
                 reports = saved.reports;
-                if replay(&reports, on_epoch).is_break() {
+                let restored = self.values(watch)?;
+                if replay(&reports, &restored, on_epoch).is_break() {
                     return Ok(());
                 }
             }

@@ -79,6 +79,7 @@ pub fn critical_compression(
                     seed: p.canonical.seed,
                     progress: ProgressBar::hidden(),
                     work_dir: None,
+                    save_every: std::time::Duration::ZERO,
                 };
                 Ok(pruner.prune(&mut ctx)?)
             }

@@ -252,6 +252,8 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
     let mut run_target = target_of(p, bar.clone())?;
     let task = run_target.target();
     let work_dir = work_dir(results, &cfg, &p.run_id);
+    // How often a training (the method's, then the final one) saves its state to resume from.
+    let save_every = save_interval()?;
 
     bar.set_message(format!("{} pruning", p.method.name));
     let prune_clock = PhaseClock::start(&work_dir, "prune-seconds", "pruning");
@@ -263,6 +265,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
             seed: cfg.seed,
             progress: bar.clone(),
             work_dir: Some(work_dir.clone()),
+            save_every,
         };
         let expected = ctx.dense_mask();
         let mask = pruner.prune(&mut ctx)?;
@@ -298,7 +301,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
     // To the end of the run's schedule: a method that rewound to step k continues from there.
     let end = task.clock().run_steps;
     // Resumable: the training saves its state in the work folder and a rerun continues from it.
-    task.save_training_in(Some(work_dir.join("train")), save_interval()?)?;
+    task.save_training_in(Some(work_dir.join("train")), save_every)?;
     task.train_until(&mask, end, &mut |r| {
         last = (
             r.test_loss.unwrap_or(f64::NAN),
@@ -472,6 +475,7 @@ pub fn initial_scores(p: &Prepared) -> Result<ParamValues, RunError> {
         seed: p.canonical.seed,
         progress: ProgressBar::hidden(),
         work_dir: None,
+        save_every: std::time::Duration::ZERO,
     };
     let dense = ctx.dense_mask();
     let scorer = pruner.scorer().ok_or_else(|| {

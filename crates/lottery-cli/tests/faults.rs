@@ -558,39 +558,16 @@ fn run_files(run: &Path) -> BTreeMap<String, Vec<u8>> {
     .collect()
 }
 
-// 15. A run killed in the middle of its training resumes at its last saved epoch and finishes
-// with the figures, metric rows and weights of an uninterrupted run.
-#[test]
-fn a_run_killed_mid_epoch_resumes_and_equals_an_uninterrupted_run() {
-    let env = [("LOTTERY_SAVE_EVERY", "0")];
-    let whole = tempfile::tempdir().unwrap();
-    let cfg = write_config(whole.path(), "c.toml", "");
-    let args = long_run_args(&cfg);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = lottery_env(whole.path(), &args, &env);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let uninterrupted = finished(&whole.path().join("results/t")).remove(0);
-
-    let d = tempfile::tempdir().unwrap();
-    let cfg = write_config(d.path(), "c.toml", "");
-    let args = long_run_args(&cfg);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = lottery_cmd(d.path(), &args)
-        .env("LOTTERY_SAVE_EVERY", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it as soon as its first epoch's state is saved: it is then inside its second epoch.
-    let study = d.path().join("results/t");
+/// Waits until a run of `study` has saved a training state in `sub` of its work folder (it is
+/// then inside the next epoch), kills it, and checks that it finished nothing.
+fn kill_once_a_state_is_saved(child: &mut std::process::Child, study: &Path, sub: &str) {
     let saved = |study: &Path| -> bool {
         std::fs::read_dir(study)
             .into_iter()
             .flatten()
             .flatten()
             .any(|e| {
-                let train = e.path().join("train");
-                std::fs::read_dir(train)
+                std::fs::read_dir(e.path().join(sub))
                     .into_iter()
                     .flatten()
                     .flatten()
@@ -598,10 +575,10 @@ fn a_run_killed_mid_epoch_resumes_and_equals_an_uninterrupted_run() {
             })
     };
     let t0 = std::time::Instant::now();
-    while !saved(&study) {
+    while !saved(study) {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "finished before it saved a state"
+            "finished before it saved a state in {sub}"
         );
         assert!(t0.elapsed().as_secs() < 300, "no state saved in 300 s");
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -609,16 +586,55 @@ fn a_run_killed_mid_epoch_resumes_and_equals_an_uninterrupted_run() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
-        finished(&study).is_empty(),
+        finished(study).is_empty(),
         "the run finished before the kill"
     );
+}
+
+/// Runs `args(config)` from a config of `extra` twice: once uninterrupted, and once killed as soon
+/// as it saved a training state in `sub` of its work folder, then run again. Returns the temporary
+/// folders (kept while the caller reads), both runs' folders (the same run id) and the second
+/// attempt's standard error.
+fn uninterrupted_and_resumed(
+    extra: &str,
+    args: impl Fn(&Path) -> Vec<String>,
+    sub: &str,
+) -> ([tempfile::TempDir; 2], PathBuf, PathBuf, String) {
+    let env = [("LOTTERY_SAVE_EVERY", "0")];
+    let whole = tempfile::tempdir().unwrap();
+    let whole_args = args(&write_config(whole.path(), "c.toml", extra));
+    let whole_args: Vec<&str> = whole_args.iter().map(String::as_str).collect();
+    let o = lottery_env(whole.path(), &whole_args, &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let uninterrupted = finished(&whole.path().join("results/t")).remove(0);
+
+    let d = tempfile::tempdir().unwrap();
+    let args = args(&write_config(d.path(), "c.toml", extra));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = lottery_cmd(d.path(), &args)
+        .env("LOTTERY_SAVE_EVERY", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let study = d.path().join("results/t");
+    kill_once_a_state_is_saved(&mut child, &study, sub);
 
     let o = lottery_env(d.path(), &args, &env);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("training resumed at step"), "{err}");
     let resumed = finished(&study).remove(0);
     assert_eq!(resumed.file_name(), uninterrupted.file_name());
+    ([whole, d], uninterrupted, resumed, err)
+}
+
+// 15. A run killed in the middle of its training resumes at its last saved epoch and finishes
+// with the figures, metric rows and weights of an uninterrupted run.
+#[test]
+fn a_run_killed_mid_epoch_resumes_and_equals_an_uninterrupted_run() {
+    let (_dirs, uninterrupted, resumed, err) =
+        uninterrupted_and_resumed("", long_run_args, "train");
+    assert!(err.contains("training resumed at step"), "{err}");
     let (a, b) = (summary(&uninterrupted), summary(&resumed));
     for key in [
         "test_accuracy",
@@ -634,6 +650,7 @@ fn a_run_killed_mid_epoch_resumes_and_equals_an_uninterrupted_run() {
     }
     // The work folder is gone once the run is written.
     let id = resumed.file_name().unwrap().to_string_lossy().to_string();
+    let study = resumed.parent().unwrap();
     assert!(!study.join(format!(".{id}.work")).exists());
 }
 
@@ -656,5 +673,51 @@ fn a_bad_save_interval_is_refused_before_any_run() {
             "{command}: {err}"
         );
         assert!(!d.path().join("results").exists(), "{command}: {err}");
+    }
+}
+
+// 17. An Early-Bird run killed in the middle of its search resumes at the search's last saved
+// epoch and finishes with the ticket, figures, rows and weights of an uninterrupted run.
+#[test]
+fn an_early_bird_run_killed_mid_search_resumes_and_equals_an_uninterrupted_run() {
+    let extra = "[methods.early-bird]\ndraw = \"last\"\nmax_epochs = 4\n";
+    let args = |cfg: &Path| -> Vec<String> {
+        let mut args = vec!["run".to_string(), cfg.to_str().unwrap().to_string()];
+        for set in [
+            "prune.method=early-bird",
+            "prune.density=0.5",
+            "model.name=vgg-11",
+            "train.epochs=6",
+            "train.momentum=0.9",
+            "data.train_subset=128",
+            "data.test_subset=32",
+            "data.batch_size=32",
+            "train.checkpoints=[24]",
+        ] {
+            args.extend(["--set".to_string(), set.to_string()]);
+        }
+        args.push("--no-table".into());
+        args
+    };
+    let (_dirs, uninterrupted, resumed, err) =
+        uninterrupted_and_resumed(extra, args, "early-bird/search");
+    // The search resumed from its own state (not its final training).
+    assert!(
+        err.lines()
+            .any(|l| l.contains("training resumed at step") && l.contains("search")),
+        "{err}"
+    );
+    let (a, b) = (summary(&uninterrupted), summary(&resumed));
+    for key in ["test_accuracy", "test_loss", "kept"] {
+        assert_eq!(a[key], b[key], "{key}: {err}");
+    }
+    // The rows, the mask and the final weights (6 epochs of 4 steps).
+    for file in [
+        "metrics.parquet",
+        "masks.safetensors",
+        "checkpoint-step24.safetensors",
+    ] {
+        let bytes = |run: &Path| std::fs::read(run.join(file)).unwrap();
+        assert!(bytes(&uninterrupted) == bytes(&resumed), "{file} differs");
     }
 }

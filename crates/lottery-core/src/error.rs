@@ -149,6 +149,22 @@ impl PruneError {
         }
     }
 
+    /// [`PruneError::Progress`]: saving progress to `path` failed for `why`.
+    pub fn progress(path: &std::path::Path, why: impl ToString) -> Self {
+        Self::Progress {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        }
+    }
+
+    /// [`PruneError::DamagedProgress`]: the progress saved in `path` does not load, for `why`.
+    pub fn damaged_progress(path: &std::path::Path, why: impl ToString) -> Self {
+        Self::DamagedProgress {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        }
+    }
+
     /// The same error as [`PruneError::DamagedProgress`] when it is a [`PruneError::Progress`]
     /// (a load of saved progress that failed); any other error unchanged.
     pub fn into_damaged(self) -> Self {

@@ -244,8 +244,10 @@ pub trait PruneTarget {
     /// Makes the trainings that follow resumable: each saves its state (weights, optimiser state,
     /// clock, metric rows) in `dir` at its epoch ends, at most once every `every`, and continues
     /// from the latest state that the same training (same start, end, mask and starting weights)
-    /// saved there, first passing the reports of the epochs it restores to `on_epoch` (with no
-    /// watched values). `None` turns it off. A run sets it for its final training.
+    /// saved there, first passing the reports of the epochs it restores to `on_epoch` (the last
+    /// with the watched values of the restored state, the earlier ones with none). `None` turns
+    /// it off. A run sets it for its final training; a method that trains sets it for its own
+    /// trainings in [`PruneContext::work_dir`], every [`PruneContext::save_every`].
     fn save_training_in(
         &mut self,
         dir: Option<std::path::PathBuf>,
@@ -387,6 +389,9 @@ pub struct PruneContext<'a> {
     /// is recorded: a method that trains saves its progress here and resumes from it. None: no
     /// resumption (tests, scoring).
     pub work_dir: Option<PathBuf>,
+    /// How often a method that trains saves its training's state in `work_dir` (at epoch ends,
+    /// at most this often: [`PruneTarget::save_training_in`]); zero saves at every epoch end.
+    pub save_every: std::time::Duration,
 }
 
 impl PruneContext<'_> {

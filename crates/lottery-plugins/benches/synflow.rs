@@ -63,6 +63,7 @@ fn main() {
             seed: 0,
             progress: ProgressBar::hidden(),
             work_dir: None,
+            save_every: std::time::Duration::ZERO,
         };
         let t = Instant::now();
         let mask = pruner.prune(&mut ctx).expect("synflow prunes");

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Crashing;
+
 use std::sync::Arc;
 
 use lottery_core::backend::default_device;
@@ -172,6 +174,154 @@ fn a_saved_ticket_is_not_searched_again() {
     let names: Vec<String> = first.params().into_iter().map(|p| p.name).collect();
     assert_eq!(first.values(&names).unwrap(), again.values(&names).unwrap());
     assert_eq!(again.clock().step, first.clock().step);
+}
+
+/// Options under which a search can be stopped at epoch 2: the detector of the test above (it
+/// draws at epoch 3), and the step clock (a mask every 3 steps, 4 steps an epoch) over 4 epochs.
+const DETECTOR: &str = "window = 3\nepsilon = 0.2\nretrain_from = \"keep\"";
+const STEP_CLOCK: &str =
+    "detect_every = 3\ndraw = \"last\"\nmax_epochs = 4\nretrain_from = \"keep\"";
+/// The epoch clock over 4 epochs, drawing at the end.
+const EPOCH_LAST: &str = "draw = \"last\"\nmax_epochs = 4\nretrain_from = \"keep\"";
+
+/// The folder of the training state saved at the end of `epoch` (4 steps an epoch).
+fn state_of(work: &std::path::Path, epoch: usize) -> std::path::PathBuf {
+    work.join(format!("early-bird/search/epoch-{:010}", epoch * 4))
+}
+
+/// A search crashed at the end of `epoch` (its training state saved there; the method heard of
+/// that epoch or not), in `work`.
+fn crash_search(work: &std::path::Path, opts: &str, epoch: usize, heard: bool) {
+    let mut first = task();
+    let mut crashing = Crashing {
+        crash_after_epoch: Some((epoch, heard)),
+        ..Crashing::new(&mut first)
+    };
+    let e = early_bird(&mut crashing, 0.4, opts, Some(work.to_path_buf())).unwrap_err();
+    assert!(e.to_string().contains("simulated crash"), "{e}");
+}
+
+#[test]
+fn a_search_crashed_at_an_epoch_end_resumes_there_and_draws_the_uninterrupted_ticket() {
+    let cases = [
+        (DETECTOR, 2, false),
+        (DETECTOR, 2, true),
+        (DETECTOR, 3, false), // the epoch of the draw: the replay draws it
+        (STEP_CLOCK, 2, false),
+        (STEP_CLOCK, 3, false), // step 12 is on the clock: its mask not yet saved
+        (STEP_CLOCK, 3, true),
+    ];
+    for (opts, epoch, heard) in cases {
+        let case = format!("{opts:?}, crashed after epoch {epoch}, heard: {heard}");
+        let whole_dir = tempfile::tempdir().unwrap();
+        let mut whole = task();
+        let m_whole = early_bird(&mut whole, 0.4, opts, Some(whole_dir.path().to_path_buf()));
+        let m_whole = m_whole.unwrap();
+        // Saving changes nothing: a search without a work folder is the same.
+        let mut unsaved = task();
+        assert_eq!(early_bird(&mut unsaved, 0.4, opts, None).unwrap(), m_whole);
+        assert_eq!(PruneTarget::metrics(&unsaved), PruneTarget::metrics(&whole));
+
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        crash_search(&work, opts, epoch, heard);
+        let search = work.join("early-bird/search");
+        let masks = work.join("early-bird/masks.jsonl");
+        let states: Vec<_> = std::fs::read_dir(&search).unwrap().collect();
+        assert_eq!(states.len(), 1, "{case}");
+        assert!(
+            state_of(&work, epoch).exists(),
+            "{case}: the state of epoch {epoch}"
+        );
+        assert!(masks.exists(), "{case}");
+
+        let mut again = task();
+        let mut watching = Crashing::new(&mut again);
+        let m = early_bird(&mut watching, 0.4, opts, Some(work.clone())).unwrap();
+        // The epochs before the restored one were replayed, not trained again.
+        assert_eq!(watching.replayed, epoch - 1, "{case}");
+        assert_eq!(m, m_whole, "{case}");
+        assert_eq!(
+            PruneTarget::metrics(&again),
+            PruneTarget::metrics(&whole),
+            "{case}"
+        );
+        let names: Vec<String> = whole.params().into_iter().map(|p| p.name).collect();
+        assert_eq!(again.values(&names).unwrap(), whole.values(&names).unwrap());
+        assert_eq!(again.clock().step, whole.clock().step, "{case}");
+        // The ticket is saved: the search's progress is gone.
+        assert!(!search.exists() && !masks.exists(), "{case}");
+        assert!(
+            work.join("early-bird/ticket.safetensors").exists(),
+            "{case}"
+        );
+    }
+}
+
+/// A state older than the newest masks (saves are at most every `save_every`): the masks taken
+/// after it are taken again, and the stale lines change nothing.
+#[test]
+fn masks_saved_after_the_restored_state_are_taken_again() {
+    for opts in [EPOCH_LAST, STEP_CLOCK] {
+        let mut whole = task();
+        let m_whole = early_bird(&mut whole, 0.4, opts, None).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        crash_search(&work, opts, 2, true);
+        let kept = dir.path().join("epoch-2");
+        std::fs::create_dir(&kept).unwrap();
+        for file in std::fs::read_dir(state_of(&work, 2)).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), kept.join(file.file_name())).unwrap();
+        }
+        // Resumed, it trains on from epoch 2 to the end of epoch 3, taking the masks of epoch 3
+        // (of steps 9 and 12 under the step clock); then the state of epoch 2 is the latest again.
+        crash_search(&work, opts, 3, true);
+        std::fs::remove_dir_all(state_of(&work, 3)).unwrap();
+        std::fs::rename(&kept, state_of(&work, 2)).unwrap();
+
+        let mut again = task();
+        let mut watching = Crashing::new(&mut again);
+        let m = early_bird(&mut watching, 0.4, opts, Some(work)).unwrap();
+        assert_eq!(watching.replayed, 1, "{opts:?}");
+        assert_eq!(m, m_whole, "{opts:?}");
+        assert_eq!(
+            PruneTarget::metrics(&again),
+            PruneTarget::metrics(&whole),
+            "{opts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_resumed_search_without_its_masks_stops_as_damaged_progress() {
+    for damage in ["garbage", "missing"] {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        crash_search(&work, DETECTOR, 2, true);
+        let masks = work.join("early-bird/masks.jsonl");
+        if damage == "missing" {
+            std::fs::remove_file(&masks).unwrap();
+        } else {
+            let text = std::fs::read_to_string(&masks).unwrap();
+            std::fs::write(&masks, format!("garbage\n{text}")).unwrap();
+        }
+        match early_bird(&mut task(), 0.4, DETECTOR, Some(work)) {
+            Err(PruneError::DamagedProgress { path, why }) => {
+                assert!(
+                    path.ends_with("masks.jsonl"),
+                    "{damage}: {}",
+                    path.display()
+                );
+                assert!(
+                    why.contains("line 1") || why.contains("step 4"),
+                    "{damage}: {why}"
+                );
+            }
+            other => panic!("{damage}: {other:?}"),
+        }
+    }
 }
 
 #[test]

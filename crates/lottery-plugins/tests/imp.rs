@@ -255,6 +255,7 @@ fn imp_with(
         seed: 11,
         progress: ProgressBar::hidden(),
         work_dir,
+        save_every: std::time::Duration::ZERO,
     };
     pruner.prune(&mut ctx)
 }

@@ -56,18 +56,26 @@ pub fn restore_optimizer<M: burn::module::AutodiffModule<lottery_core::backend::
 ) -> Result<crate::RunOptimizer<M>, PruneError> {
     optim
         .with_state_bytes(&saved.optimizer, order)
-        .map_err(|e| damaged(dir, e))
+        .map_err(|e| PruneError::damaged_progress(dir, e))
 }
 
-/// Passes the reports of the epochs a resumed training restored to its caller's `on_epoch` (no
-/// watched values), as if they had just run; stops at the first that breaks.
+/// Passes the reports of the epochs a resumed training restored to its caller's `on_epoch`, as if
+/// they had just run: the last with `restored` (the watched values of the restored state, which
+/// are those at the end of that epoch), the earlier ones with no watched values (they are not
+/// saved); stops at the first that breaks.
 pub fn replay(
     reports: &[EpochReport],
+    restored: &ParamValues,
     on_epoch: &mut dyn FnMut(&EpochReport, &ParamValues) -> std::ops::ControlFlow<()>,
 ) -> std::ops::ControlFlow<()> {
     let none = ParamValues::new();
-    for r in reports {
-        on_epoch(r, &none)?;
+    for (i, r) in reports.iter().enumerate() {
+        let watched = if i + 1 == reports.len() {
+            restored
+        } else {
+            &none
+        };
+        on_epoch(r, watched)?;
     }
     std::ops::ControlFlow::Continue(())
 }
@@ -96,20 +104,6 @@ pub struct TrainingSaver {
     /// The key and folder of the state this saver last wrote or loaded: its rewind checkpoints
     /// are the same files for the next save of that training (they never change once taken).
     previous: Option<(String, PathBuf)>,
-}
-
-fn damaged(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::DamagedProgress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
-fn write_failed(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::Progress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
 }
 
 impl TrainingSaver {
@@ -222,10 +216,15 @@ impl TrainingSaver {
             return Ok(None);
         };
         let json = folder.join("state.json");
-        let text = std::fs::read_to_string(&json).map_err(|e| damaged(&json, e))?;
-        let state: StateFile = serde_json::from_str(&text).map_err(|e| damaged(&json, e))?;
+        let text =
+            std::fs::read_to_string(&json).map_err(|e| PruneError::damaged_progress(&json, e))?;
+        let state: StateFile =
+            serde_json::from_str(&text).map_err(|e| PruneError::damaged_progress(&json, e))?;
         if state.format != FORMAT {
-            return Err(damaged(&json, format!("format `{}`", state.format)));
+            return Err(PruneError::damaged_progress(
+                &json,
+                format!("format `{}`", state.format),
+            ));
         }
         if state.key != key {
             tracing::info!(
@@ -234,11 +233,13 @@ impl TrainingSaver {
             );
             return Ok(None);
         }
-        let read_values =
-            |path: &Path| lottery_core::weights::read(path).map_err(|e| damaged(path, e));
+        let read_values = |path: &Path| {
+            lottery_core::weights::read(path).map_err(|e| PruneError::damaged_progress(path, e))
+        };
         let values = read_values(&folder.join("values.safetensors"))?;
         let optimizer_path = folder.join("optimizer.mpk");
-        let optimizer = std::fs::read(&optimizer_path).map_err(|e| damaged(&optimizer_path, e))?;
+        let optimizer = std::fs::read(&optimizer_path)
+            .map_err(|e| PruneError::damaged_progress(&optimizer_path, e))?;
         let mut checkpoints = Checkpoints::new();
         for step in state.checkpoints {
             let path = folder.join(format!("checkpoint-step{step}.safetensors"));
@@ -258,16 +259,16 @@ impl TrainingSaver {
 
     /// Saves `state` of the training with `key` and removes the states before it.
     pub fn save(&mut self, key: &str, state: &SavedTraining) -> Result<(), PruneError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| write_failed(&self.dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| PruneError::progress(&self.dir, e))?;
         let name = format!("epoch-{:010}", state.step);
         let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| write_failed(&tmp, e))?;
+            std::fs::remove_dir_all(&tmp).map_err(|e| PruneError::progress(&tmp, e))?;
         }
-        std::fs::create_dir(&tmp).map_err(|e| write_failed(&tmp, e))?;
+        std::fs::create_dir(&tmp).map_err(|e| PruneError::progress(&tmp, e))?;
         let write = |file: &str, bytes: &[u8]| {
             let path = tmp.join(file);
-            std::fs::write(&path, bytes).map_err(|e| write_failed(&path, e))
+            std::fs::write(&path, bytes).map_err(|e| PruneError::progress(&path, e))
         };
         let meta = std::collections::BTreeMap::new();
         write(
@@ -299,17 +300,17 @@ impl TrainingSaver {
             loop_state: state.loop_state.clone(),
             checkpoints: state.checkpoints.keys().copied().collect(),
         };
-        let json = serde_json::to_string(&file).map_err(|e| write_failed(&tmp, e))?;
+        let json = serde_json::to_string(&file).map_err(|e| PruneError::progress(&tmp, e))?;
         write("state.json", json.as_bytes())?;
         let target = self.dir.join(&name);
         if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(|e| write_failed(&target, e))?;
+            std::fs::remove_dir_all(&target).map_err(|e| PruneError::progress(&target, e))?;
         }
-        std::fs::rename(&tmp, &target).map_err(|e| write_failed(&target, e))?;
+        std::fs::rename(&tmp, &target).map_err(|e| PruneError::progress(&target, e))?;
         self.previous = Some((key.to_string(), target.clone()));
         for (step, folder) in self.states() {
             if step != state.step {
-                std::fs::remove_dir_all(&folder).map_err(|e| write_failed(&folder, e))?;
+                std::fs::remove_dir_all(&folder).map_err(|e| PruneError::progress(&folder, e))?;
             }
         }
         self.last = Instant::now();

@@ -572,7 +572,8 @@ impl ImageTask {
             if let Some(saved) = saved {
                 optim = self.resume_from(&saved, optim, saver.dir())?;
                 reports = saved.reports;
-                if replay(&reports, on_epoch).is_break() {
+                let restored = view::values::<TrainBackend, _>(&self.model, &self.naming, watch);
+                if replay(&reports, &restored, on_epoch).is_break() {
                     return Ok(());
                 }
             }

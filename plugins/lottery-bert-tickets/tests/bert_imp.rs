@@ -64,6 +64,7 @@ fn prune_in(
         seed: 5,
         progress: ProgressBar::hidden(),
         work_dir,
+        save_every: std::time::Duration::ZERO,
     };
     let mut p: Box<dyn Pruner> = options.build();
     p.prune(&mut ctx).unwrap()

@@ -40,11 +40,15 @@
 //! network at the draw: with `draw = "last"`, the fully trained unpruned network).
 //!
 //! The drawn ticket is saved in the run's work directory, so an interrupted run does not search
-//! again.
+//! again. A search in progress keeps its training's state there too (at epoch ends, every
+//! `PruneContext::save_every`) with every mask it took ([`history`]), so a run killed during its
+//! search continues from the last saved epoch end and draws the ticket, with the rows, of an
+//! uninterrupted run.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use lottery_core::PruneTarget;
 use lottery_core::plugin::{capability, family_mut};
@@ -54,9 +58,11 @@ use lottery_core::{
 };
 use lottery_models::channel_masks::{self, ChannelGroup, ChannelKeep};
 
+pub mod history;
 pub mod selection;
 
-use lottery_train::ImageTask;
+use history::{MaskHistory, MasksByStep};
+use lottery_train::{ImageTask, TrainingSaver};
 use selection::channel_distance;
 use serde::{Deserialize, Serialize};
 
@@ -331,13 +337,6 @@ impl Ticket {
     }
 }
 
-fn failed(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::Progress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
 /// The saved ticket: the weights at the draw, with the channel mask and every row so far.
 fn save_ticket(
     path: &Path,
@@ -348,15 +347,15 @@ fn save_ticket(
     let meta = BTreeMap::from([
         (
             "ticket".to_string(),
-            serde_json::to_string(ticket).map_err(|e| failed(path, e))?,
+            serde_json::to_string(ticket).map_err(|e| PruneError::progress(path, e))?,
         ),
         (
             "metrics".to_string(),
-            serde_json::to_string(rows).map_err(|e| failed(path, e))?,
+            serde_json::to_string(rows).map_err(|e| PruneError::progress(path, e))?,
         ),
     ]);
     let bytes = weights::to_bytes(values, &meta);
-    lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| failed(path, e))
+    lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| PruneError::progress(path, e))
 }
 
 /// Reads what [`save_ticket`] wrote; a file that does not load is
@@ -427,88 +426,34 @@ impl EarlyBird {
         }
         let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
         let (density, scope) = (ctx.goal.density, ctx.goal.scope);
-        let dense = ctx.dense_mask();
         bn_network(ctx.target)?.set_norm_l1(o.l1)?;
         ctx.target.set_phase(0, "search");
         let start = ctx.target.values(&scales)?;
         let first = channel_mask(groups, &start, density, scope)?;
 
-        let mut detector = Detector::new(o.window, o.epsilon);
-        detector.push(first.clone());
-        let mut history = vec![first];
-        let mut rows = vec![];
-        // The step of the draw.
-        let mut drawn: Option<usize> = None;
-        let mut failure: Option<PruneError> = None;
-        let draw_early = o.draw == Draw::Early;
-        let every = o.detect_every.steps();
-        // The distance row to the j-th mask of the history (the mask before training is the 0th).
-        let older_name = |j: usize| match every {
-            None => format!("distance/e{j:03}"),
-            Some(n) => format!("distance/s{:06}", j * n),
+        // With a work folder, the search saves its training's state and its masks there as it
+        // goes, and continues from them.
+        let progress = ctx.work_dir.as_deref().map(SearchProgress::in_work_dir);
+        let saved = match &progress {
+            Some(p) => {
+                let saved = p.resumable_masks(&first)?;
+                ctx.target
+                    .save_training_in(Some(p.training.clone()), ctx.save_every)?;
+                saved
+            }
+            None => MasksByStep::new(),
         };
-        bn_network(ctx.target)?.set_watch_every(every);
-        ctx.progress.set_message("early-bird search");
-        let trained = ctx.target.train_watching(
-            &dense,
-            budget * clock.steps_per_epoch,
-            &scales,
-            &mut |report, watched| {
-                if every.is_some_and(|n| !report.step.is_multiple_of(n)) {
-                    return ControlFlow::Continue(()); // an epoch end off the step clock
-                }
-                let keep = match channel_mask(groups, watched, density, scope) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        failure = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                };
-                let (s, e) = (report.step, report.epoch);
-                let previous = history.last().expect("the initial mask");
-                rows.push(row(
-                    s,
-                    e,
-                    "distance-previous",
-                    channel_distance(&keep, previous),
-                ));
-                for (j, older) in history.iter().enumerate() {
-                    rows.push(row(s, e, older_name(j), channel_distance(&keep, older)));
-                }
-                history.push(keep.clone());
-                let window = detector.push(keep);
-                let max = window
-                    .as_ref()
-                    .map(|d| d.iter().copied().fold(0.0, f64::max));
-                tracing::info!(
-                    epoch = e,
-                    step = s,
-                    test_accuracy = format!("{:.4}", report.test_accuracy.unwrap_or(f64::NAN)),
-                    distance_max = format!("{:.4}", max.unwrap_or(f64::NAN)),
-                    "early-bird search"
-                );
-                if let (Some(d), Some(max)) = (window, max) {
-                    rows.push(row(s, e, "distance-max", max));
-                    if drawn.is_none() && detector.fires(&d) {
-                        drawn = Some(s);
-                        if draw_early {
-                            return ControlFlow::Break(());
-                        }
-                    }
-                }
-                ControlFlow::Continue(())
-            },
-        );
-        bn_network(ctx.target)?.set_watch_every(None);
-        trained?;
-        if let Some(e) = failure {
-            return Err(e);
+        let history = progress.as_ref().map(|p| &p.masks);
+        let searched = self.train_searching(ctx, groups, first, &saved, history, budget);
+        if progress.is_some() {
+            ctx.target.save_training_in(None, Duration::ZERO)?;
         }
+        let search = searched?;
         let mut all = ctx.target.metrics();
-        all.extend(rows);
+        all.extend(search.rows);
         ctx.target.restore_metrics(all);
-        let (drawn_step, keep) = match (o.draw, drawn) {
-            (Draw::Early, Some(s)) => (s, detector.newest().expect("drawn").clone()),
+        let (drawn_step, keep) = match (o.draw, search.drawn) {
+            (Draw::Early, Some(s)) => (s, search.detector.newest().expect("drawn").clone()),
             // The mask at the end of the budget (under the epoch clock, the newest of the history).
             _ => (
                 ctx.target.clock().step,
@@ -519,8 +464,214 @@ impl EarlyBird {
             keep,
             drawn_epoch: drawn_step / clock.steps_per_epoch.max(1),
             drawn_step: Some(drawn_step),
-            detected: drawn.is_some(),
+            detected: search.drawn.is_some(),
         })
+    }
+
+    /// The search's training: from the clock's step to the budget's end (or the draw), taking a
+    /// mask at each check. A training resumed from a saved state replays its restored epochs
+    /// without the values watched at them (but the last): their checks take the masks `saved`
+    /// by step. Each mask computed is appended to `history`.
+    fn train_searching(
+        &self,
+        ctx: &mut PruneContext<'_>,
+        groups: &[ChannelGroup],
+        first: ChannelKeep,
+        saved: &MasksByStep,
+        history: Option<&MaskHistory>,
+        budget: usize,
+    ) -> Result<Search, PruneError> {
+        let o = &self.options;
+        let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
+        let (density, scope) = (ctx.goal.density, ctx.goal.scope);
+        let dense = ctx.dense_mask();
+        let spe = ctx.target.clock().steps_per_epoch.max(1);
+        let every = o.detect_every.steps();
+        let draw_early = o.draw == Draw::Early;
+        let mut search = Search::new(o, first);
+        let mut failure: Option<PruneError> = None;
+        bn_network(ctx.target)?.set_watch_every(every);
+        ctx.progress.set_message("early-bird search");
+        let trained =
+            ctx.target
+                .train_watching(&dense, budget * spe, &scales, &mut |report, watched| {
+                    let s = report.step;
+                    let missing = |k: usize| PruneError::DamagedProgress {
+                        path: history.map(|h| h.path().to_path_buf()).unwrap_or_default(),
+                        why: format!(
+                            "no mask saved for step {k}, which the resumed training replays"
+                        ),
+                    };
+                    // Under the step clock, checks between the last mask taken and this report were
+                    // made before a resume (a live training reports each): take their saved masks.
+                    let between = every.map_or(0..0, |n| (search.last / n + 1) * n..s);
+                    for k in between.step_by(every.unwrap_or(1)) {
+                        let Some(keep) = saved.get(&k) else {
+                            failure = Some(missing(k));
+                            return ControlFlow::Break(());
+                        };
+                        if search.take(keep.clone(), k, k / spe) && draw_early {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    if every.is_some_and(|n| !s.is_multiple_of(n)) {
+                        return ControlFlow::Continue(()); // an epoch end off the step clock
+                    }
+                    let keep = if watched.is_empty() {
+                        // A replayed epoch end.
+                        match saved.get(&s) {
+                            Some(k) => k.clone(),
+                            None => {
+                                failure = Some(missing(s));
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    } else {
+                        let computed =
+                            channel_mask(groups, watched, density, scope).and_then(|k| {
+                                if let Some(h) = history {
+                                    h.append(s, &k)?;
+                                }
+                                Ok(k)
+                            });
+                        match computed {
+                            Ok(k) => k,
+                            Err(e) => {
+                                failure = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    };
+                    let fired = search.take(keep, s, report.epoch);
+                    tracing::info!(
+                        epoch = report.epoch,
+                        step = s,
+                        test_accuracy = format!("{:.4}", report.test_accuracy.unwrap_or(f64::NAN)),
+                        distance_max = format!("{:.4}", search.newest_max.unwrap_or(f64::NAN)),
+                        "early-bird search"
+                    );
+                    if fired && draw_early {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+        bn_network(ctx.target)?.set_watch_every(None);
+        trained?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(search),
+        }
+    }
+}
+
+/// The detector's side of a search: the masks taken so far, the window, the distance rows and
+/// the draw.
+struct Search {
+    detector: Detector,
+    /// Every mask taken, the one before training first.
+    history: Vec<ChannelKeep>,
+    rows: Vec<MetricRow>,
+    /// The step the detector first fired at.
+    drawn: Option<usize>,
+    /// The detector's clock (`None`: the epoch).
+    every: Option<usize>,
+    /// The step of the last mask taken.
+    last: usize,
+    /// The largest distance in the window at the last mask taken, once the window is full.
+    newest_max: Option<f64>,
+}
+
+impl Search {
+    fn new(o: &EarlyBirdOptions, first: ChannelKeep) -> Self {
+        let mut detector = Detector::new(o.window, o.epsilon);
+        detector.push(first.clone());
+        Self {
+            detector,
+            history: vec![first],
+            rows: vec![],
+            drawn: None,
+            every: o.detect_every.steps(),
+            last: 0,
+            newest_max: None,
+        }
+    }
+
+    /// The name of the distance row to the j-th mask taken.
+    fn older_name(&self, j: usize) -> String {
+        match self.every {
+            None => format!("distance/e{j:03}"),
+            Some(n) => format!("distance/s{:06}", j * n),
+        }
+    }
+
+    /// Takes the mask drawn at step `s` (epoch `e`): records its distances and pushes it into the
+    /// window; true when the detector fires for the first time.
+    fn take(&mut self, keep: ChannelKeep, s: usize, e: usize) -> bool {
+        let previous = self.history.last().expect("the initial mask");
+        let to_previous = channel_distance(&keep, previous);
+        self.rows.push(row(s, e, "distance-previous", to_previous));
+        for j in 0..self.history.len() {
+            let d = channel_distance(&keep, &self.history[j]);
+            self.rows.push(row(s, e, self.older_name(j), d));
+        }
+        self.history.push(keep.clone());
+        self.last = s;
+        let window = self.detector.push(keep);
+        self.newest_max = window
+            .as_ref()
+            .map(|d| d.iter().copied().fold(0.0, f64::max));
+        let (Some(d), Some(max)) = (window, self.newest_max) else {
+            return false;
+        };
+        self.rows.push(row(s, e, "distance-max", max));
+        if self.drawn.is_none() && self.detector.fires(&d) {
+            self.drawn = Some(s);
+            return true;
+        }
+        false
+    }
+}
+
+/// Where a search keeps its progress in the run's work folder: the training's saved state and
+/// the masks taken.
+struct SearchProgress {
+    training: PathBuf,
+    masks: MaskHistory,
+}
+
+impl SearchProgress {
+    fn in_work_dir(work_dir: &Path) -> Self {
+        let dir = work_dir.join("early-bird");
+        Self {
+            training: dir.join("search"),
+            masks: MaskHistory::new(dir.join("masks.jsonl")),
+        }
+    }
+
+    /// The masks a resumed search replays: the saved ones when the training saved a state and
+    /// the saved search began with `first`; otherwise the history starts afresh with `first`.
+    fn resumable_masks(&self, first: &ChannelKeep) -> Result<MasksByStep, PruneError> {
+        let saved = self.masks.read()?;
+        let has_state = TrainingSaver::new(self.training.clone(), Duration::ZERO)
+            .latest()
+            .is_some();
+        if has_state && saved.get(&0) == Some(first) {
+            return Ok(saved);
+        }
+        self.masks.clear()?;
+        self.masks.append(0, first)?;
+        Ok(MasksByStep::from([(0, first.clone())]))
+    }
+
+    /// Removes the search's progress (once its ticket is saved).
+    fn remove(&self) -> Result<(), PruneError> {
+        self.masks.clear()?;
+        match std::fs::remove_dir_all(&self.training) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(PruneError::progress(&self.training, e)),
+        }
     }
 }
 
@@ -559,6 +710,10 @@ impl Pruner for EarlyBird {
             }
         };
 
+        // The ticket is saved: the search's own progress is no longer needed.
+        if let Some(dir) = &ctx.work_dir {
+            SearchProgress::in_work_dir(dir).remove()?;
+        }
         let mask = channel_masks::expand(&groups, &ticket.keep, &ctx.dense_mask())?;
         let start = self.retrain_start(&ticket, ctx.target.clock());
         if o.retrain_clock == RetrainClock::Drawn && start == 0 {

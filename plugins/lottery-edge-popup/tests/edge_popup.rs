@@ -68,6 +68,7 @@ fn run(t: &mut ImageTask, density: f64, scope: Scope, epochs: usize) -> (MaskSet
         seed: 3,
         progress: ProgressBar::hidden(),
         work_dir: None,
+        save_every: std::time::Duration::ZERO,
     };
     let mask = pruner.prune(&mut ctx).unwrap();
     (mask, PruneTarget::metrics(t))

@@ -68,6 +68,7 @@ pub fn run_method(
         seed: 11,
         progress: ProgressBar::hidden(),
         work_dir,
+        save_every: std::time::Duration::ZERO,
     };
     pruner.prune(&mut ctx)
 }
@@ -83,6 +84,11 @@ pub struct Crashing<'a> {
     pub trainings_left: usize,
     /// Calls of [`PruneTarget::values`] still allowed (a method saving its progress reads them).
     pub value_reads_left: std::cell::Cell<usize>,
+    /// Crash the next training at the end of this epoch, once its state is saved there: `(epoch,
+    /// false)` before the method hears of that epoch, `(epoch, true)` after.
+    pub crash_after_epoch: Option<(usize, bool)>,
+    /// Epochs the trainings passed on without watched values (replayed by a resumed training).
+    pub replayed: usize,
 }
 
 impl<'a> Crashing<'a> {
@@ -92,6 +98,8 @@ impl<'a> Crashing<'a> {
             inner,
             trainings_left: usize::MAX,
             value_reads_left: std::cell::Cell::new(usize::MAX),
+            crash_after_epoch: None,
+            replayed: 0,
         }
     }
 }
@@ -160,7 +168,36 @@ impl PruneTarget for Crashing<'_> {
             return Err(crash());
         }
         self.trainings_left -= 1;
-        self.inner.train_watching(mask, end_step, watch, on_epoch)
+        let spe = self.inner.clock().steps_per_epoch.max(1);
+        let crash_at = self.crash_after_epoch.take();
+        let mut crashed = false;
+        let replayed = &mut self.replayed;
+        self.inner
+            .train_watching(mask, end_step, watch, &mut |r, watched| {
+                if watched.is_empty() && !watch.is_empty() {
+                    *replayed += 1;
+                }
+                let epoch_end = r.step == r.epoch * spe;
+                if let Some((epoch, heard)) = crash_at
+                    && epoch_end
+                    && r.epoch == epoch
+                {
+                    crashed = true;
+                    if heard {
+                        let _ = on_epoch(r, watched);
+                    }
+                    return ControlFlow::Break(());
+                }
+                on_epoch(r, watched)
+            })?;
+        if crashed { Err(crash()) } else { Ok(()) }
+    }
+    fn save_training_in(
+        &mut self,
+        dir: Option<std::path::PathBuf>,
+        every: std::time::Duration,
+    ) -> Result<(), PruneError> {
+        self.inner.save_training_in(dir, every)
     }
     fn rewind(&mut self, values: &ParamValues, step: usize) -> Result<(), PruneError> {
         self.inner.rewind(values, step)
