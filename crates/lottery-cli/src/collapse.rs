@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use indicatif::ProgressBar;
+use lottery_analysis::store::CollapseRecord;
 use lottery_core::topk::top_k_mask;
 use lottery_core::{Density, MaskSet, PruneContext};
 
@@ -110,24 +111,41 @@ pub fn critical_compression(
     })
 }
 
-/// The study's table as Markdown: one row per method.
-pub fn render(model: &str, dataset: &str, x_max: f64, points: &[CollapsePoint]) -> String {
+/// The study's table as Markdown: one row per method, and where it was computed.
+pub fn render(record: &CollapseRecord) -> String {
+    let x_max = record.max_critical_x;
+    let processor = if record.processor.is_empty() {
+        "not recorded"
+    } else {
+        record.processor.as_str()
+    };
+    let dirty = if record.git_dirty {
+        ", uncommitted changes"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "### Layer collapse at initialisation: {model} on {dataset}\n\n\
+        "### Layer collapse at initialisation: {} on {}\n\n\
+         Seed {}; {}; processor {processor}; commit {}{dirty}.\n\n\
          Maximal critical compression (each prunable layer keeps one weight): 10^{x_max:.2}\n\n\
          | method | rounds | largest compression without collapse | x | gap to maximal | first layer pruned away beyond | seconds |\n\
-         |---|---:|---:|---:|---:|---|---:|\n"
+         |---|---:|---:|---:|---:|---|---:|\n",
+        record.model,
+        record.dataset,
+        record.seed,
+        record.backend,
+        record.git_commit.get(..7).unwrap_or(&record.git_commit)
     );
-    for p in points {
+    for m in &record.methods {
         out.push_str(&format!(
             "| {} | {} | 10^{:.2} | {:.2} | {:.2} | {} | {:.1} |\n",
-            p.method,
-            p.iterations,
-            p.critical_x,
-            p.critical_x,
-            x_max - p.critical_x,
-            p.collapsed_beyond.first().map_or("–", |s| s.as_str()),
-            p.seconds
+            m.method,
+            m.iterations,
+            m.critical_x,
+            m.critical_x,
+            x_max - m.critical_x,
+            m.collapsed_beyond.first().map_or("–", |s| s.as_str()),
+            m.seconds
         ));
     }
     out

@@ -467,11 +467,6 @@ fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Pa
         points.push(point);
     }
     bar.finish_and_clear();
-    let text = collapse::render(&model, &dataset, x_max, &points);
-    let out = results.join("tables").join(format!("{study}.{model}.md"));
-    lottery_core::fsutil::write_atomic(&out, text.as_bytes())
-        .with_context(|| out.display().to_string())?;
-    // The record the claims report reads, beside the study's runs.
     let (git_commit, git_dirty) = lottery_cli::experiment::git_state();
     let record = store::CollapseRecord {
         model: model.clone(),
@@ -494,6 +489,11 @@ fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Pa
         git_commit,
         git_dirty,
     };
+    let text = collapse::render(&record);
+    let out = results.join("tables").join(format!("{study}.{model}.md"));
+    lottery_core::fsutil::write_atomic(&out, text.as_bytes())
+        .with_context(|| out.display().to_string())?;
+    // The record the claims report reads, beside the study's runs.
     let study_dir = results.join(&study);
     store::write_collapse(&study_dir, &record)?;
     print!("{text}");

@@ -386,6 +386,15 @@ fn collapse_finds_a_critical_compression_per_method() {
         .expect("a collapse record");
     let methods: Vec<&str> = record.methods.iter().map(|m| m.method.as_str()).collect();
     assert_eq!(methods, ["magnitude", "synflow"]);
+    // The table says where it was computed: the backend, the processor, the commit it started
+    // from.
+    let computed_on = format!(
+        "Seed 0; {}; processor {}; commit {}.",
+        record.backend,
+        record.processor,
+        &head[..7]
+    );
+    assert!(table.contains(&computed_on), "{computed_on} not in {table}");
     assert_eq!(
         (record.git_commit.as_str(), record.git_dirty),
         (head.as_str(), false)

@@ -529,21 +529,29 @@ fn a_bias_layout_on_a_graph_network_is_refused_before_any_run() {
     assert_refused(d.path(), &o, &["model.bias", "none", "gcn"]);
 }
 
-/// Arguments of a run of 8 epochs of 62 steps (SGD with momentum) that keeps its weights at step
-/// 40 and at the end, saving its training state at every epoch end.
-fn long_run_args(cfg: &Path) -> Vec<String> {
+/// Arguments of `lottery run CFG --set S … --no-table` for each override `S` of `sets`.
+fn run_args(cfg: &Path, sets: &[&str]) -> Vec<String> {
     let mut args = vec!["run".to_string(), cfg.to_str().unwrap().to_string()];
-    for set in [
-        "data.train_subset=1984",
-        "data.batch_size=32",
-        "train.epochs=8",
-        "train.momentum=0.9",
-        "train.checkpoints=[40, 496]",
-    ] {
+    for set in sets {
         args.extend(["--set".to_string(), set.to_string()]);
     }
     args.push("--no-table".into());
     args
+}
+
+/// Arguments of a run of 8 epochs of 62 steps (SGD with momentum) that keeps its weights at step
+/// 40 and at the end, saving its training state at every epoch end.
+fn long_run_args(cfg: &Path) -> Vec<String> {
+    run_args(
+        cfg,
+        &[
+            "data.train_subset=1984",
+            "data.batch_size=32",
+            "train.epochs=8",
+            "train.momentum=0.9",
+            "train.checkpoints=[40, 496]",
+        ],
+    )
 }
 
 fn run_files(run: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -682,22 +690,20 @@ fn a_bad_save_interval_is_refused_before_any_run() {
 fn an_early_bird_run_killed_mid_search_resumes_and_equals_an_uninterrupted_run() {
     let extra = "[methods.early-bird]\ndraw = \"last\"\nmax_epochs = 4\n";
     let args = |cfg: &Path| -> Vec<String> {
-        let mut args = vec!["run".to_string(), cfg.to_str().unwrap().to_string()];
-        for set in [
-            "prune.method=early-bird",
-            "prune.density=0.5",
-            "model.name=vgg-11",
-            "train.epochs=6",
-            "train.momentum=0.9",
-            "data.train_subset=128",
-            "data.test_subset=32",
-            "data.batch_size=32",
-            "train.checkpoints=[24]",
-        ] {
-            args.extend(["--set".to_string(), set.to_string()]);
-        }
-        args.push("--no-table".into());
-        args
+        run_args(
+            cfg,
+            &[
+                "prune.method=early-bird",
+                "prune.density=0.5",
+                "model.name=vgg-11",
+                "train.epochs=6",
+                "train.momentum=0.9",
+                "data.train_subset=128",
+                "data.test_subset=32",
+                "data.batch_size=32",
+                "train.checkpoints=[24]",
+            ],
+        )
     };
     let (_dirs, uninterrupted, resumed, err) =
         uninterrupted_and_resumed(extra, args, "early-bird/search");

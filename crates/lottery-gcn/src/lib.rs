@@ -744,10 +744,7 @@ impl PruneTarget for GcnTask {
                 let ids = [self.model.layer0.id, self.model.layer1.id];
                 optim = restore_optimizer(optim, &saved, &ids, saver.dir())?;
                 best = serde_json::from_value::<Option<[f64; 2]>>(saved.loop_state["best"].clone())
-                    .map_err(|e| PruneError::DamagedProgress {
-                        path: saver.dir().to_path_buf(),
-                        why: e.to_string(),
-                    })?
+                    .map_err(|e| PruneError::damaged_progress(saver.dir(), e))?
                     .map(|[v, t]| (v, t));
                 self.step = saved.step;
                 self.metrics = saved.metrics;

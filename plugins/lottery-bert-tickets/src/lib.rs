@@ -221,10 +221,7 @@ impl Progress {
             return Ok(());
         };
         let bytes = lottery_core::weights::to_bytes(head, &BTreeMap::new());
-        lottery_core::fsutil::write_atomic(&h, &bytes).map_err(|e| PruneError::Progress {
-            path: h.clone(),
-            why: e.to_string(),
-        })?;
+        lottery_core::fsutil::write_atomic(&h, &bytes).map_err(|e| PruneError::progress(&h, e))?;
         lottery_core::progress::save_mask_progress(&m, mask, &ctx.target.metrics())
     }
 

@@ -133,10 +133,7 @@ fn decode(line: Line) -> Result<(usize, ChannelKeep), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn keep(bits: &[bool]) -> ChannelKeep {
-        ChannelKeep::from([("bn.weight".to_string(), bits.to_vec())])
-    }
+    use crate::tests::keep;
 
     #[test]
     fn masks_read_back_by_step_and_the_last_line_of_a_step_wins() {

@@ -361,10 +361,7 @@ fn save_ticket(
 /// Reads what [`save_ticket`] wrote; a file that does not load is
 /// [`PruneError::DamagedProgress`].
 fn load_ticket(path: &Path) -> Result<(ParamValues, Ticket, Vec<MetricRow>), PruneError> {
-    let damaged = |why: &dyn std::fmt::Display| PruneError::DamagedProgress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    };
+    let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
     let values = weights::read(path).map_err(|e| damaged(&e))?;
     let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
     let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
@@ -822,7 +819,8 @@ mod tests {
     use super::*;
     use lottery_core::plugin::assert_options_contract;
 
-    fn keep(flags: &[bool]) -> ChannelKeep {
+    /// A channel mask of one batch-norm layer, `bn.weight`.
+    pub(crate) fn keep(flags: &[bool]) -> ChannelKeep {
         ChannelKeep::from([("bn.weight".to_string(), flags.to_vec())])
     }
 

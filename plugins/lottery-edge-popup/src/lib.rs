@@ -136,13 +136,6 @@ pub fn initial_scores(seed: u64, shapes: &[(String, Vec<usize>)]) -> ParamValues
         .collect()
 }
 
-fn failed(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::Progress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
 /// Where the search stands, beside the tensors of the saved state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
@@ -179,24 +172,21 @@ fn save_state(
     let meta = BTreeMap::from([
         (
             "progress".to_string(),
-            serde_json::to_string(&progress).map_err(|e| failed(path, e))?,
+            serde_json::to_string(&progress).map_err(|e| PruneError::progress(path, e))?,
         ),
         (
             "metrics".to_string(),
-            serde_json::to_string(rows).map_err(|e| failed(path, e))?,
+            serde_json::to_string(rows).map_err(|e| PruneError::progress(path, e))?,
         ),
     ]);
     lottery_core::fsutil::write_atomic(path, &weights::to_bytes(&all, &meta))
-        .map_err(|e| failed(path, e))
+        .map_err(|e| PruneError::progress(path, e))
 }
 
 /// Loads a saved state: the search state, every model value, the rows. A file that does not load
 /// is [`PruneError::DamagedProgress`].
 fn load_state(path: &Path) -> Result<(SearchState, ParamValues, Vec<MetricRow>), PruneError> {
-    let damaged = |why: &dyn std::fmt::Display| PruneError::DamagedProgress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    };
+    let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
     let all = weights::read(path).map_err(|e| damaged(&e))?;
     let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
     let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
@@ -250,7 +240,7 @@ impl Pruner for EdgePopup {
             .as_ref()
             .map(|d| d.join("edge-popup").join("state.safetensors"));
         if let Some(dir) = saved.as_ref().and_then(|p| p.parent()) {
-            std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| PruneError::progress(dir, e))?;
         }
 
         let mut state = match saved.as_ref().filter(|p| p.exists()) {

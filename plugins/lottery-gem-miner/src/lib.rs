@@ -55,7 +55,7 @@ mod ties;
 
 pub use controls::{Control, control_start, shuffled_within_layers};
 pub use mining::{MiningHook, MiningReport, MiningSpec, MiningState, ScorePenalty, mine_scores};
-use progress::{failed, load_state, save_state};
+use progress::{load_state, save_state};
 pub use ties::{TieRule, TiedPrune, bottom_k, bottom_k_tied};
 use ties::{prune_flags, prune_seed};
 
@@ -262,7 +262,7 @@ impl Pruner for GemMiner {
             .as_ref()
             .map(|d| d.join("gem-miner").join("state.safetensors"));
         if let Some(dir) = saved.as_ref().and_then(|p| p.parent()) {
-            std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| PruneError::progress(dir, e))?;
         }
 
         let (mut state, mut prunes_done, controls_done) =

@@ -8,13 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::MiningState;
 
-pub(crate) fn failed(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::Progress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
 /// Where mining stands, beside the tensors of the saved state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
@@ -66,15 +59,15 @@ pub(crate) fn save_state(
     let meta = BTreeMap::from([
         (
             "progress".to_string(),
-            serde_json::to_string(&progress).map_err(|e| failed(path, e))?,
+            serde_json::to_string(&progress).map_err(|e| PruneError::progress(path, e))?,
         ),
         (
             "metrics".to_string(),
-            serde_json::to_string(rows).map_err(|e| failed(path, e))?,
+            serde_json::to_string(rows).map_err(|e| PruneError::progress(path, e))?,
         ),
     ]);
     lottery_core::fsutil::write_atomic(path, &weights::to_bytes(&all, &meta))
-        .map_err(|e| failed(path, e))
+        .map_err(|e| PruneError::progress(path, e))
 }
 
 /// A saved state: the mining state, every model value, prunes done, controls done, rows.
@@ -82,10 +75,7 @@ type Saved = (MiningState, ParamValues, usize, usize, Vec<MetricRow>);
 
 /// Loads a saved state. A file that does not load is [`PruneError::DamagedProgress`].
 pub(crate) fn load_state(path: &Path) -> Result<Saved, PruneError> {
-    let damaged = |why: &dyn std::fmt::Display| PruneError::DamagedProgress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    };
+    let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
     let all = weights::read(path).map_err(|e| damaged(&e))?;
     let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
     let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;

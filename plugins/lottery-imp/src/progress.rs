@@ -39,11 +39,12 @@ impl Progress {
             return Ok(());
         };
         let bytes = weights::to_bytes(values, &BTreeMap::new());
-        lottery_core::fsutil::write_atomic(&path, &bytes).map_err(|e| failed(&path, e))
+        lottery_core::fsutil::write_atomic(&path, &bytes)
+            .map_err(|e| PruneError::progress(&path, e))
     }
 
     fn load_rewind(path: &Path) -> Result<ParamValues, PruneError> {
-        weights::read(path).map_err(|e| damaged(path, e))
+        weights::read(path).map_err(|e| PruneError::damaged_progress(path, e))
     }
 
     pub(crate) fn save_mask(
@@ -100,20 +101,6 @@ impl Progress {
     }
 }
 
-fn failed(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::Progress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
-fn damaged(path: &Path, why: impl ToString) -> PruneError {
-    PruneError::DamagedProgress {
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    }
-}
-
 /// Renames a file of saved progress that does not load to `<file>.damaged`, with a warning, so
 /// that the run goes on from an earlier one.
 fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
@@ -124,5 +111,6 @@ fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
         "{error}; set aside as {} and going on from earlier progress, if any",
         aside.display()
     );
-    std::fs::rename(path, &aside).map_err(|e| failed(path, format!("setting it aside: {e}")))
+    std::fs::rename(path, &aside)
+        .map_err(|e| PruneError::progress(path, format!("setting it aside: {e}")))
 }

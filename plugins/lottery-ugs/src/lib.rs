@@ -124,10 +124,8 @@ fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
         "{error}; set aside as {} and going on from an earlier round, if any",
         aside.display()
     );
-    std::fs::rename(path, &aside).map_err(|e| PruneError::Progress {
-        path: path.to_path_buf(),
-        why: format!("setting it aside: {e}"),
-    })
+    std::fs::rename(path, &aside)
+        .map_err(|e| PruneError::progress(path, format!("setting it aside: {e}")))
 }
 
 impl Pruner for Ugs {
