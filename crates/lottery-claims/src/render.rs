@@ -45,7 +45,7 @@ pub fn command(e: &Evaluated, spec: &str) -> String {
         .claim
         .configs
         .iter()
-        .map(|c| format!("lottery {verb} {}", c.display()))
+        .map(|c| format!("lottery {verb} {}", c.arguments()))
         .collect();
     let spec_arg = if spec == DEFAULT_SPEC {
         String::new()

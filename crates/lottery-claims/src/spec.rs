@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use lottery_analysis::{FILTER_FIELDS, RunMetric};
+use lottery_core::config::Override;
 use serde::Deserialize;
 
 /// Errors of reading or checking a claims file, naming the file, the claim and the key at fault.
@@ -67,15 +68,90 @@ pub struct Claim {
     /// What our setting scales or changes relative to the paper's, and why.
     #[serde(default)]
     pub scaled: String,
-    /// The configs whose runs the test reads (`lottery sweep` each to reproduce the row).
+    /// The configs whose runs the test reads (`lottery sweep` each to reproduce the row): a path,
+    /// or `{ path = "...", set = ["key=value", ...] }` for a study swept with `--set` overrides.
     #[serde(default)]
-    pub configs: Vec<PathBuf>,
+    pub configs: Vec<ConfigRef>,
     /// Seeds each measured figure needs before a verdict is given (default: 3 for a comparison
     /// of two figures, 1 for a figure against a bound).
     #[serde(default)]
     pub min_seeds: Option<usize>,
     /// The test.
     pub test: Test,
+}
+
+/// A config whose runs a claim's test reads, with the `--set` overrides it is swept with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct ConfigRef {
+    /// The config file, relative to where the rows' commands run.
+    pub path: PathBuf,
+    /// `key=value` overrides, as `lottery sweep --set` takes them (`study=...` names the study
+    /// the runs go to).
+    pub set: Vec<String>,
+}
+
+/// The table form of a [`ConfigRef`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigTable {
+    path: PathBuf,
+    #[serde(default)]
+    set: Vec<String>,
+}
+
+impl TryFrom<toml::Value> for ConfigRef {
+    type Error = String;
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(path) => Ok(Self {
+                path: path.into(),
+                set: vec![],
+            }),
+            toml::Value::Table(table) => {
+                let t: ConfigTable = table.try_into().map_err(|e: toml::de::Error| {
+                    format!("a config as {{ path = \"...\", set = [\"key=value\", ...] }}: {e}")
+                })?;
+                Ok(Self {
+                    path: t.path,
+                    set: t.set,
+                })
+            }
+            other => Err(format!(
+                "expected a config's path or {{ path = \"...\", set = [\"key=value\", ...] }}, found {other}"
+            )),
+        }
+    }
+}
+
+impl ConfigRef {
+    /// The config as `lottery sweep` (or `collapse`) takes it: the path, then `--set` for each
+    /// override, quoted for a POSIX shell where needed.
+    pub fn arguments(&self) -> String {
+        let mut out = self.path.display().to_string();
+        for set in &self.set {
+            out.push_str(" --set ");
+            out.push_str(&shell_quoted(set));
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for ConfigRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.arguments())
+    }
+}
+
+/// `word` as a POSIX shell reads it back: unchanged when it holds only characters the shell
+/// leaves alone, else in single quotes.
+fn shell_quoted(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.=/,:+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// How a claim is decided.
@@ -339,7 +415,7 @@ fn check(path: &Path, root: &Path, file: &ClaimsFile) -> Result<(), ClaimsError>
             } else {
                 "name the configs whose runs the test reads"
             };
-            return Err(invalid(id, "configs", &format!("{:?}", c.configs), why));
+            return Err(invalid(id, "configs", &configs_listed(&c.configs), why));
         }
         let mut studies = BTreeSet::new();
         for (side, m) in &measures {
@@ -380,8 +456,8 @@ fn check(path: &Path, root: &Path, file: &ClaimsFile) -> Result<(), ClaimsError>
         }
         let mut config_studies = BTreeSet::new();
         for config in &c.configs {
-            let study = config_study(&root.join(config))
-                .map_err(|why| invalid(id, "configs", &config.display(), &why))?;
+            let study = config_study(&root.join(&config.path), &config.set)
+                .map_err(|why| invalid(id, "configs", config, &why))?;
             config_studies.insert(study);
         }
         for study in studies {
@@ -389,7 +465,7 @@ fn check(path: &Path, root: &Path, file: &ClaimsFile) -> Result<(), ClaimsError>
                 return Err(invalid(
                     id,
                     "configs",
-                    &format!("{:?}", c.configs),
+                    &configs_listed(&c.configs),
                     &format!("no config writes the study `{study}` that the test reads"),
                 ));
             }
@@ -398,12 +474,30 @@ fn check(path: &Path, root: &Path, file: &ClaimsFile) -> Result<(), ClaimsError>
     Ok(())
 }
 
-/// The `study` a config file writes its runs to.
-fn config_study(config: &Path) -> Result<String, String> {
+/// The configs of a claim as the report's error names them: `[a.toml, b.toml --set k=v]`.
+fn configs_listed(configs: &[ConfigRef]) -> String {
+    let listed: Vec<String> = configs.iter().map(ConfigRef::arguments).collect();
+    format!("[{}]", listed.join(", "))
+}
+
+/// The `study` a config file writes its runs to under the overrides `set` (the last `study=`
+/// override wins over the file's, as on `lottery sweep`'s command line). Each override must be
+/// `key=value` with a dotted key.
+fn config_study(config: &Path, set: &[String]) -> Result<String, String> {
     let text = std::fs::read_to_string(config).map_err(|e| format!("cannot read it: {e}"))?;
     let value: toml::Table = toml::from_str(&text).map_err(|e| format!("not TOML: {e}"))?;
-    match value.get("study") {
-        Some(toml::Value::String(s)) => Ok(s.clone()),
-        _ => Err("it sets no `study`".into()),
+    let mut study = match value.get("study") {
+        Some(toml::Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    for entry in set {
+        let o: Override = entry.parse()?;
+        if o.key == "study" {
+            match o.value {
+                toml::Value::String(s) => study = Some(s),
+                other => return Err(format!("`{entry}`: a study is a name, not {other}")),
+            }
+        }
     }
+    study.ok_or_else(|| "it sets no `study`".into())
 }

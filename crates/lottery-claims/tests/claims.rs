@@ -520,3 +520,62 @@ fn a_layer_collapse_record_gives_each_methods_shortfall() {
     let err = spec::load_in(&path, d.path()).unwrap_err().to_string();
     assert!(err.contains("test.lhs.metric = collapse-gap"), "{err}");
 }
+
+#[test]
+fn a_config_swept_with_overrides_is_named_with_them_and_its_study_read_from_them() {
+    let results = store();
+    let d = tempfile::tempdir().unwrap();
+    // A config of another study, swept into study `s` by its overrides.
+    std::fs::write(d.path().join("c2.toml"), "study = \"rerun-of-nothing\"\n").unwrap();
+    let with_sets = |sets: &str| {
+        format!(
+            "[[claim]]\nid = \"a-in-range\"\npaper = \"P\"\nclaim = \"C\"\npaper_figure = \"F\"\n\
+             configs = [{{ path = \"c2.toml\", set = [{sets}] }}]\n\
+             [claim.test]\nkind = \"within\"\nat_least = 90.0\nlhs = {A}\n"
+        )
+    };
+    let path = claims_file(
+        d.path(),
+        &with_sets(
+            r#""study=s", "train.lr=0.2", "prune.density=[0.5, 0.25]", "data.name='it''s'""#,
+        ),
+    );
+    let file = spec::load_in(&path, d.path()).unwrap();
+    assert_eq!(file.claim[0].configs[0].set.len(), 4);
+    let got = evaluate(results.path(), &file.claim, &[]).unwrap();
+    assert_eq!(got[0].verdict, Verdict::Held);
+    let report = render_markdown("claims.toml", &got, &studies(results.path(), &got).unwrap());
+    // Each override follows its config, quoted where a shell would split or read it.
+    let command = "`lottery sweep c2.toml --set study=s --set train.lr=0.2 --set 'prune.density=[0.5, 0.25]' \
+                   --set 'data.name='\\''it'\\'''\\''s'\\''' && lottery claims --spec claims.toml --claim a-in-range`";
+    assert!(report.contains(command), "{command} not in {report}");
+
+    let refused = |body: &str| -> String {
+        let path = claims_file(d.path(), body);
+        match spec::load_in(&path, d.path()) {
+            Ok(_) => panic!("accepted:\n{body}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    // Without the study override, c2.toml writes another study than the test reads.
+    let msg = refused(&with_sets(r#""train.lr=0.2""#));
+    assert!(
+        msg.contains("configs = [c2.toml --set train.lr=0.2]")
+            && msg.contains("no config writes the study `s`"),
+        "{msg}"
+    );
+    let msg = refused(&with_sets(r#""train.lr""#));
+    assert!(
+        msg.contains("claim `a-in-range`") && msg.contains("`train.lr`: expected key=value"),
+        "{msg}"
+    );
+    let msg = refused(&with_sets(r#""study=[1]""#));
+    assert!(msg.contains("a study is a name"), "{msg}");
+    let msg = refused(&with_sets(r#""study=s""#).replace("set = [", "sets = ["));
+    assert!(msg.contains("claims.toml") && msg.contains("sets"), "{msg}");
+    let msg = refused(&with_sets(r#""study=s""#).replace(
+        "configs = [{ path = \"c2.toml\", set = [\"study=s\"] }]",
+        "configs = [3]",
+    ));
+    assert!(msg.contains("expected a config's path"), "{msg}");
+}
