@@ -126,9 +126,9 @@ impl TryFrom<toml::Value> for ConfigRef {
 
 impl ConfigRef {
     /// The config as `lottery sweep` (or `collapse`) takes it: the path, then `--set` for each
-    /// override, quoted for a POSIX shell where needed.
+    /// override, each quoted for a POSIX shell where needed.
     pub fn arguments(&self) -> String {
-        let mut out = self.path.display().to_string();
+        let mut out = shell_quoted(&self.path.display().to_string());
         for set in &self.set {
             out.push_str(" --set ");
             out.push_str(&shell_quoted(set));
