@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use crate::evaluate::{Evaluated, Figure, PROCESSOR_NOT_RECORDED, StudyLine, Verdict};
-use crate::spec::COLLAPSE_GAP;
+use crate::spec::{COLLAPSE_GAP, shell_quoted};
 
 /// One table cell: pipes escaped, lines joined.
 fn cell(text: &str) -> String {
@@ -50,7 +50,7 @@ pub fn command(e: &Evaluated, spec: &str) -> String {
     let spec_arg = if spec == DEFAULT_SPEC {
         String::new()
     } else {
-        format!(" --spec {spec}")
+        format!(" --spec {}", shell_quoted(spec))
     };
     parts.push(format!("lottery claims{spec_arg} --claim {}", e.claim.id));
     parts.join(" && ")
@@ -104,7 +104,8 @@ pub fn render_markdown(spec: &str, claims: &[Evaluated], studies: &[StudyLine]) 
             let command = if e.claim.configs.is_empty() {
                 "–".to_string()
             } else {
-                format!("`{}`", command(e, spec))
+                // Pipes escaped for the table; the command's own spacing kept.
+                format!("`{}`", command(e, spec).replace('|', "\\|"))
             };
             out.push_str(&format!(
                 "| {} (`{}`) | {} | {} | {} | {} | {} |\n",

@@ -145,7 +145,7 @@ impl std::fmt::Display for ConfigRef {
 
 /// `word` as a POSIX shell reads it back: unchanged when it holds only characters the shell
 /// leaves alone, else in single quotes.
-fn shell_quoted(word: &str) -> String {
+pub(crate) fn shell_quoted(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_.=/,:+@%".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         word.to_string()

@@ -537,17 +537,19 @@ fn a_config_swept_with_overrides_is_named_with_them_and_its_study_read_from_them
     let path = claims_file(
         d.path(),
         &with_sets(
-            r#""study=s", "train.lr=0.2", "prune.density=[0.5, 0.25]", "data.name='it''s'""#,
+            r#""study=s", "train.lr=0.2", "prune.density=[0.5, 0.25]", "data.name='it''s'", "data.root=a|b""#,
         ),
     );
     let file = spec::load_in(&path, d.path()).unwrap();
-    assert_eq!(file.claim[0].configs[0].set.len(), 4);
+    assert_eq!(file.claim[0].configs[0].set.len(), 5);
     let got = evaluate(results.path(), &file.claim, &[]).unwrap();
     assert_eq!(got[0].verdict, Verdict::Held);
     let report = render_markdown("claims.toml", &got, &studies(results.path(), &got).unwrap());
-    // Each override follows its config, quoted where a shell would split or read it.
+    // Each override follows its config, quoted where a shell would split or read it (a pipe
+    // also escaped for the table).
     let command = "`lottery sweep c2.toml --set study=s --set train.lr=0.2 --set 'prune.density=[0.5, 0.25]' \
-                   --set 'data.name='\\''it'\\'''\\''s'\\''' && lottery claims --spec claims.toml --claim a-in-range`";
+                   --set 'data.name='\\''it'\\'''\\''s'\\''' --set 'data.root=a\\|b' \
+                   && lottery claims --spec claims.toml --claim a-in-range`";
     assert!(report.contains(command), "{command} not in {report}");
 
     let refused = |body: &str| -> String {

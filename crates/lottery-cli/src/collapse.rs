@@ -114,10 +114,11 @@ pub fn critical_compression(
 /// The study's table as Markdown: one row per method, and where it was computed.
 pub fn render(record: &CollapseRecord) -> String {
     let x_max = record.max_critical_x;
+    // The processor's own text holds `;` (`name; widest vector set`), so it is set apart.
     let processor = if record.processor.is_empty() {
-        "not recorded"
+        "not recorded".to_string()
     } else {
-        record.processor.as_str()
+        format!("`{}`", record.processor)
     };
     let dirty = if record.git_dirty {
         ", uncommitted changes"
@@ -126,7 +127,7 @@ pub fn render(record: &CollapseRecord) -> String {
     };
     let mut out = format!(
         "### Layer collapse at initialisation: {} on {}\n\n\
-         Seed {}; {}; processor {processor}; commit {}{dirty}.\n\n\
+         Seed {}, backend {}, processor {processor}, commit {}{dirty}.\n\n\
          Maximal critical compression (each prunable layer keeps one weight): 10^{x_max:.2}\n\n\
          | method | rounds | largest compression without collapse | x | gap to maximal | first layer pruned away beyond | seconds |\n\
          |---|---:|---:|---:|---:|---|---:|\n",

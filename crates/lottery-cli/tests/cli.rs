@@ -389,7 +389,7 @@ fn collapse_finds_a_critical_compression_per_method() {
     // The table says where it was computed: the backend, the processor, the commit it started
     // from.
     let computed_on = format!(
-        "Seed 0; {}; processor {}; commit {}.",
+        "Seed 0, backend {}, processor `{}`, commit {}.",
         record.backend,
         record.processor,
         &head[..7]
