@@ -482,7 +482,10 @@ fn configs_listed(configs: &[ConfigRef]) -> String {
 
 /// The `study` a config file writes its runs to under the overrides `set` (the last `study=`
 /// override wins over the file's, as on `lottery sweep`'s command line). Each override must be
-/// `key=value` with a dotted key.
+/// `key=value` with a dotted key, and the config must resolve under them as `lottery sweep`
+/// resolves it (every key known, every value of its type), so that a row's command is refused
+/// here rather than when someone reruns it. Method options (`methods.<name>`) are the plugins'
+/// to check, at the run.
 fn config_study(config: &Path, set: &[String]) -> Result<String, String> {
     let text = std::fs::read_to_string(config).map_err(|e| format!("cannot read it: {e}"))?;
     let value: toml::Table = toml::from_str(&text).map_err(|e| format!("not TOML: {e}"))?;
@@ -490,14 +493,18 @@ fn config_study(config: &Path, set: &[String]) -> Result<String, String> {
         Some(toml::Value::String(s)) => Some(s.clone()),
         _ => None,
     };
+    let mut overrides = vec![];
     for entry in set {
         let o: Override = entry.parse()?;
         if o.key == "study" {
-            match o.value {
-                toml::Value::String(s) => study = Some(s),
+            match &o.value {
+                toml::Value::String(s) => study = Some(s.clone()),
                 other => return Err(format!("`{entry}`: a study is a name, not {other}")),
             }
         }
+        overrides.push(o);
     }
-    study.ok_or_else(|| "it sets no `study`".into())
+    let study = study.ok_or_else(|| "it sets no `study`".to_string())?;
+    lottery_core::config::load(Some(config), &overrides).map_err(|e| e.to_string())?;
+    Ok(study)
 }

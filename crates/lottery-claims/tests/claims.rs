@@ -573,6 +573,20 @@ fn a_config_swept_with_overrides_is_named_with_them_and_its_study_read_from_them
     );
     let msg = refused(&with_sets(r#""study=[1]""#));
     assert!(msg.contains("a study is a name"), "{msg}");
+    // The config resolves under its overrides as `lottery sweep` resolves it: an unknown key or a
+    // value of the wrong type is refused now, not when the row's command is rerun.
+    let msg = refused(&with_sets(r#""study=s", "train.epoch=4""#));
+    assert!(
+        msg.contains("claim `a-in-range`") && msg.contains("epoch"),
+        "{msg}"
+    );
+    let msg = refused(&with_sets(r#""study=s", "train.epochs=four""#));
+    assert!(
+        msg.contains("claim `a-in-range`") && msg.contains("train.epochs"),
+        "{msg}"
+    );
+    let msg = refused(&with_sets(r#""study=s", "train.lr=-1""#));
+    assert!(msg.contains("train.lr"), "{msg}");
     let msg = refused(&with_sets(r#""study=s""#).replace("set = [", "sets = ["));
     assert!(msg.contains("claims.toml") && msg.contains("sets"), "{msg}");
     let msg = refused(&with_sets(r#""study=s""#).replace(

@@ -9,26 +9,11 @@
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use lottery_analysis::store::CollapseRecord;
+use lottery_analysis::store::{CollapseMethod, CollapseRecord};
 use lottery_core::topk::top_k_mask;
 use lottery_core::{Density, MaskSet, PruneContext};
 
 use crate::experiment::{Prepared, RunError, build_pruner, initial_scores, target_of};
-
-/// One method's result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CollapsePoint {
-    /// Method name.
-    pub method: String,
-    /// Score-then-mask rounds used.
-    pub iterations: usize,
-    /// Largest x on the grid at which no layer collapsed (compression 10^x).
-    pub critical_x: f64,
-    /// The layers pruned away one grid step further (empty if none collapsed below the bound).
-    pub collapsed_beyond: Vec<String>,
-    /// Seconds spent.
-    pub seconds: f64,
-}
 
 /// log10 of the maximal critical compression of the run's prunable parameters: N / L.
 pub fn max_critical_x(p: &Prepared) -> Result<f64, RunError> {
@@ -50,7 +35,7 @@ pub fn critical_compression(
     p: &Prepared,
     resolution: f64,
     progress: &ProgressBar,
-) -> Result<CollapsePoint, RunError> {
+) -> Result<CollapseMethod, RunError> {
     let t0 = Instant::now();
     let goal = p.canonical.goal()?;
     let x_max = max_critical_x(p)?;
@@ -102,7 +87,7 @@ pub fn critical_compression(
     if hi == steps {
         beyond = probe(hi)?.collapsed();
     }
-    Ok(CollapsePoint {
+    Ok(CollapseMethod {
         method: p.method.name.to_string(),
         iterations: goal.iterations,
         critical_x: lo as f64 * resolution,

@@ -474,16 +474,7 @@ fn collapse(config_path: &Path, sets: &[Override], resolution: f64, results: &Pa
         seed: first.canonical.seed,
         max_critical_x: x_max,
         resolution,
-        methods: points
-            .into_iter()
-            .map(|p| store::CollapseMethod {
-                method: p.method,
-                iterations: p.iterations,
-                critical_x: p.critical_x,
-                collapsed_beyond: p.collapsed_beyond,
-                seconds: p.seconds,
-            })
-            .collect(),
+        methods: points,
         backend: lottery_core::backend::backend_name().to_string(),
         processor: lottery_core::backend::processor(),
         git_commit,

@@ -68,7 +68,13 @@ pub(crate) struct SweepArgs {
 }
 
 pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
-    let name = lottery_sweep::sweep_name(&a.config);
+    // Overrides as their parsed values, so `study=x` and `study="x"` plan into the same folder.
+    let overrides: Vec<String> = a
+        .sets
+        .iter()
+        .map(|o| format!("{}={}", o.key, o.value))
+        .collect();
+    let name = lottery_sweep::sweep_name_with(&a.config, &overrides);
     if a.status {
         // Reading only: the grid of the config and overrides as given now, never a plan stored
         // by an earlier sweep (the config or its overrides may have changed since).
@@ -84,7 +90,7 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
             let added = now.difference(&before).count();
             if dropped + added > 0 {
                 println!(
-                    "(the last sweep started from this config planned {} runs: {dropped} of them are not in this grid, {added} of this grid were not in it; other overrides or an edited config)",
+                    "(the last sweep of this config with these overrides planned {} runs: {dropped} of them are not in this grid, {added} of this grid were not in it; the config or a LOTTERY_ variable changed since)",
                     before.len()
                 );
             }

@@ -432,9 +432,17 @@ fn status_reads_the_grid_as_given_not_an_earlier_plan() {
         &["sweep", c, "--set", "prune.method=random", "--no-table"],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let plan = d.path().join("results/.sweeps/c/plan.json");
+    // A sweep with overrides plans apart from the config's own sweep.
+    let sweeps = d.path().join("results/.sweeps");
+    let names: Vec<String> = std::fs::read_dir(&sweeps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("c.set-"), "{names:?}");
+    let plan = sweeps.join(&names[0]).join("plan.json");
     let stored = std::fs::read(&plan).unwrap();
-    // Without the override the grid is the magnitude runs: none of them ran.
+    // Without the override the grid is the magnitude runs: none of them ran, none was planned.
     let o = lottery(d.path(), &["sweep", c, "--status"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
@@ -442,20 +450,25 @@ fn status_reads_the_grid_as_given_not_an_earlier_plan() {
         out.contains("2 runs: 0 finished, 0 running, 0 failed, 2 pending"),
         "{out}"
     );
-    assert!(
-        out.contains(
-            "planned 2 runs: 2 of them are not in this grid, 2 of this grid were not in it"
-        ),
-        "{out}"
-    );
-    let o = lottery(
-        d.path(),
-        &["sweep", c, "--set", "prune.method=random", "--status"],
-    );
+    assert!(!out.contains("not in this grid"), "{out}");
+    let with = ["sweep", c, "--set", "prune.method=random", "--status"];
+    let o = lottery(d.path(), &with);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("2 runs: 2 finished"), "{out}");
     assert!(!out.contains("not in this grid"), "{out}");
+    // The config edited since its sweep: the grid as it reads now, and the drift from the plan.
+    write_config(d.path(), "[grid]\nseed = [0, 1, 2]\n");
+    let o = lottery(d.path(), &with);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("3 runs: 2 finished"), "{out}");
+    assert!(
+        out.contains(
+            "planned 2 runs: 0 of them are not in this grid, 1 of this grid were not in it"
+        ),
+        "{out}"
+    );
     // Reading only: the stored plan is left as the sweep wrote it.
     assert_eq!(std::fs::read(&plan).unwrap(), stored);
 }

@@ -3,7 +3,8 @@
 //!
 //! A sweep is planned once ([`SweepPlan::create`]; [`SweepPlan::in_memory`] computes the same plan
 //! without writing it): each run's resolved config is written to
-//! `results/.sweeps/<name>/configs/<run-id>.toml`, so that whoever executes it (a local worker, a
+//! `results/.sweeps/<name>/configs/<run-id>.toml` (`<name>` from the config's path and its
+//! overrides, [`sweep_name_with`]), so that whoever executes it (a local worker, a
 //! Slurm task on another node) computes exactly that run. Runs claim themselves while they compute
 //! (a file lock beside the run, see `lottery_analysis::store::RunClaim`), are recorded atomically,
 //! and record why they failed; [`status`] reads all of this back. Finished runs are never redone,
@@ -16,7 +17,7 @@ pub mod slurm;
 pub mod status;
 
 pub use local::{LocalOptions, SweepReport, run_local};
-pub use plan::{PlannedRun, RunSpec, SweepPlan, sweep_name};
+pub use plan::{PlannedRun, RunSpec, SweepPlan, sweep_name, sweep_name_with};
 pub use slurm::{SlurmJob, SlurmOptions, Submission, submit, write_job};
 pub use status::{RunState, StatusCounts, render_status, state_of, unfinished};
 

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{SweepError, io};
 
@@ -80,6 +81,25 @@ pub fn sweep_name(config: &Path) -> String {
         "" => "sweep".to_string(),
         n => n.to_string(),
     }
+}
+
+/// The name of the sweep of a config file swept with `--set` overrides: [`sweep_name`], and with
+/// overrides a suffix `.set-<hash>` (the first 8 hex digits of SHA-256 over the overrides, each
+/// prefixed by its length, in the order given). Each set of overrides thus plans into a folder of its own: a sweep
+/// of the same config under other overrides (`--set study=x-rerun`) never rewrites its plan.
+pub fn sweep_name_with(config: &Path, overrides: &[String]) -> String {
+    let base = sweep_name(config);
+    if overrides.is_empty() {
+        return base;
+    }
+    let mut hasher = Sha256::new();
+    for o in overrides {
+        hasher.update((o.len() as u64).to_le_bytes());
+        hasher.update(o.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{base}.set-{hash}")
 }
 
 impl SweepPlan {
@@ -212,6 +232,24 @@ mod tests {
         assert_eq!(
             sweep_name(Path::new("/home/u/lottery/configs/imp/conv-2.toml")),
             "imp-conv-2"
+        );
+    }
+
+    #[test]
+    fn overrides_name_a_plan_of_their_own() {
+        let config = Path::new("configs/bert-tickets/mlm.toml");
+        assert_eq!(sweep_name_with(config, &[]), "bert-tickets-mlm");
+        let one = sweep_name_with(config, &["study=mlm-4ep".into()]);
+        let other = sweep_name_with(config, &["study=mlm-8ep".into()]);
+        assert!(
+            one.starts_with("bert-tickets-mlm.set-")
+                && one.len() == "bert-tickets-mlm.set-".len() + 8
+        );
+        assert_ne!(one, other);
+        assert_eq!(one, sweep_name_with(config, &["study=mlm-4ep".into()]));
+        assert_ne!(
+            sweep_name_with(config, &["a=1".into(), "b=2".into()]),
+            sweep_name_with(config, &["a=1\nb=2".into()])
         );
     }
 

@@ -35,8 +35,9 @@ pub struct SlurmOptions {
 pub struct SlurmJob {
     /// The batch script.
     pub script: PathBuf,
-    /// The list of config files, line i for array task i.
-    pub list: PathBuf,
+    /// The config files, the one at index i for array task i (written into the script, which
+    /// Slurm keeps from submission: a later submission cannot change what a queued task runs).
+    pub configs: Vec<PathBuf>,
     /// Number of array tasks.
     pub tasks: usize,
     /// Where the tasks write their output.
@@ -85,13 +86,6 @@ pub fn write_job(plan: &SweepPlan, opts: &SlurmOptions) -> Result<Option<SlurmJo
     let dir = plan.dir().join("slurm");
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(io(&logs))?;
-    let list = dir.join("tasks.txt");
-    let mut lines = String::new();
-    for r in &todo {
-        let _ = writeln!(lines, "{}", text(&r.config));
-    }
-    lottery_core::fsutil::write_atomic(&list, lines.as_bytes()).map_err(io(&list))?;
-
     let mut s = String::from("#!/usr/bin/env bash\n");
     let _ = writeln!(
         s,
@@ -122,11 +116,15 @@ pub fn write_job(plan: &SweepPlan, opts: &SlurmOptions) -> Result<Option<SlurmJo
         let _ = writeln!(s, "#SBATCH {e}");
     }
     s.push_str("set -euo pipefail\n");
-    let _ = writeln!(
-        s,
-        "config=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})",
-        quote(&text(&list))
-    );
+    // The task list lives in the script itself: Slurm copies a batch script at submission, so a
+    // later `--slurm` of the same sweep (after failures, or with the config edited) never shifts
+    // what the queued tasks of this array run.
+    s.push_str("configs=(\n");
+    for r in &todo {
+        let _ = writeln!(s, "  {}", quote(&text(&r.config)));
+    }
+    s.push_str(")\n");
+    s.push_str("config=\"${configs[$SLURM_ARRAY_TASK_ID]}\"\n");
     let _ = writeln!(
         s,
         "export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-{}}}\"",
@@ -145,7 +143,7 @@ pub fn write_job(plan: &SweepPlan, opts: &SlurmOptions) -> Result<Option<SlurmJo
     lottery_core::fsutil::write_atomic(&script, s.as_bytes()).map_err(io(&script))?;
     Ok(Some(SlurmJob {
         script,
-        list,
+        configs: todo.iter().map(|r| r.config.clone()).collect(),
         tasks: todo.len(),
         logs,
     }))
@@ -229,11 +227,22 @@ mod tests {
         };
         let job = write_job(&plan, &opts).unwrap().unwrap();
         assert_eq!(job.tasks, 2);
-        let list = std::fs::read_to_string(&job.list).unwrap();
-        let lines: Vec<&str> = list.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].ends_with("r0.toml") && lines[1].ends_with("r2.toml"));
+        assert_eq!(job.configs.len(), 2);
+        assert!(job.configs[0].ends_with("r0.toml") && job.configs[1].ends_with("r2.toml"));
         let script = std::fs::read_to_string(&job.script).unwrap();
+        let listed: Vec<&str> = script
+            .lines()
+            .skip_while(|l| *l != "configs=(")
+            .skip(1)
+            .take_while(|l| *l != ")")
+            .collect();
+        assert_eq!(
+            listed,
+            job.configs
+                .iter()
+                .map(|c| format!("  {}", quote(&text(c))))
+                .collect::<Vec<_>>()
+        );
         for needle in [
             "#SBATCH --array=0-1%2",
             "#SBATCH --cpus-per-task=4",
