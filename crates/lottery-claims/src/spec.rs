@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use lottery_analysis::{FILTER_FIELDS, RunMetric};
-use lottery_core::config::Override;
+use lottery_core::config::{Environment, Override, load_with};
 use serde::Deserialize;
 
 /// Errors of reading or checking a claims file, naming the file, the claim and the key at fault.
@@ -360,6 +360,9 @@ fn check(path: &Path, root: &Path, file: &ClaimsFile) -> Result<(), ClaimsError>
             why: why.to_string(),
         };
     let mut ids = BTreeSet::new();
+    // Each config resolved once under its overrides: the studies it writes, or why it does not.
+    let mut resolved: BTreeMap<(PathBuf, Vec<String>), Result<BTreeSet<String>, String>> =
+        BTreeMap::new();
     for c in &file.claim {
         let id = c.id.as_str();
         if id.is_empty()
@@ -454,14 +457,18 @@ fn check(path: &Path, root: &Path, file: &ClaimsFile) -> Result<(), ClaimsError>
             }
             studies.insert(m.study.as_str());
         }
-        let mut config_studies = BTreeSet::new();
+        let mut written = BTreeSet::new();
         for config in &c.configs {
-            let study = config_study(&root.join(&config.path), &config.set)
-                .map_err(|why| invalid(id, "configs", config, &why))?;
-            config_studies.insert(study);
+            let key = (config.path.clone(), config.set.clone());
+            let studies = resolved
+                .entry(key)
+                .or_insert_with(|| config_studies(&root.join(&config.path), &config.set))
+                .as_ref()
+                .map_err(|why| invalid(id, "configs", config, why))?;
+            written.extend(studies.iter().cloned());
         }
         for study in studies {
-            if !config_studies.contains(study) {
+            if !written.contains(study) {
                 return Err(invalid(
                     id,
                     "configs",
@@ -480,31 +487,36 @@ fn configs_listed(configs: &[ConfigRef]) -> String {
     format!("[{}]", listed.join(", "))
 }
 
-/// The `study` a config file writes its runs to under the overrides `set` (the last `study=`
-/// override wins over the file's, as on `lottery sweep`'s command line). Each override must be
-/// `key=value` with a dotted key, and the config must resolve under them as `lottery sweep`
-/// resolves it (every key known, every value of its type), so that a row's command is refused
-/// here rather than when someone reruns it. Method options (`methods.<name>`) are the plugins'
-/// to check, at the run.
-fn config_study(config: &Path, set: &[String]) -> Result<String, String> {
+/// The studies a config file writes its runs to under the overrides `set` (a `study=` override
+/// wins over the file's, as on `lottery sweep`'s command line). Each override must be `key=value`
+/// with a dotted key, and the config must resolve under them as `lottery sweep` resolves it
+/// (every key known, every value of its type and range), so that a row's command is refused here
+/// rather than when someone reruns it. The environment's `LOTTERY_` variables are left out: the
+/// check is the file's and its overrides', whatever shell it runs in. Method, model and dataset
+/// names, and method options, are checked by the run itself.
+fn config_studies(config: &Path, set: &[String]) -> Result<BTreeSet<String>, String> {
     let text = std::fs::read_to_string(config).map_err(|e| format!("cannot read it: {e}"))?;
     let value: toml::Table = toml::from_str(&text).map_err(|e| format!("not TOML: {e}"))?;
-    let mut study = match value.get("study") {
-        Some(toml::Value::String(s)) => Some(s.clone()),
-        _ => None,
-    };
+    let grid_sets_study = value
+        .get("grid")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|g| g.contains_key("study"));
+    let mut names_study = value.contains_key("study") || grid_sets_study;
     let mut overrides = vec![];
     for entry in set {
         let o: Override = entry.parse()?;
         if o.key == "study" {
             match &o.value {
-                toml::Value::String(s) => study = Some(s.clone()),
+                toml::Value::String(_) => names_study = true,
                 other => return Err(format!("`{entry}`: a study is a name, not {other}")),
             }
         }
         overrides.push(o);
     }
-    let study = study.ok_or_else(|| "it sets no `study`".to_string())?;
-    lottery_core::config::load(Some(config), &overrides).map_err(|e| e.to_string())?;
-    Ok(study)
+    if !names_study {
+        return Err("it sets no `study`".into());
+    }
+    let resolved =
+        load_with(Some(config), &overrides, Environment::Ignore).map_err(|e| e.to_string())?;
+    Ok(resolved.into_iter().map(|r| r.config.study).collect())
 }

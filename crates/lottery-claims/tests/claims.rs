@@ -574,19 +574,26 @@ fn a_config_swept_with_overrides_is_named_with_them_and_its_study_read_from_them
     let msg = refused(&with_sets(r#""study=[1]""#));
     assert!(msg.contains("a study is a name"), "{msg}");
     // The config resolves under its overrides as `lottery sweep` resolves it: an unknown key or a
-    // value of the wrong type is refused now, not when the row's command is rerun.
-    let msg = refused(&with_sets(r#""study=s", "train.epoch=4""#));
+    // value of the wrong type or range is refused now, not when the row's command is rerun. (The
+    // message repeats the command; the reason follows it.)
+    let reason = |sets: &str, last: &str| -> String {
+        let msg = refused(&with_sets(sets));
+        assert!(msg.contains("claim `a-in-range`"), "{msg}");
+        let (_, why) = msg
+            .split_once(&format!("--set {last}: "))
+            .unwrap_or_else(|| panic!("no reason after `{last}` in {msg}"));
+        why.to_string()
+    };
+    let why = reason(r#""study=s", "train.epoch=4""#, "train.epoch=4");
     assert!(
-        msg.contains("claim `a-in-range`") && msg.contains("epoch"),
-        "{msg}"
+        why.starts_with("train.epoch = epoch: one of the known keys"),
+        "{why}"
     );
-    let msg = refused(&with_sets(r#""study=s", "train.epochs=four""#));
-    assert!(
-        msg.contains("claim `a-in-range`") && msg.contains("train.epochs"),
-        "{msg}"
-    );
-    let msg = refused(&with_sets(r#""study=s", "train.lr=-1""#));
-    assert!(msg.contains("train.lr"), "{msg}");
+    let why = reason(r#""study=s", "train.epochs=four""#, "train.epochs=four");
+    assert!(why.starts_with("train.epochs = "), "{why}");
+    assert!(why.contains("four"), "{why}");
+    let why = reason(r#""study=s", "train.lr=-1""#, "train.lr=-1");
+    assert!(why.contains("a positive learning rate"), "{why}");
     let msg = refused(&with_sets(r#""study=s""#).replace("set = [", "sets = ["));
     assert!(msg.contains("claims.toml") && msg.contains("sets"), "{msg}");
     let msg = refused(&with_sets(r#""study=s""#).replace(

@@ -90,7 +90,7 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
             let added = now.difference(&before).count();
             if dropped + added > 0 {
                 println!(
-                    "(the last sweep of this config with these overrides planned {} runs: {dropped} of them are not in this grid, {added} of this grid were not in it; the config or a LOTTERY_ variable changed since)",
+                    "(the last sweep of this config with these overrides planned {} runs: {dropped} of them are not in this grid, {added} of this grid were not in it; e.g. the config or a LOTTERY_ variable changed since)",
                     before.len()
                 );
             }

@@ -441,6 +441,18 @@ fn status_reads_the_grid_as_given_not_an_earlier_plan() {
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with("c.set-"), "{names:?}");
     let plan = sweeps.join(&names[0]).join("plan.json");
+    // The same override written as a TOML string plans into the same folder (nothing to compute).
+    let o = lottery(
+        d.path(),
+        &["sweep", c, "--set", "prune.method=\"random\"", "--no-table"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("0 computed, 2 already finished"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&sweeps).unwrap().count(), 1);
     let stored = std::fs::read(&plan).unwrap();
     // Without the override the grid is the magnitude runs: none of them ran, none was planned.
     let o = lottery(d.path(), &["sweep", c, "--status"]);

@@ -647,6 +647,26 @@ pub fn expand_grid(grid: &Grid) -> Vec<Vec<Override>> {
 /// single value (`prune.density=[0.05, 0.01]`; a list of lists for a list-valued key such as
 /// `train.milestones`) is itself an axis.
 pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig>, ConfigError> {
+    load_with(path, sets, Environment::Read)
+}
+
+/// Whether [`load_with`] reads the `LOTTERY_` variables of the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Layer them in, as every command that computes runs does.
+    Read,
+    /// Resolve the file and the overrides alone (a check that must not depend on the shell it
+    /// runs in, such as a claims file naming a config and its overrides).
+    Ignore,
+}
+
+/// [`load`], reading the environment or not.
+pub fn load_with(
+    path: Option<&Path>,
+    sets: &[Override],
+    environment: Environment,
+) -> Result<Vec<ResolvedConfig>, ConfigError> {
+    let read_env = environment == Environment::Read;
     // The file is parsed here for its [grid] and for syntax errors with line numbers; its run keys
     // reach figment through `FileToml`, which names the file in every error.
     let mut grid = match path {
@@ -654,8 +674,10 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
         None => Grid::new(),
     };
     let defaults = toml::Table::try_from(RunConfig::default()).expect("defaults serialise");
-    for key in env_override_keys() {
-        grid.remove(&key);
+    if read_env {
+        for key in env_override_keys() {
+            grid.remove(&key);
+        }
     }
     let mut values = vec![];
     let mut axes = BTreeMap::new();
@@ -679,12 +701,14 @@ pub fn load(path: Option<&Path>, sets: &[Override]) -> Result<Vec<ResolvedConfig
         if let Some(p) = path {
             fig = fig.merge(FileToml(p.to_path_buf()));
         }
-        fig = fig.merge(
-            Env::prefixed(ENV_PREFIX)
-                .ignore(ENV_IGNORED)
-                .split("__")
-                .map(|k| k.as_str().to_ascii_lowercase().into()),
-        );
+        if read_env {
+            fig = fig.merge(
+                Env::prefixed(ENV_PREFIX)
+                    .ignore(ENV_IGNORED)
+                    .split("__")
+                    .map(|k| k.as_str().to_ascii_lowercase().into()),
+            );
+        }
         for s in &values {
             fig = fig.merge(NamedLayer(s.origin, nest(&s.key, s.value.clone())));
         }

@@ -36,7 +36,7 @@ pub struct PlannedRun {
 /// A planned sweep, stored as `results/.sweeps/<name>/plan.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPlan {
-    /// Name (from the config's path, see [`sweep_name`]).
+    /// Name (from the config's path and its overrides, see [`sweep_name_with`]).
     pub name: String,
     /// The config file the plan came from.
     pub source: PathBuf,

@@ -62,8 +62,8 @@ fn text(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Writes `<plan dir>/slurm/job.sh` and its task list for the runs of the plan that are not
-/// finished or running; `None` when there is nothing left to do.
+/// Writes `<plan dir>/slurm/job.sh` for the runs of the plan that are not finished or running,
+/// their configs listed in the script itself; `None` when there is nothing left to do.
 pub fn write_job(plan: &SweepPlan, opts: &SlurmOptions) -> Result<Option<SlurmJob>, SweepError> {
     if opts.cpus_per_task == 0 {
         return Err(SweepError::Options(
@@ -200,18 +200,22 @@ mod tests {
         assert_eq!(quote("it's"), r"'it'\''s'");
     }
 
-    #[test]
-    fn the_array_has_one_task_per_unfinished_run() {
-        let d = tempfile::tempdir().unwrap();
-        let specs = (0..3)
+    /// Runs r0, r1 and r2 of study `s`.
+    fn three_runs() -> Vec<RunSpec> {
+        (0..3)
             .map(|i| RunSpec {
                 run_id: format!("r{i}"),
                 study: "s".into(),
                 label: format!("run {i}"),
                 config_toml: String::new(),
             })
-            .collect();
-        let plan = SweepPlan::create(d.path(), "x", Path::new("c.toml"), specs).unwrap();
+            .collect()
+    }
+
+    #[test]
+    fn the_array_has_one_task_per_unfinished_run() {
+        let d = tempfile::tempdir().unwrap();
+        let plan = SweepPlan::create(d.path(), "x", Path::new("c.toml"), three_runs()).unwrap();
         let done = plan.results.join("s").join("r1");
         std::fs::create_dir_all(&done).unwrap();
         std::fs::write(done.join("summary.json"), "{}").unwrap();
@@ -257,5 +261,49 @@ mod tests {
         std::fs::create_dir_all(plan.results.join("s").join("r2")).unwrap();
         std::fs::write(plan.results.join("s/r2/summary.json"), "{}").unwrap();
         assert_eq!(write_job(&plan, &opts).unwrap(), None);
+    }
+
+    /// The script as bash runs it, in a results folder whose path holds a space and a quote: each
+    /// task runs its own config, and a task past the list stops before running anything.
+    #[cfg(unix)]
+    #[test]
+    fn each_task_runs_its_own_config_whatever_the_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().join("it's a dir");
+        let plan = SweepPlan::create(&results, "x", Path::new("c.toml"), three_runs()).unwrap();
+        // A stand-in for `lottery` that prints the config it was given.
+        let exe = d.path().join("fake lottery");
+        std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$2\"\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let opts = SlurmOptions {
+            exe,
+            workdir: d.path().to_path_buf(),
+            partition: None,
+            time: None,
+            cpus_per_task: 1,
+            mem: None,
+            max_parallel: None,
+            extra: vec![],
+        };
+        let job = write_job(&plan, &opts).unwrap().unwrap();
+        let task = |i: usize| {
+            Command::new("bash")
+                .arg(&job.script)
+                .env("SLURM_ARRAY_TASK_ID", i.to_string())
+                .output()
+                .unwrap()
+        };
+        for (i, config) in job.configs.iter().enumerate() {
+            let o = task(i);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let printed = String::from_utf8_lossy(&o.stdout);
+            let last = printed.lines().last().unwrap_or_default();
+            assert_eq!(last, text(config), "task {i}: {printed}");
+            assert!(last.contains("it's a dir") && last.ends_with(&format!("r{i}.toml")));
+        }
+        let o = task(3);
+        assert!(!o.status.success());
+        assert!(!String::from_utf8_lossy(&o.stdout).contains(".toml"));
     }
 }
