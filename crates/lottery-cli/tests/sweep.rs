@@ -441,10 +441,19 @@ fn status_reads_the_grid_as_given_not_an_earlier_plan() {
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with("c.set-"), "{names:?}");
     let plan = sweeps.join(&names[0]).join("plan.json");
-    // The same override written as a TOML string plans into the same folder (nothing to compute).
+    // The same overrides as they resolve (a key set twice, the last value a TOML string) plan
+    // into the same folder, with nothing to compute.
     let o = lottery(
         d.path(),
-        &["sweep", c, "--set", "prune.method=\"random\"", "--no-table"],
+        &[
+            "sweep",
+            c,
+            "--set",
+            "prune.method=magnitude",
+            "--set",
+            "prune.method=\"random\"",
+            "--no-table",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(

@@ -85,8 +85,9 @@ pub fn sweep_name(config: &Path) -> String {
 
 /// The name of the sweep of a config file swept with `--set` overrides: [`sweep_name`], and with
 /// overrides a suffix `.set-<hash>` (the first 8 hex digits of SHA-256 over the overrides, each
-/// prefixed by its length, in the order given). Each set of overrides thus plans into a folder of its own: a sweep
-/// of the same config under other overrides (`--set study=x-rerun`) never rewrites its plan.
+/// prefixed by its length, in the order given: the caller puts them in a canonical order). Each
+/// set of overrides thus plans into a folder of its own: a sweep of the same config under other
+/// overrides (`--set study=x-rerun`) never rewrites its plan.
 pub fn sweep_name_with(config: &Path, overrides: &[String]) -> String {
     let base = sweep_name(config);
     if overrides.is_empty() {

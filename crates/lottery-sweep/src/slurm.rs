@@ -85,6 +85,19 @@ pub fn write_job(plan: &SweepPlan, opts: &SlurmOptions) -> Result<Option<SlurmJo
     }
     let dir = plan.dir().join("slurm");
     let logs = dir.join("logs");
+    // `#SBATCH` lines are read by sbatch, not by a shell: a path there cannot be quoted.
+    for (what, path) in [
+        ("working directory", &opts.workdir),
+        ("results directory", &logs),
+    ] {
+        if text(path).chars().any(char::is_whitespace) {
+            return Err(SweepError::Options(format!(
+                "--slurm: the {what} {} holds whitespace, which an #SBATCH line cannot carry; \
+                 run from, and keep results under, a path without spaces",
+                path.display()
+            )));
+        }
+    }
     std::fs::create_dir_all(&logs).map_err(io(&logs))?;
     let mut s = String::from("#!/usr/bin/env bash\n");
     let _ = writeln!(
@@ -102,7 +115,12 @@ pub fn write_job(plan: &SweepPlan, opts: &SlurmOptions) -> Result<Option<SlurmJo
     let _ = writeln!(s, "#SBATCH --cpus-per-task={}", opts.cpus_per_task);
     let _ = writeln!(s, "#SBATCH --ntasks=1");
     let _ = writeln!(s, "#SBATCH --chdir={}", text(&opts.workdir));
-    let _ = writeln!(s, "#SBATCH --output={}", text(&logs.join("%A_%a.log")));
+    // Slurm reads `%` in --output as a pattern (`%A` the job, `%a` the task): `%%` is a `%`.
+    let _ = writeln!(
+        s,
+        "#SBATCH --output={}/%A_%a.log",
+        text(&logs).replace('%', "%%")
+    );
     if let Some(p) = &opts.partition {
         let _ = writeln!(s, "#SBATCH --partition={p}");
     }
@@ -200,6 +218,20 @@ mod tests {
         assert_eq!(quote("it's"), r"'it'\''s'");
     }
 
+    /// One CPU a task, nothing else asked of Slurm.
+    fn one_cpu(exe: PathBuf, workdir: &Path) -> SlurmOptions {
+        SlurmOptions {
+            exe,
+            workdir: workdir.to_path_buf(),
+            partition: None,
+            time: None,
+            cpus_per_task: 1,
+            mem: None,
+            max_parallel: None,
+            extra: vec![],
+        }
+    }
+
     /// Runs r0, r1 and r2 of study `s`.
     fn three_runs() -> Vec<RunSpec> {
         (0..3)
@@ -263,29 +295,20 @@ mod tests {
         assert_eq!(write_job(&plan, &opts).unwrap(), None);
     }
 
-    /// The script as bash runs it, in a results folder whose path holds a space and a quote: each
+    /// The script as bash runs it, in a results folder whose path holds a quote and a `%`: each
     /// task runs its own config, and a task past the list stops before running anything.
     #[cfg(unix)]
     #[test]
     fn each_task_runs_its_own_config_whatever_the_path() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
-        let results = d.path().join("it's a dir");
+        let results = d.path().join("it's-100%");
         let plan = SweepPlan::create(&results, "x", Path::new("c.toml"), three_runs()).unwrap();
         // A stand-in for `lottery` that prints the config it was given.
         let exe = d.path().join("fake lottery");
         std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$2\"\n").unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let opts = SlurmOptions {
-            exe,
-            workdir: d.path().to_path_buf(),
-            partition: None,
-            time: None,
-            cpus_per_task: 1,
-            mem: None,
-            max_parallel: None,
-            extra: vec![],
-        };
+        let opts = one_cpu(exe, d.path());
         let job = write_job(&plan, &opts).unwrap().unwrap();
         let task = |i: usize| {
             Command::new("bash")
@@ -300,10 +323,29 @@ mod tests {
             let printed = String::from_utf8_lossy(&o.stdout);
             let last = printed.lines().last().unwrap_or_default();
             assert_eq!(last, text(config), "task {i}: {printed}");
-            assert!(last.contains("it's a dir") && last.ends_with(&format!("r{i}.toml")));
+            assert!(last.contains("it's-100%/") && last.ends_with(&format!("r{i}.toml")));
         }
+        let script = std::fs::read_to_string(&job.script).unwrap();
+        assert!(
+            script.contains("it's-100%%/.sweeps/x/slurm/logs/%A_%a.log\n"),
+            "{script}"
+        );
         let o = task(3);
         assert!(!o.status.success());
         assert!(!String::from_utf8_lossy(&o.stdout).contains(".toml"));
+    }
+
+    #[test]
+    fn a_path_with_whitespace_is_refused_before_anything_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().join("my results");
+        let plan = SweepPlan::create(&results, "x", Path::new("c.toml"), three_runs()).unwrap();
+        let opts = one_cpu("/opt/lottery".into(), d.path());
+        let err = write_job(&plan, &opts).unwrap_err().to_string();
+        assert!(
+            err.contains("results directory") && err.contains("my results"),
+            "{err}"
+        );
+        assert!(!plan.dir().join("slurm").exists());
     }
 }
