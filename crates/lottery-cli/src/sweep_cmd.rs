@@ -68,16 +68,7 @@ pub(crate) struct SweepArgs {
 }
 
 pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
-    // The overrides as they resolve (the last value of each key, by key, each as its parsed
-    // value), so that `study=x` and `study="x"`, or the same overrides in another order, plan into
-    // the same folder.
-    let resolved: std::collections::BTreeMap<&str, String> = a
-        .sets
-        .iter()
-        .map(|o| (o.key.as_str(), o.value.to_string()))
-        .collect();
-    let overrides: Vec<String> = resolved.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let name = lottery_sweep::sweep_name_with(&a.config, &overrides);
+    let name = lottery_sweep::sweep_name_with(&a.config, &a.sets);
     if a.status {
         // Reading only: the grid of the config and overrides as given now, never a plan stored
         // by an earlier sweep (the config or its overrides may have changed since).

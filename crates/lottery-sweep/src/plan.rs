@@ -1,7 +1,9 @@
 //! The plan of a sweep: its runs, each with its resolved config on disk.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use lottery_core::config::Override;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -84,19 +86,25 @@ pub fn sweep_name(config: &Path) -> String {
 }
 
 /// The name of the sweep of a config file swept with `--set` overrides: [`sweep_name`], and with
-/// overrides a suffix `.set-<hash>` (the first 8 hex digits of SHA-256 over the overrides, each
-/// prefixed by its length, in the order given: the caller puts them in a canonical order). Each
-/// set of overrides thus plans into a folder of its own: a sweep of the same config under other
-/// overrides (`--set study=x-rerun`) never rewrites its plan.
-pub fn sweep_name_with(config: &Path, overrides: &[String]) -> String {
+/// overrides a suffix `.set-<hash>`: the first 8 hex digits of SHA-256 over the overrides as they
+/// resolve (the last value of each key, by key, each as its parsed value, length-prefixed). Each
+/// set of overrides thus plans into a folder of its own (a sweep of the same config under
+/// `--set study=x-rerun` never rewrites its plan), while `study=x` and `study="x"`, or the same
+/// overrides in another order, share one.
+pub fn sweep_name_with(config: &Path, overrides: &[Override]) -> String {
     let base = sweep_name(config);
     if overrides.is_empty() {
         return base;
     }
+    let resolved: BTreeMap<&str, String> = overrides
+        .iter()
+        .map(|o| (o.key.as_str(), o.value.to_string()))
+        .collect();
     let mut hasher = Sha256::new();
-    for o in overrides {
-        hasher.update((o.len() as u64).to_le_bytes());
-        hasher.update(o.as_bytes());
+    for (key, value) in resolved {
+        let entry = format!("{key}={value}");
+        hasher.update((entry.len() as u64).to_le_bytes());
+        hasher.update(entry.as_bytes());
     }
     let digest = hasher.finalize();
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
@@ -238,19 +246,32 @@ mod tests {
 
     #[test]
     fn overrides_name_a_plan_of_their_own() {
+        let sets = |entries: &[&str]| -> Vec<Override> {
+            entries.iter().map(|e| e.parse().unwrap()).collect()
+        };
         let config = Path::new("configs/bert-tickets/mlm.toml");
         assert_eq!(sweep_name_with(config, &[]), "bert-tickets-mlm");
-        let one = sweep_name_with(config, &["study=mlm-4ep".into()]);
-        let other = sweep_name_with(config, &["study=mlm-8ep".into()]);
+        let one = sweep_name_with(config, &sets(&["study=mlm-4ep"]));
+        let other = sweep_name_with(config, &sets(&["study=mlm-8ep"]));
         assert!(
             one.starts_with("bert-tickets-mlm.set-")
                 && one.len() == "bert-tickets-mlm.set-".len() + 8
         );
         assert_ne!(one, other);
-        assert_eq!(one, sweep_name_with(config, &["study=mlm-4ep".into()]));
+        assert_eq!(one, sweep_name_with(config, &sets(&["study=mlm-4ep"])));
         assert_ne!(
-            sweep_name_with(config, &["a=1".into(), "b=2".into()]),
-            sweep_name_with(config, &["a=1\nb=2".into()])
+            sweep_name_with(config, &sets(&["a=1", "b=2"])),
+            sweep_name_with(config, &sets(&["a=1\nb=2"]))
+        );
+        // As they resolve: the parsed value, the last value of a key, any order.
+        assert_eq!(one, sweep_name_with(config, &sets(&["study=\"mlm-4ep\""])));
+        assert_eq!(
+            one,
+            sweep_name_with(config, &sets(&["study=mlm-8ep", "study=mlm-4ep"]))
+        );
+        assert_eq!(
+            sweep_name_with(config, &sets(&["a=1", "b=2"])),
+            sweep_name_with(config, &sets(&["b=2", "a=1"]))
         );
     }
 
