@@ -66,6 +66,7 @@ pub fn critical_compression(
                     progress: ProgressBar::hidden(),
                     work_dir: None,
                     save_every: std::time::Duration::ZERO,
+                    shared_dir: None,
                 };
                 Ok(pruner.prune(&mut ctx)?)
             }

@@ -96,6 +96,41 @@ pub fn work_dir(results: &Path, cfg: &RunConfig, run_id: &str) -> PathBuf {
     results.join(&cfg.study).join(format!(".{run_id}.work"))
 }
 
+/// The directory shared by the runs of `cfg`'s study that differ from it only in `prune.density`
+/// (hidden beside the run directories, never read by tables, kept after the runs so that a
+/// density added later reuses it): [`PruneContext::shared_dir`].
+pub fn shared_dir(results: &Path, cfg: &RunConfig, density_free_id: &str) -> PathBuf {
+    results
+        .join(&cfg.study)
+        .join(format!(".{density_free_id}.shared"))
+}
+
+/// Empties a shared directory (all but its lock file), holding its lock: `--force` recomputes
+/// what the runs of other densities would otherwise read from it.
+fn discard_shared(dir: &Path) -> Result<(), RunError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let _lock = lottery_core::fsutil::DirLock::acquire(dir).map_err(io(dir))?;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        if entry.file_name() == lottery_core::fsutil::DirLock::FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(io(&path))?;
+    }
+    tracing::info!(
+        "--force: discarded the search shared with the run's other densities in {}",
+        dir.display()
+    );
+    Ok(())
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
@@ -147,6 +182,13 @@ pub fn execute(
             work.display()
         );
         std::fs::remove_dir_all(&work).map_err(io(&work))?;
+    }
+    if force {
+        discard_shared(&shared_dir(
+            results,
+            &p.canonical,
+            &p.canonical.density_free_id(&p.inputs),
+        ))?;
     }
     let result = match compute(p, results, bar.clone()) {
         Err(RunError::Prune(PruneError::DamagedProgress { path, why })) => {
@@ -266,6 +308,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
             progress: bar.clone(),
             work_dir: Some(work_dir.clone()),
             save_every,
+            shared_dir: Some(shared_dir(results, &cfg, &cfg.density_free_id(&p.inputs))),
         };
         let expected = ctx.dense_mask();
         let mask = pruner.prune(&mut ctx)?;
@@ -476,6 +519,7 @@ pub fn initial_scores(p: &Prepared) -> Result<ParamValues, RunError> {
         progress: ProgressBar::hidden(),
         work_dir: None,
         save_every: std::time::Duration::ZERO,
+        shared_dir: None,
     };
     let dense = ctx.dense_mask();
     let scorer = pruner.scorer().ok_or_else(|| {

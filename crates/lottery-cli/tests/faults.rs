@@ -684,29 +684,35 @@ fn a_bad_save_interval_is_refused_before_any_run() {
     }
 }
 
+/// Early-Bird's prune-after-training baseline, searching 4 of 6 epochs.
+const EARLY_BIRD_LAST: &str = "[methods.early-bird]\ndraw = \"last\"\nmax_epochs = 4\n";
+
+/// Arguments of an Early-Bird run of VGG-11 at `density` (6 epochs of 4 steps, weights kept at
+/// the end).
+fn early_bird_last_args(cfg: &Path, density: &str) -> Vec<String> {
+    run_args(
+        cfg,
+        &[
+            "prune.method=early-bird",
+            &format!("prune.density={density}"),
+            "model.name=vgg-11",
+            "train.epochs=6",
+            "train.momentum=0.9",
+            "data.train_subset=128",
+            "data.test_subset=32",
+            "data.batch_size=32",
+            "train.checkpoints=[24]",
+        ],
+    )
+}
+
 // 17. An Early-Bird run killed in the middle of its search resumes at the search's last saved
 // epoch and finishes with the ticket, figures, rows and weights of an uninterrupted run.
 #[test]
 fn an_early_bird_run_killed_mid_search_resumes_and_equals_an_uninterrupted_run() {
-    let extra = "[methods.early-bird]\ndraw = \"last\"\nmax_epochs = 4\n";
-    let args = |cfg: &Path| -> Vec<String> {
-        run_args(
-            cfg,
-            &[
-                "prune.method=early-bird",
-                "prune.density=0.5",
-                "model.name=vgg-11",
-                "train.epochs=6",
-                "train.momentum=0.9",
-                "data.train_subset=128",
-                "data.test_subset=32",
-                "data.batch_size=32",
-                "train.checkpoints=[24]",
-            ],
-        )
-    };
+    let args = |cfg: &Path| early_bird_last_args(cfg, "0.5");
     let (_dirs, uninterrupted, resumed, err) =
-        uninterrupted_and_resumed(extra, args, "early-bird/search");
+        uninterrupted_and_resumed(EARLY_BIRD_LAST, args, "early-bird/search");
     // The search resumed from its own state (not its final training).
     assert!(
         err.lines()
@@ -726,4 +732,77 @@ fn an_early_bird_run_killed_mid_search_resumes_and_equals_an_uninterrupted_run()
         let bytes = |run: &Path| std::fs::read(run.join(file)).unwrap();
         assert!(bytes(&uninterrupted) == bytes(&resumed), "{file} differs");
     }
+}
+
+/// The finished run of `study` at `density`.
+fn run_at(study: &Path, density: f64) -> PathBuf {
+    let runs: Vec<PathBuf> = finished(study)
+        .into_iter()
+        .filter(|r| summary(r)["density_requested"] == density)
+        .collect();
+    assert_eq!(runs.len(), 1, "one run at {density} in {}", study.display());
+    runs[0].clone()
+}
+
+// 18. Early-Bird's prune-after-training baseline (`draw = "last"`) at two densities trains its
+// search once: the second density reads it from the study's shared folder, and its rows, mask and
+// weights equal those of the same run made alone; `--force` trains the search again.
+#[test]
+fn early_bird_runs_of_two_densities_share_one_search_and_equal_their_runs_alone() {
+    let extra = EARLY_BIRD_LAST;
+    let run = |dir: &Path, cfg: &Path, density: &str, more: &[&str]| -> String {
+        let mut a = early_bird_last_args(cfg, density);
+        a.extend(more.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = lottery(dir, &a);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{density}: {err}");
+        err
+    };
+    const READ: &str = "read the search shared";
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "c.toml", extra);
+    let err = run(d.path(), &cfg, "0.5", &[]);
+    assert!(!err.contains(READ), "the first density searches: {err}");
+    let err = run(d.path(), &cfg, "0.7", &[]);
+    assert!(err.contains(READ), "the second density reads: {err}");
+    let study = d.path().join("results/t");
+    let shared: Vec<PathBuf> = std::fs::read_dir(&study)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".shared"))
+        .collect();
+    assert_eq!(shared.len(), 1, "one shared folder for the two densities");
+    assert!(shared[0].join("early-bird/record.safetensors").exists());
+    // The table sees the two runs, not the shared folder.
+    assert_eq!(finished(&study).len(), 2);
+
+    let alone = tempfile::tempdir().unwrap();
+    let alone_cfg = write_config(alone.path(), "c.toml", extra);
+    run(alone.path(), &alone_cfg, "0.7", &[]);
+    let files = [
+        "metrics.parquet",
+        "masks.safetensors",
+        "checkpoint-step24.safetensors",
+    ];
+    let same = |a: &Path, b: &Path, what: &str| {
+        for file in files {
+            let bytes = |run: &Path| std::fs::read(run.join(file)).unwrap();
+            assert!(bytes(a) == bytes(b), "{what}: {file} differs");
+        }
+    };
+    let alone_run = run_at(&alone.path().join("results/t"), 0.7);
+    same(
+        &run_at(&study, 0.7),
+        &alone_run,
+        "read from the shared search",
+    );
+
+    let err = run(d.path(), &cfg, "0.7", &["--force"]);
+    assert!(
+        err.contains("discarded the search shared") && !err.contains(READ),
+        "--force trains the search again: {err}"
+    );
+    same(&run_at(&study, 0.7), &alone_run, "forced");
 }

@@ -435,6 +435,23 @@ impl RunConfig {
         let digest = Sha256::digest(canonical_json(&value).as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+
+    /// The id of the runs that differ from this one only in `prune.density` (the same inputs
+    /// too): 16 hex digits of SHA-256 over this config without its density. It names the folder
+    /// those runs share ([`crate::PruneContext::shared_dir`]). Call it on [`RunConfig::canonical`].
+    pub fn density_free_id(&self, inputs: &BTreeMap<String, String>) -> String {
+        let mut config = serde_json::to_value(self).expect("config serialises");
+        if let Some(prune) = config.get_mut("prune").and_then(|p| p.as_object_mut()) {
+            prune.remove("density");
+        }
+        let value = serde_json::json!({
+            "config": config,
+            "inputs": inputs,
+            "shared-by": "density",
+        });
+        let digest = Sha256::digest(canonical_json(&value).as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// JSON with object keys sorted at every level, whatever map type serde_json was built with.
@@ -1046,6 +1063,24 @@ mod tests {
             d.canonical(toml::Table::new(), 1).run_id(),
             "b3533eebf709ed6c"
         );
+    }
+
+    #[test]
+    fn density_free_ids_are_shared_across_densities_only() {
+        let none = BTreeMap::new();
+        let id = |density: f64, seed: u64, inputs: &BTreeMap<String, String>| {
+            let mut c = RunConfig::default();
+            c.prune.density = density;
+            c.seed = seed;
+            c.canonical(toml::Table::new(), 1).density_free_id(inputs)
+        };
+        assert_eq!(id(0.5, 0, &none), id(0.3, 0, &none));
+        assert_ne!(id(0.5, 0, &none), id(0.5, 1, &none));
+        let input = BTreeMap::from([("model.init_from".to_string(), "ab".to_string())]);
+        assert_ne!(id(0.5, 0, &none), id(0.5, 0, &input));
+        // Never a run id: the shared folder cannot be taken for a run's.
+        let c = RunConfig::default().canonical(toml::Table::new(), 1);
+        assert_ne!(c.density_free_id(&none), c.run_id());
     }
 
     #[test]

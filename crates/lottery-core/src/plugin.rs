@@ -392,6 +392,13 @@ pub struct PruneContext<'a> {
     /// How often a method that trains saves its training's state in `work_dir` (at epoch ends,
     /// at most this often: [`PruneTarget::save_training_in`]); zero saves at every epoch end.
     pub save_every: std::time::Duration,
+    /// A directory shared by the runs of the study whose configs differ only in `prune.density`
+    /// (the same seed, network, data, schedule and method options), kept after the runs: a method
+    /// whose search does not depend on the density (Early-Bird's `draw = "last"`) keeps the search
+    /// here, and the other densities read it instead of searching again. Hold a
+    /// [`crate::fsutil::DirLock`] on it while reading or writing. None: nothing is shared (tests,
+    /// scoring).
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl PruneContext<'_> {

@@ -64,6 +64,7 @@ fn main() {
             progress: ProgressBar::hidden(),
             work_dir: None,
             save_every: std::time::Duration::ZERO,
+            shared_dir: None,
         };
         let t = Instant::now();
         let mask = pruner.prune(&mut ctx).expect("synflow prunes");

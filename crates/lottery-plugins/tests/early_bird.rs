@@ -1,8 +1,8 @@
 //! Early-Bird on a real (small) VGG-style training task: the ticket keeps exactly its share of
 //! channels, its weight mask prunes exactly what those channels gate, the detector's epoch is the
 //! one its distance rows say, the retraining starts from the smaller network's fresh weights,
-//! pruned weights stay zero through retraining, a rerun is bit-identical, and a run that saved its
-//! ticket does not search again.
+//! pruned weights stay zero through retraining, a rerun is bit-identical, a run that saved its
+//! ticket does not search again, and the prune-after-training search is shared across densities.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use lottery_core::backend::default_device;
 use lottery_core::config::{LrSchedule, TrainSection};
 use lottery_core::plugin::{DensityOf, find_pruner};
-use lottery_core::{MaskSet, MetricRow, PrunableRule, PruneError, PruneTarget};
+use lottery_core::{MaskSet, MetricRow, ParamValues, PrunableRule, PruneError, PruneTarget};
 use lottery_data::{ImageShape, synthetic};
 use lottery_models::arch::Plan;
 use lottery_models::channel_masks::{ChannelKeep, expand};
@@ -226,7 +226,7 @@ fn a_search_crashed_at_an_epoch_end_resumes_there_and_draws_the_uninterrupted_ti
         let work = dir.path().join("work");
         crash_search(&work, opts, epoch, heard);
         let search = work.join("early-bird/search");
-        let masks = work.join("early-bird/masks.jsonl");
+        let masks = work.join("early-bird/scales.jsonl");
         let states: Vec<_> = std::fs::read_dir(&search).unwrap().collect();
         assert_eq!(states.len(), 1, "{case}");
         assert!(
@@ -300,7 +300,7 @@ fn a_resumed_search_without_its_masks_stops_as_damaged_progress() {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         crash_search(&work, DETECTOR, 2, true);
-        let masks = work.join("early-bird/masks.jsonl");
+        let masks = work.join("early-bird/scales.jsonl");
         if damage == "missing" {
             std::fs::remove_file(&masks).unwrap();
         } else {
@@ -310,7 +310,7 @@ fn a_resumed_search_without_its_masks_stops_as_damaged_progress() {
         match early_bird(&mut task(), 0.4, DETECTOR, Some(work)) {
             Err(PruneError::DamagedProgress { path, why }) => {
                 assert!(
-                    path.ends_with("masks.jsonl"),
+                    path.ends_with("scales.jsonl"),
                     "{damage}: {}",
                     path.display()
                 );
@@ -363,6 +363,147 @@ fn draw_last_trains_the_whole_budget_and_a_net_without_batch_norm_is_refused() {
     );
     let e = early_bird(&mut plain, 0.5, "", None).unwrap_err();
     assert!(e.to_string().contains("batch norm"), "{e}");
+}
+
+/// What a pruned target ends with: the mask, the rows, the weights and the clock.
+fn outcome(t: &ImageTask, mask: MaskSet) -> Outcome {
+    let names: Vec<String> = t.params().into_iter().map(|p| p.name).collect();
+    (
+        mask,
+        PruneTarget::metrics(t),
+        t.values(&names).unwrap(),
+        t.clock().step,
+    )
+}
+
+type Outcome = (MaskSet, Vec<MetricRow>, ParamValues, usize);
+
+/// Asserts two outcomes equal, naming the first part that differs (and the first differing row).
+fn assert_same(a: &Outcome, b: &Outcome, what: &str) {
+    assert!(a.0 == b.0, "{what}: the masks differ");
+    if a.1 != b.1 {
+        let n = a.1.len().min(b.1.len());
+        let i = (0..n).find(|&i| a.1[i] != b.1[i]).unwrap_or(n);
+        panic!(
+            "{what}: the rows differ ({} vs {}), first at {i}: {:?} vs {:?}",
+            a.1.len(),
+            b.1.len(),
+            a.1.get(i),
+            b.1.get(i)
+        );
+    }
+    for (name, t) in &a.2 {
+        assert!(
+            b.2.get(name) == Some(t),
+            "{what}: the weights of {name} differ"
+        );
+    }
+    assert_eq!(a.2.len(), b.2.len(), "{what}: weights");
+    assert_eq!(a.3, b.3, "{what}: the clock");
+}
+
+/// A run of `early-bird` at `density` with `options`, its work folder in `dir` and sharing
+/// `shared` (if any), on a target allowed `trainings` training calls.
+fn shared_run(
+    density: f64,
+    options: &str,
+    dir: &std::path::Path,
+    shared: Option<&std::path::Path>,
+    trainings: usize,
+) -> Result<Outcome, PruneError> {
+    let mut t = task();
+    let mut limited = Crashing {
+        trainings_left: trainings,
+        ..Crashing::new(&mut t)
+    };
+    let work = dir.join(format!("work-{density}"));
+    let mask = common::run_method_sharing(
+        "early-bird",
+        &mut limited,
+        density,
+        options,
+        Some(work),
+        shared.map(std::path::Path::to_path_buf),
+    )?;
+    Ok(outcome(&t, mask))
+}
+
+// The prune-after-training baseline's search does not depend on the density: the runs of other
+// densities read it from the shared folder without training, and each ends as if it had searched
+// alone (mask, rows, weights, clock), under the epoch and the step clock, retraining from a fresh
+// initialisation or from the searched weights.
+#[test]
+fn draw_last_searches_once_for_every_density_and_each_density_ends_as_if_alone() {
+    for opts in [
+        EPOCH_LAST,
+        STEP_CLOCK,
+        "draw = \"last\"\nmax_epochs = 3\nretrain_clock = \"zero\"",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let first = shared_run(0.4, opts, dir.path(), Some(&shared), usize::MAX).unwrap();
+        assert!(
+            shared.join("early-bird/record.safetensors").exists(),
+            "{opts:?}"
+        );
+        // The search's progress is gone once it is recorded; the lock file stays.
+        assert!(!shared.join("early-bird/search").exists(), "{opts:?}");
+        assert!(!shared.join("early-bird/scales.jsonl").exists(), "{opts:?}");
+        // No training call is allowed: the record serves.
+        let second = shared_run(0.6, opts, dir.path(), Some(&shared), 0).unwrap();
+        let again = shared_run(0.4, opts, &dir.path().join("b"), Some(&shared), 0).unwrap();
+        assert_same(&again, &first, &format!("{opts:?}: rerun from the record"));
+
+        let alone = tempfile::tempdir().unwrap();
+        for (density, shared_result) in [(0.4, &first), (0.6, &second)] {
+            let own = shared_run(density, opts, alone.path(), None, usize::MAX).unwrap();
+            assert_same(
+                shared_result,
+                &own,
+                &format!("{opts:?} at {density}, alone"),
+            );
+        }
+        assert_ne!(
+            first.0, second.0,
+            "{opts:?}: the densities draw their own masks"
+        );
+    }
+}
+
+// The shared search of one density's run, crashed, is resumed by another density's run, which
+// ends as if it had searched alone.
+#[test]
+fn a_shared_search_crashed_in_one_density_resumes_in_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let run = |target: &mut Crashing, density: f64| {
+        common::run_method_sharing(
+            "early-bird",
+            target,
+            density,
+            EPOCH_LAST,
+            Some(dir.path().join(format!("work-{density}"))),
+            Some(shared.clone()),
+        )
+    };
+    let mut t = task();
+    let mut crashing = Crashing {
+        crash_after_epoch: Some((2, true)),
+        ..Crashing::new(&mut t)
+    };
+    let e = run(&mut crashing, 0.4).unwrap_err();
+    assert!(e.to_string().contains("simulated crash"), "{e}");
+    assert!(shared.join("early-bird/scales.jsonl").exists());
+    assert!(!shared.join("early-bird/record.safetensors").exists());
+
+    let mut again = task();
+    let mut watching = Crashing::new(&mut again);
+    let mask = run(&mut watching, 0.6).unwrap();
+    assert_eq!(watching.replayed, 1, "epoch 1 replayed, epoch 2 restored");
+    let resumed = outcome(&again, mask);
+    let alone = tempfile::tempdir().unwrap();
+    let own = shared_run(0.6, EPOCH_LAST, alone.path(), None, usize::MAX).unwrap();
+    assert_same(&resumed, &own, "resumed in another density, alone");
 }
 
 #[test]

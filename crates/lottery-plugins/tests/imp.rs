@@ -256,6 +256,7 @@ fn imp_with(
         progress: ProgressBar::hidden(),
         work_dir,
         save_every: std::time::Duration::ZERO,
+        shared_dir: None,
     };
     pruner.prune(&mut ctx)
 }

@@ -58,6 +58,7 @@ fn prune(t: &mut ImageTask, method: &str, density: f64, scope: Scope, rounds: us
         progress: ProgressBar::hidden(),
         work_dir: None,
         save_every: std::time::Duration::ZERO,
+        shared_dir: None,
     };
     pruner.prune(&mut ctx).unwrap()
 }
@@ -158,6 +159,7 @@ fn snip_scores_are_the_normalised_gradient_times_weight_by_hand() {
         progress: ProgressBar::hidden(),
         work_dir: None,
         save_every: std::time::Duration::ZERO,
+        shared_dir: None,
     };
     let dense = ctx.dense_mask();
     let scores = pruner.scorer().unwrap().score(&mut ctx, &dense, 1).unwrap();

@@ -65,6 +65,7 @@ fn prune_in(
         progress: ProgressBar::hidden(),
         work_dir,
         save_every: std::time::Duration::ZERO,
+        shared_dir: None,
     };
     let mut p: Box<dyn Pruner> = options.build();
     p.prune(&mut ctx).unwrap()

@@ -1,37 +1,50 @@
-//! The channel masks a search has drawn, kept in the run's work folder as it goes, so that a search
-//! resumed from a saved training state rebuilds its detector, its distance rows and its draw:
-//! the resumed training replays its restored epochs without the values watched at them.
+//! The batch-norm scales a search has watched at its checks, kept as it goes (in the run's work
+//! folder, or in the folder the runs of other densities share), so that a search resumed from a
+//! saved training state rebuilds its masks, its detector, its distance rows and its draw: the
+//! resumed training replays its restored epochs without the values watched at them. The scales,
+//! not the masks, are kept so that one search serves every density (a mask is the scales at a
+//! density).
 //!
-//! One JSON line per check (`{"step":…,"keep":{"<scale>":"0110…"}}`), appended as the check is
-//! made. Reading keeps the last line of each step (a step checked again after a resume), and drops
-//! a last line a kill cut short.
+//! One JSON line per check (`{"step":…,"epoch":…,"scales":{"<scale>":[<f32 bits>,…]}}`, each value
+//! as its IEEE bits, so that it reads back exactly), appended as the check is made. Reading keeps
+//! the last line of each step (a step checked again after a resume), and drops a last line a kill
+//! cut short.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use lottery_core::PruneError;
-use lottery_models::channel_masks::ChannelKeep;
+use lottery_core::{FlatTensor, ParamValues, PruneError};
 use serde::{Deserialize, Serialize};
 
-/// The masks drawn so far, by step.
-pub type MasksByStep = BTreeMap<usize, ChannelKeep>;
+/// One check of a search: the epoch it was made in and the scales watched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// The epoch the check was recorded under.
+    pub epoch: usize,
+    /// The batch-norm scales at the check.
+    pub scales: ParamValues,
+}
 
-/// One check of the search.
+/// The checks made so far, by step.
+pub type ChecksByStep = BTreeMap<usize, Check>;
+
+/// One line of the file.
 #[derive(Serialize, Deserialize)]
 struct Line {
     step: usize,
-    /// Each scale's kept channels as a string of `0` and `1`.
-    keep: BTreeMap<String, String>,
+    epoch: usize,
+    /// Each scale's values as IEEE bits.
+    scales: BTreeMap<String, Vec<u32>>,
 }
 
-/// The file a search appends its masks to.
+/// The file a search appends its checks to.
 #[derive(Debug)]
-pub struct MaskHistory {
+pub struct ScaleHistory {
     path: PathBuf,
 }
 
-impl MaskHistory {
+impl ScaleHistory {
     /// The history at `path` (created on the first append).
     pub fn new(path: PathBuf) -> Self {
         Self { path }
@@ -42,28 +55,25 @@ impl MaskHistory {
         &self.path
     }
 
-    /// The masks saved so far (none when there is no file). A line that does not read is
+    /// The checks saved so far (none when there is no file). A line that does not read is
     /// [`PruneError::DamagedProgress`], except an unterminated last one (a kill while it was
     /// written), which is cut off the file.
-    pub fn read(&self) -> Result<MasksByStep, PruneError> {
+    pub fn read(&self) -> Result<ChecksByStep, PruneError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(MasksByStep::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ChecksByStep::new()),
             Err(e) => return Err(PruneError::damaged_progress(&self.path, e)),
         };
-        let mut masks = MasksByStep::new();
+        let mut checks = ChecksByStep::new();
         let mut complete = 0; // bytes up to the end of the last complete line
         for (i, line) in text.split_inclusive('\n').enumerate() {
             if !line.ends_with('\n') {
                 break; // the last line, cut short by a kill
             }
-            let parsed = serde_json::from_str::<Line>(line.trim_end())
-                .map_err(|e| e.to_string())
-                .and_then(decode)
-                .map_err(|e| {
-                    PruneError::damaged_progress(&self.path, format!("line {}: {e}", i + 1))
-                })?;
-            masks.insert(parsed.0, parsed.1);
+            let parsed: Line = serde_json::from_str(line.trim_end()).map_err(|e| {
+                PruneError::damaged_progress(&self.path, format!("line {}: {e}", i + 1))
+            })?;
+            checks.insert(parsed.step, decode(parsed.epoch, parsed.scales));
             complete += line.len();
         }
         if complete < text.len() {
@@ -74,7 +84,7 @@ impl MaskHistory {
             file.set_len(complete as u64)
                 .map_err(|e| PruneError::progress(&self.path, e))?;
         }
-        Ok(masks)
+        Ok(checks)
     }
 
     /// Removes the file (a search that starts afresh).
@@ -86,23 +96,18 @@ impl MaskHistory {
         }
     }
 
-    /// Appends the mask drawn at `step`.
-    pub fn append(&self, step: usize, keep: &ChannelKeep) -> Result<(), PruneError> {
+    /// Appends the check made at `step` (in `epoch`).
+    pub fn append(
+        &self,
+        step: usize,
+        epoch: usize,
+        scales: &ParamValues,
+    ) -> Result<(), PruneError> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| PruneError::progress(dir, e))?;
         }
-        let line = Line {
-            step,
-            keep: keep
-                .iter()
-                .map(|(name, flags)| {
-                    let bits = flags.iter().map(|&k| if k { '1' } else { '0' }).collect();
-                    (name.clone(), bits)
-                })
-                .collect(),
-        };
         let mut text =
-            serde_json::to_string(&line).map_err(|e| PruneError::progress(&self.path, e))?;
+            encode_line(step, epoch, scales).map_err(|e| PruneError::progress(&self.path, e))?;
         text.push('\n');
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -114,40 +119,90 @@ impl MaskHistory {
     }
 }
 
-fn decode(line: Line) -> Result<(usize, ChannelKeep), String> {
-    let mut keep = ChannelKeep::new();
-    for (name, bits) in line.keep {
-        let flags = bits
-            .chars()
-            .map(|c| match c {
-                '1' => Ok(true),
-                '0' => Ok(false),
-                other => Err(format!("`{name}` holds {other:?}, not 0 or 1")),
-            })
-            .collect::<Result<Vec<bool>, String>>()?;
-        keep.insert(name, flags);
+/// Checks as JSON (the shared search's record keeps them so).
+pub fn encode_checks(checks: &ChecksByStep) -> Result<String, serde_json::Error> {
+    let lines: Vec<Line> = checks
+        .iter()
+        .map(|(&step, c)| line(step, c.epoch, &c.scales))
+        .collect();
+    serde_json::to_string(&lines)
+}
+
+/// What [`encode_checks`] wrote.
+pub fn decode_checks(text: &str) -> Result<ChecksByStep, serde_json::Error> {
+    let lines: Vec<Line> = serde_json::from_str(text)?;
+    Ok(lines
+        .into_iter()
+        .map(|l| (l.step, decode(l.epoch, l.scales)))
+        .collect())
+}
+
+fn line(step: usize, epoch: usize, scales: &ParamValues) -> Line {
+    Line {
+        step,
+        epoch,
+        scales: scales
+            .iter()
+            .map(|(name, t)| (name.clone(), t.values.iter().map(|v| v.to_bits()).collect()))
+            .collect(),
     }
-    Ok((line.step, keep))
+}
+
+fn encode_line(
+    step: usize,
+    epoch: usize,
+    scales: &ParamValues,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&line(step, epoch, scales))
+}
+
+fn decode(epoch: usize, scales: BTreeMap<String, Vec<u32>>) -> Check {
+    let scales = scales
+        .into_iter()
+        .map(|(name, bits)| {
+            let values: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
+            (name, FlatTensor::new(vec![values.len()], values))
+        })
+        .collect();
+    Check { epoch, scales }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::keep;
+
+    fn scales(values: &[f32]) -> ParamValues {
+        ParamValues::from([(
+            "bn.weight".to_string(),
+            FlatTensor::new(vec![values.len()], values.to_vec()),
+        )])
+    }
 
     #[test]
-    fn masks_read_back_by_step_and_the_last_line_of_a_step_wins() {
+    fn checks_read_back_exactly_by_step_and_the_last_line_of_a_step_wins() {
         let d = tempfile::tempdir().unwrap();
-        let h = MaskHistory::new(d.path().join("eb/masks.jsonl"));
+        let h = ScaleHistory::new(d.path().join("eb/scales.jsonl"));
         assert!(h.read().unwrap().is_empty());
-        h.append(0, &keep(&[true, false])).unwrap();
-        h.append(4, &keep(&[false, true])).unwrap();
-        h.append(4, &keep(&[true, true])).unwrap();
-        let masks = h.read().unwrap();
-        assert_eq!(
-            masks,
-            MasksByStep::from([(0, keep(&[true, false])), (4, keep(&[true, true]))])
-        );
+        // Values that a decimal round trip could change, and a NaN.
+        let odd = [0.1f32, -1e-38, f32::MIN_POSITIVE / 3.0, f32::NAN];
+        h.append(0, 0, &scales(&[0.5, 0.25])).unwrap();
+        h.append(4, 1, &scales(&[1.0, 2.0])).unwrap();
+        h.append(4, 1, &scales(&odd)).unwrap();
+        let checks = h.read().unwrap();
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[&0].scales, scales(&[0.5, 0.25]));
+        assert_eq!(checks[&4].epoch, 1);
+        let back: Vec<u32> = checks[&4].scales["bn.weight"]
+            .values
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let want: Vec<u32> = odd.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(back, want);
+        // The record's encoding reads back the same.
+        let text = encode_checks(&checks).unwrap();
+        let again = decode_checks(&text).unwrap();
+        assert_eq!(encode_checks(&again).unwrap(), text);
         h.clear().unwrap();
         assert!(h.read().unwrap().is_empty());
         h.clear().unwrap();
@@ -156,14 +211,14 @@ mod tests {
     #[test]
     fn a_line_cut_short_is_dropped_and_a_damaged_one_is_reported() {
         let d = tempfile::tempdir().unwrap();
-        let h = MaskHistory::new(d.path().join("masks.jsonl"));
-        h.append(0, &keep(&[true, false])).unwrap();
+        let h = ScaleHistory::new(d.path().join("scales.jsonl"));
+        h.append(0, 0, &scales(&[1.0, 0.0])).unwrap();
         let whole = std::fs::read_to_string(h.path()).unwrap();
-        std::fs::write(h.path(), format!("{whole}{{\"step\":3,\"ke")).unwrap();
+        std::fs::write(h.path(), format!("{whole}{{\"step\":3,\"ep")).unwrap();
         assert_eq!(h.read().unwrap().len(), 1);
         // The torn tail is cut off, so the next append starts a line of its own.
         assert_eq!(std::fs::read_to_string(h.path()).unwrap(), whole);
-        h.append(3, &keep(&[false, false])).unwrap();
+        h.append(3, 0, &scales(&[0.0, 0.0])).unwrap();
         assert_eq!(h.read().unwrap().len(), 2);
 
         std::fs::write(h.path(), format!("garbage\n{whole}")).unwrap();
@@ -173,7 +228,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        std::fs::write(h.path(), "{\"step\":0,\"keep\":{\"a\":\"01x\"}}\n").unwrap();
+        // A line from before the scales were kept (a mask history) does not read either.
+        std::fs::write(h.path(), "{\"step\":0,\"keep\":{\"a\":\"01\"}}\n").unwrap();
         assert!(matches!(h.read(), Err(PruneError::DamagedProgress { .. })));
     }
 }

@@ -41,9 +41,20 @@
 //!
 //! The drawn ticket is saved in the run's work directory, so an interrupted run does not search
 //! again. A search in progress keeps its training's state there too (at epoch ends, every
-//! `PruneContext::save_every`) with every mask it took ([`history`]), so a run killed during its
-//! search continues from the last saved epoch end and draws the ticket, with the rows, of an
-//! uninterrupted run.
+//! `PruneContext::save_every`) with the scales watched at every check ([`history`]), so a run
+//! killed during its search continues from the last saved epoch end and draws the ticket, with the
+//! rows, of an uninterrupted run.
+//!
+//! With `draw = "last"` the search does not depend on the density: it trains the whole budget
+//! whatever mask it takes. Given a folder shared by the runs that differ only in density
+//! (`PruneContext::shared_dir`), the first of them to get there trains the search once, holding
+//! the folder's lock, and keeps a record of it there (the scales at every check and at the end,
+//! the search's rows, the dense network's accuracy, and with `retrain_from = "keep"` its weights);
+//! the others wait for the lock and read the record. Each run draws its own masks, distance rows
+//! and ticket from the recorded scales, so that a run's results are the same whichever run
+//! searched (network slimming's baseline trains the dense network once and prunes it at every
+//! ratio, as the reference's pipeline does). The search in progress keeps its state in the shared
+//! folder, so that any of the runs resumes it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
@@ -51,6 +62,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lottery_core::PruneTarget;
+use lottery_core::fsutil::DirLock;
 use lottery_core::plugin::{capability, family_mut};
 use lottery_core::{
     MaskSet, MetricRow, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
@@ -61,7 +73,7 @@ use lottery_models::channel_masks::{self, ChannelGroup, ChannelKeep};
 pub mod history;
 pub mod selection;
 
-use history::{MaskHistory, MasksByStep};
+use history::{ChecksByStep, ScaleHistory};
 use lottery_train::{ImageTask, TrainingSaver};
 use selection::channel_distance;
 use serde::{Deserialize, Serialize};
@@ -337,6 +349,100 @@ impl Ticket {
     }
 }
 
+/// The record of a `draw = "last"` search shared by the runs of other densities: what each
+/// density draws its masks, rows and ticket from.
+#[derive(Debug, Clone)]
+struct SharedSearch {
+    /// The scales at every check, by step.
+    checks: ChecksByStep,
+    /// The step the search ended at (the end of its budget).
+    end_step: usize,
+    /// The scales at the end of the budget (the ticket's, at each density).
+    end_scales: ParamValues,
+    /// The rows the search's training recorded.
+    rows: Vec<MetricRow>,
+    /// Test accuracy of the dense network at the end of the search.
+    dense_accuracy: f64,
+    /// The weights at the end of the search, kept with `retrain_from = "keep"` only.
+    values: Option<ParamValues>,
+}
+
+/// The prefix of the end scales among the record's tensors (beside the weights).
+const END_SCALE: &str = "end-scale/";
+
+impl SharedSearch {
+    /// Where the record lies in the shared folder.
+    fn path(shared: &Path) -> PathBuf {
+        shared.join("early-bird").join("record.safetensors")
+    }
+
+    /// Writes the record atomically.
+    fn save(&self, path: &Path) -> Result<(), PruneError> {
+        let err = |e: &dyn std::fmt::Display| PruneError::progress(path, e.to_string());
+        let mut tensors = self.values.clone().unwrap_or_default();
+        for (name, t) in &self.end_scales {
+            tensors.insert(format!("{END_SCALE}{name}"), t.clone());
+        }
+        let meta = BTreeMap::from([
+            (
+                "checks".to_string(),
+                history::encode_checks(&self.checks).map_err(|e| err(&e))?,
+            ),
+            ("end_step".to_string(), self.end_step.to_string()),
+            (
+                "rows".to_string(),
+                serde_json::to_string(&self.rows).map_err(|e| err(&e))?,
+            ),
+            // The bits, so that the accuracy reads back exactly.
+            (
+                "dense_accuracy_bits".to_string(),
+                self.dense_accuracy.to_bits().to_string(),
+            ),
+            ("values".to_string(), self.values.is_some().to_string()),
+        ]);
+        let bytes = weights::to_bytes(&tensors, &meta);
+        lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| err(&e))
+    }
+
+    /// Reads what [`SharedSearch::save`] wrote; a record that does not load is
+    /// [`PruneError::DamagedProgress`].
+    fn load(path: &Path) -> Result<Self, PruneError> {
+        let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
+        let mut tensors = weights::read(path).map_err(|e| damaged(&e))?;
+        let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
+        let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
+        let get = |key: &str| {
+            meta.get(key)
+                .ok_or_else(|| damaged(&format!("no `{key}` metadata")))
+        };
+        let checks = history::decode_checks(get("checks")?).map_err(|e| damaged(&e))?;
+        let end_step: usize = get("end_step")?.parse().map_err(|e| damaged(&e))?;
+        let rows: Vec<MetricRow> = serde_json::from_str(get("rows")?).map_err(|e| damaged(&e))?;
+        let bits: u64 = get("dense_accuracy_bits")?
+            .parse()
+            .map_err(|e| damaged(&e))?;
+        let has_values: bool = get("values")?.parse().map_err(|e| damaged(&e))?;
+        let end_names: Vec<String> = tensors
+            .keys()
+            .filter(|n| n.starts_with(END_SCALE))
+            .cloned()
+            .collect();
+        let mut end_scales = ParamValues::new();
+        for name in end_names {
+            let t = tensors.remove(&name).expect("listed");
+            end_scales.insert(name[END_SCALE.len()..].to_string(), t);
+        }
+        Ok(Self {
+            checks,
+            end_step,
+            end_scales,
+            rows,
+            dense_accuracy: f64::from_bits(bits),
+            values: has_values.then_some(tensors),
+        })
+    }
+}
+
 /// The saved ticket: the weights at the draw, with the channel mask and every row so far.
 fn save_ticket(
     path: &Path,
@@ -395,15 +501,63 @@ impl EarlyBird {
         }
     }
 
-    /// Trains with the penalty until the ticket is drawn (or the budget ends); records the
-    /// distance rows; returns the ticket.
+    /// Trains with the penalty until the ticket is drawn (or the budget ends), keeping its
+    /// progress in `progress_dir` when given; returns the ticket and the distance rows (the
+    /// training's own rows are the target's).
     fn search(
         &self,
         ctx: &mut PruneContext<'_>,
         groups: &[ChannelGroup],
-    ) -> Result<Ticket, PruneError> {
+        progress_dir: Option<&Path>,
+    ) -> Result<(Ticket, Vec<MetricRow>), PruneError> {
         let o = &self.options;
         let clock = ctx.target.clock();
+        let budget = self.budget(clock)?;
+        let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
+        let (density, scope) = (ctx.goal.density, ctx.goal.scope);
+        bn_network(ctx.target)?.set_norm_l1(o.l1)?;
+        ctx.target.set_phase(0, "search");
+        let start = ctx.target.values(&scales)?;
+        let first = channel_mask(groups, &start, density, scope)?;
+
+        // With a progress folder, the search saves its training's state and the scales it
+        // watched there as it goes, and continues from them.
+        let progress = progress_dir.map(SearchProgress::in_dir);
+        let saved = match &progress {
+            Some(p) => {
+                let saved = p.resumable_checks(&start)?;
+                ctx.target
+                    .save_training_in(Some(p.training.clone()), ctx.save_every)?;
+                saved
+            }
+            None => ChecksByStep::new(),
+        };
+        let history = progress.as_ref().map(|p| &p.scales);
+        let searched = self.train_searching(ctx, groups, first, &saved, history, budget);
+        if progress.is_some() {
+            ctx.target.save_training_in(None, Duration::ZERO)?;
+        }
+        let search = searched?;
+        let (drawn_step, keep) = match (o.draw, search.drawn) {
+            (Draw::Early, Some(s)) => (s, search.detector.newest().expect("drawn").clone()),
+            // The mask at the end of the budget (under the epoch clock, the newest of the history).
+            _ => (
+                ctx.target.clock().step,
+                channel_mask(groups, &ctx.target.values(&scales)?, density, scope)?,
+            ),
+        };
+        let ticket = Ticket {
+            keep,
+            drawn_epoch: drawn_step / clock.steps_per_epoch.max(1),
+            drawn_step: Some(drawn_step),
+            detected: search.drawn.is_some(),
+        };
+        Ok((ticket, search.rows))
+    }
+
+    /// The search's budget in epochs, checked against the run's schedule.
+    fn budget(&self, clock: lottery_core::TrainClock) -> Result<usize, PruneError> {
+        let o = &self.options;
         let run_epochs = clock.run_steps / clock.steps_per_epoch.max(1);
         let budget = if o.max_epochs == 0 {
             run_epochs
@@ -421,61 +575,137 @@ impl EarlyBird {
                  retrain_clock = \"drawn\"; set retrain_clock = \"zero\" or a smaller max_epochs",
             ));
         }
-        let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
-        let (density, scope) = (ctx.goal.density, ctx.goal.scope);
-        bn_network(ctx.target)?.set_norm_l1(o.l1)?;
-        ctx.target.set_phase(0, "search");
-        let start = ctx.target.values(&scales)?;
-        let first = channel_mask(groups, &start, density, scope)?;
+        Ok(budget)
+    }
 
-        // With a work folder, the search saves its training's state and its masks there as it
-        // goes, and continues from them.
-        let progress = ctx.work_dir.as_deref().map(SearchProgress::in_work_dir);
-        let saved = match &progress {
-            Some(p) => {
-                let saved = p.resumable_masks(&first)?;
-                ctx.target
-                    .save_training_in(Some(p.training.clone()), ctx.save_every)?;
-                saved
+    /// The `draw = "last"` search shared by the runs of other densities in `shared`: read from
+    /// its record there, or trained (holding the folder's lock, so that one run trains it) and
+    /// recorded. Returns this density's ticket, with the search's rows and this density's
+    /// distance rows in the target's rows, and the record.
+    fn search_shared(
+        &self,
+        ctx: &mut PruneContext<'_>,
+        groups: &[ChannelGroup],
+        shared: &Path,
+    ) -> Result<(Ticket, SharedSearch), PruneError> {
+        self.budget(ctx.target.clock())?;
+        let lock =
+            match DirLock::try_acquire(shared).map_err(|e| PruneError::progress(shared, e))? {
+                Some(lock) => lock,
+                None => {
+                    tracing::info!(
+                        "early-bird: waiting for another run of this config (another density) to \
+                     finish the search it shares, in {}",
+                        shared.display()
+                    );
+                    ctx.progress
+                        .set_message("early-bird: waiting for the shared search");
+                    DirLock::acquire(shared).map_err(|e| PruneError::progress(shared, e))?
+                }
+            };
+        let path = SharedSearch::path(shared);
+        let record = if path.exists() {
+            let record = SharedSearch::load(&path)?;
+            tracing::info!(
+                "early-bird: read the search shared with this config's other densities from {}",
+                path.display()
+            );
+            record
+        } else {
+            let record = self.record_search(ctx, groups, shared)?;
+            record.save(&path)?;
+            SearchProgress::in_dir(shared).remove()?;
+            record
+        };
+        drop(lock);
+        // The clock at the search's end (the rows recorded next are stamped with it), and the
+        // weights there when they were kept.
+        let values = match &record.values {
+            Some(v) => v.clone(),
+            None => {
+                let all: Vec<String> = ctx.target.params().into_iter().map(|p| p.name).collect();
+                ctx.target.values(&all)?
             }
-            None => MasksByStep::new(),
         };
-        let history = progress.as_ref().map(|p| &p.masks);
-        let searched = self.train_searching(ctx, groups, first, &saved, history, budget);
-        if progress.is_some() {
-            ctx.target.save_training_in(None, Duration::ZERO)?;
+        ctx.target.rewind(&values, record.end_step)?;
+
+        // This density's masks, distance rows and ticket, from the recorded scales.
+        let (density, scope) = (ctx.goal.density, ctx.goal.scope);
+        let damaged = |why: &str| PruneError::damaged_progress(&path, why);
+        let mut checks = record.checks.iter();
+        let first = match checks.next() {
+            Some((0, c)) => channel_mask(groups, &c.scales, density, scope)?,
+            _ => return Err(damaged("the recorded search has no check at step 0")),
+        };
+        let mut search = Search::new(&self.options, first);
+        for (&step, c) in checks {
+            search.take(
+                channel_mask(groups, &c.scales, density, scope)?,
+                step,
+                c.epoch,
+            );
         }
-        let search = searched?;
-        let mut all = ctx.target.metrics();
-        all.extend(search.rows);
-        ctx.target.restore_metrics(all);
-        let (drawn_step, keep) = match (o.draw, search.drawn) {
-            (Draw::Early, Some(s)) => (s, search.detector.newest().expect("drawn").clone()),
-            // The mask at the end of the budget (under the epoch clock, the newest of the history).
-            _ => (
-                ctx.target.clock().step,
-                channel_mask(groups, &ctx.target.values(&scales)?, density, scope)?,
-            ),
-        };
-        Ok(Ticket {
+        let keep = channel_mask(groups, &record.end_scales, density, scope)?;
+        let mut rows = ctx.target.metrics();
+        rows.extend(record.rows.iter().cloned());
+        rows.extend(search.rows);
+        ctx.target.restore_metrics(rows);
+        let spe = ctx.target.clock().steps_per_epoch.max(1);
+        let ticket = Ticket {
             keep,
-            drawn_epoch: drawn_step / clock.steps_per_epoch.max(1),
-            drawn_step: Some(drawn_step),
+            drawn_epoch: record.end_step / spe,
+            drawn_step: Some(record.end_step),
             detected: search.drawn.is_some(),
+        };
+        Ok((ticket, record))
+    }
+
+    /// Trains the search (progress in `shared`, so that any run of the other densities resumes
+    /// it) and records what every density draws its ticket from.
+    fn record_search(
+        &self,
+        ctx: &mut PruneContext<'_>,
+        groups: &[ChannelGroup],
+        shared: &Path,
+    ) -> Result<SharedSearch, PruneError> {
+        let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
+        let before = ctx.target.metrics();
+        // This density's ticket and rows are drawn again from the record, as every density's.
+        self.search(ctx, groups, Some(shared))?;
+        let mut rows = ctx.target.metrics();
+        let rows = rows.split_off(before.len().min(rows.len()));
+        ctx.target.restore_metrics(before);
+        let checks = SearchProgress::in_dir(shared).scales.read()?;
+        let dense = ctx.dense_mask();
+        let (_, dense_accuracy) = ctx.target.evaluate(&dense)?;
+        let values = match self.options.retrain_from {
+            RetrainFrom::Keep => {
+                let all: Vec<String> = ctx.target.params().into_iter().map(|p| p.name).collect();
+                Some(ctx.target.values(&all)?)
+            }
+            RetrainFrom::Reinit => None,
+        };
+        Ok(SharedSearch {
+            checks,
+            end_step: ctx.target.clock().step,
+            end_scales: ctx.target.values(&scales)?,
+            rows,
+            dense_accuracy,
+            values,
         })
     }
 
     /// The search's training: from the clock's step to the budget's end (or the draw), taking a
     /// mask at each check. A training resumed from a saved state replays its restored epochs
-    /// without the values watched at them (but the last): their checks take the masks `saved`
-    /// by step. Each mask computed is appended to `history`.
+    /// without the values watched at them (but the last): their checks take the masks of the
+    /// scales `saved` by step. The scales of each check watched are appended to `history`.
     fn train_searching(
         &self,
         ctx: &mut PruneContext<'_>,
         groups: &[ChannelGroup],
         first: ChannelKeep,
-        saved: &MasksByStep,
-        history: Option<&MaskHistory>,
+        saved: &ChecksByStep,
+        history: Option<&ScaleHistory>,
         budget: usize,
     ) -> Result<Search, PruneError> {
         let o = &self.options;
@@ -496,47 +726,47 @@ impl EarlyBird {
                     let missing = |k: usize| PruneError::DamagedProgress {
                         path: history.map(|h| h.path().to_path_buf()).unwrap_or_default(),
                         why: format!(
-                            "no mask saved for step {k}, which the resumed training replays"
+                            "no scales saved for step {k}, which the resumed training replays"
                         ),
                     };
                     // Under the step clock, checks between the last mask taken and this report were
                     // made before a resume (a live training reports each): take their saved masks.
                     let between = every.map_or(0..0, |n| (search.last / n + 1) * n..s);
                     for k in between.step_by(every.unwrap_or(1)) {
-                        let Some(keep) = saved.get(&k) else {
-                            failure = Some(missing(k));
-                            return ControlFlow::Break(());
+                        let keep = match saved.get(&k) {
+                            Some(c) => channel_mask(groups, &c.scales, density, scope),
+                            None => Err(missing(k)),
                         };
-                        if search.take(keep.clone(), k, k / spe) && draw_early {
+                        let keep = match keep {
+                            Ok(keep) => keep,
+                            Err(e) => {
+                                failure = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        };
+                        if search.take(keep, k, k / spe) && draw_early {
                             return ControlFlow::Break(());
                         }
                     }
                     if every.is_some_and(|n| !s.is_multiple_of(n)) {
                         return ControlFlow::Continue(()); // an epoch end off the step clock
                     }
-                    let keep = if watched.is_empty() {
+                    let computed = if watched.is_empty() {
                         // A replayed epoch end.
                         match saved.get(&s) {
-                            Some(k) => k.clone(),
-                            None => {
-                                failure = Some(missing(s));
-                                return ControlFlow::Break(());
-                            }
+                            Some(c) => channel_mask(groups, &c.scales, density, scope),
+                            None => Err(missing(s)),
                         }
                     } else {
-                        let computed =
-                            channel_mask(groups, watched, density, scope).and_then(|k| {
-                                if let Some(h) = history {
-                                    h.append(s, &k)?;
-                                }
-                                Ok(k)
-                            });
-                        match computed {
-                            Ok(k) => k,
-                            Err(e) => {
-                                failure = Some(e);
-                                return ControlFlow::Break(());
-                            }
+                        history
+                            .map_or(Ok(()), |h| h.append(s, report.epoch, watched))
+                            .and_then(|()| channel_mask(groups, watched, density, scope))
+                    };
+                    let keep = match computed {
+                        Ok(k) => k,
+                        Err(e) => {
+                            failure = Some(e);
+                            return ControlFlow::Break(());
                         }
                     };
                     let fired = search.take(keep, s, report.epoch);
@@ -630,40 +860,47 @@ impl Search {
     }
 }
 
-/// Where a search keeps its progress in the run's work folder: the training's saved state and
-/// the masks taken.
+/// Where a search keeps its progress (in the run's work folder, or in the folder shared by the
+/// runs of other densities): the training's saved state and the scales watched.
 struct SearchProgress {
     training: PathBuf,
-    masks: MaskHistory,
+    scales: ScaleHistory,
 }
 
 impl SearchProgress {
-    fn in_work_dir(work_dir: &Path) -> Self {
-        let dir = work_dir.join("early-bird");
+    fn in_dir(dir: &Path) -> Self {
+        let dir = dir.join("early-bird");
         Self {
             training: dir.join("search"),
-            masks: MaskHistory::new(dir.join("masks.jsonl")),
+            scales: ScaleHistory::new(dir.join("scales.jsonl")),
         }
     }
 
-    /// The masks a resumed search replays: the saved ones when the training saved a state and
-    /// the saved search began with `first`; otherwise the history starts afresh with `first`.
-    fn resumable_masks(&self, first: &ChannelKeep) -> Result<MasksByStep, PruneError> {
-        let saved = self.masks.read()?;
+    /// The checks a resumed search replays: the saved ones when the training saved a state and
+    /// the saved search began with the scales `first`; otherwise the history starts afresh with
+    /// `first` at step 0.
+    fn resumable_checks(&self, first: &ParamValues) -> Result<ChecksByStep, PruneError> {
+        let saved = self.scales.read()?;
         let has_state = TrainingSaver::new(self.training.clone(), Duration::ZERO)
             .latest()
             .is_some();
-        if has_state && saved.get(&0) == Some(first) {
+        if has_state && saved.get(&0).map(|c| &c.scales) == Some(first) {
             return Ok(saved);
         }
-        self.masks.clear()?;
-        self.masks.append(0, first)?;
-        Ok(MasksByStep::from([(0, first.clone())]))
+        self.scales.clear()?;
+        self.scales.append(0, 0, first)?;
+        Ok(ChecksByStep::from([(
+            0,
+            history::Check {
+                epoch: 0,
+                scales: first.clone(),
+            },
+        )]))
     }
 
-    /// Removes the search's progress (once its ticket is saved).
+    /// Removes the search's progress (once its ticket, or its shared record, is saved).
     fn remove(&self) -> Result<(), PruneError> {
-        self.masks.clear()?;
+        self.scales.clear()?;
         match std::fs::remove_dir_all(&self.training) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -697,9 +934,27 @@ impl Pruner for EarlyBird {
                 (ticket, values)
             }
             None => {
-                let ticket = self.search(ctx, &groups)?;
-                let values = ctx.target.values(&all)?;
-                self.record_costs(ctx, &ticket)?;
+                let (ticket, dense_accuracy, values) = match (o.draw, ctx.shared_dir.clone()) {
+                    (Draw::Last, Some(shared)) => {
+                        let (ticket, record) = self.search_shared(ctx, &groups, &shared)?;
+                        (ticket, record.dense_accuracy, record.values)
+                    }
+                    _ => {
+                        let work_dir = ctx.work_dir.clone();
+                        let (ticket, rows) = self.search(ctx, &groups, work_dir.as_deref())?;
+                        let mut all = ctx.target.metrics();
+                        all.extend(rows);
+                        ctx.target.restore_metrics(all);
+                        let dense = ctx.dense_mask();
+                        let (_, dense_accuracy) = ctx.target.evaluate(&dense)?;
+                        (ticket, dense_accuracy, None)
+                    }
+                };
+                let values = match values {
+                    Some(v) => v,
+                    None => ctx.target.values(&all)?,
+                };
+                self.record_costs(ctx, &ticket, dense_accuracy)?;
                 if let Some(path) = &saved {
                     save_ticket(path, &values, &ticket, &ctx.target.metrics())?;
                 }
@@ -709,7 +964,7 @@ impl Pruner for EarlyBird {
 
         // The ticket is saved: the search's own progress is no longer needed.
         if let Some(dir) = &ctx.work_dir {
-            SearchProgress::in_work_dir(dir).remove()?;
+            SearchProgress::in_dir(dir).remove()?;
         }
         let mask = channel_masks::expand(&groups, &ticket.keep, &ctx.dense_mask())?;
         let start = self.retrain_start(&ticket, ctx.target.clock());
@@ -755,8 +1010,14 @@ impl EarlyBird {
         if start >= clock.run_steps { 0 } else { start }
     }
 
-    /// Records the ticket's epoch, size and training cost.
-    fn record_costs(&self, ctx: &mut PruneContext<'_>, ticket: &Ticket) -> Result<(), PruneError> {
+    /// Records the ticket's epoch, size and training cost, and the dense network's accuracy at
+    /// the draw.
+    fn record_costs(
+        &self,
+        ctx: &mut PruneContext<'_>,
+        ticket: &Ticket,
+        dense_accuracy: f64,
+    ) -> Result<(), PruneError> {
         let dense = bn_network(ctx.target)?.cost(None)?;
         let small = bn_network(ctx.target)?.cost(Some(&ticket.keep))?;
         let clock = ctx.target.clock();
@@ -767,9 +1028,7 @@ impl EarlyBird {
         let retrain_start = self.retrain_start(ticket, clock) as f64 / spe as f64;
         let retrain_epochs = run_epochs - retrain_start;
         let total: usize = ticket.keep.values().map(Vec::len).sum();
-        let dense_mask = ctx.dense_mask();
         let t = &mut *ctx.target;
-        let (_, dense_accuracy) = t.evaluate(&dense_mask)?;
         let train_flops =
             3.0 * (searched * dense.flops as f64 + retrain_epochs * small.flops as f64);
         let train_flops_dense = 3.0 * run_epochs * dense.flops as f64;

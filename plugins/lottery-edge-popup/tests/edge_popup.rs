@@ -69,6 +69,7 @@ fn run(t: &mut ImageTask, density: f64, scope: Scope, epochs: usize) -> (MaskSet
         progress: ProgressBar::hidden(),
         work_dir: None,
         save_every: std::time::Duration::ZERO,
+        shared_dir: None,
     };
     let mask = pruner.prune(&mut ctx).unwrap();
     (mask, PruneTarget::metrics(t))

@@ -49,6 +49,19 @@ pub fn run_method(
     options: &str,
     work_dir: Option<std::path::PathBuf>,
 ) -> Result<MaskSet, PruneError> {
+    run_method_sharing(name, target, density, options, work_dir, None)
+}
+
+/// [`run_method`] with a folder shared by the runs of other densities
+/// (`PruneContext::shared_dir`).
+pub fn run_method_sharing(
+    name: &str,
+    target: &mut dyn PruneTarget,
+    density: f64,
+    options: &str,
+    work_dir: Option<std::path::PathBuf>,
+    shared_dir: Option<std::path::PathBuf>,
+) -> Result<MaskSet, PruneError> {
     lottery_plugins::link();
     let entry = find_pruner(name).unwrap();
     let mut table = (entry.default_options)();
@@ -69,6 +82,7 @@ pub fn run_method(
         progress: ProgressBar::hidden(),
         work_dir,
         save_every: std::time::Duration::ZERO,
+        shared_dir,
     };
     pruner.prune(&mut ctx)
 }
