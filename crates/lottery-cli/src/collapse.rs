@@ -67,6 +67,7 @@ pub fn critical_compression(
                     work_dir: None,
                     save_every: std::time::Duration::ZERO,
                     shared_dir: None,
+                    waited: std::time::Duration::ZERO,
                 };
                 Ok(pruner.prune(&mut ctx)?)
             }

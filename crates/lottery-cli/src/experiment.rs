@@ -96,18 +96,25 @@ pub fn work_dir(results: &Path, cfg: &RunConfig, run_id: &str) -> PathBuf {
     results.join(&cfg.study).join(format!(".{run_id}.work"))
 }
 
-/// The directory shared by the runs of `cfg`'s study that differ from it only in `prune.density`
+/// The directory shared by the runs of `p`'s study that differ from it only in `prune.density`
 /// (hidden beside the run directories, never read by tables, kept after the runs so that a
-/// density added later reuses it): [`PruneContext::shared_dir`].
-pub fn shared_dir(results: &Path, cfg: &RunConfig, density_free_id: &str) -> PathBuf {
+/// density added later reuses it): [`PruneContext::shared_dir`]. Its id covers the config
+/// without the density, the run's inputs, the backend and the processor: what one machine and
+/// backend computed is not read by another, whose kernels round differently.
+pub fn shared_dir(results: &Path, p: &Prepared) -> PathBuf {
+    let mut inputs = p.inputs.clone();
+    inputs.insert("backend".into(), backend_name().to_string());
+    inputs.insert("processor".into(), processor());
+    let id = p.canonical.density_free_id(&inputs);
     results
-        .join(&cfg.study)
-        .join(format!(".{density_free_id}.shared"))
+        .join(&p.canonical.study)
+        .join(format!(".{id}.shared"))
 }
 
 /// Empties a shared directory (all but its lock file), holding its lock: `--force` recomputes
-/// what the runs of other densities would otherwise read from it.
-fn discard_shared(dir: &Path) -> Result<(), RunError> {
+/// what the runs of other densities would otherwise read from it. Call it once per directory
+/// and invocation, before the runs (each forced density would otherwise compute it again).
+pub fn discard_shared(dir: &Path) -> Result<(), RunError> {
     if !dir.exists() {
         return Ok(());
     }
@@ -182,13 +189,6 @@ pub fn execute(
             work.display()
         );
         std::fs::remove_dir_all(&work).map_err(io(&work))?;
-    }
-    if force {
-        discard_shared(&shared_dir(
-            results,
-            &p.canonical,
-            &p.canonical.density_free_id(&p.inputs),
-        ))?;
     }
     let result = match compute(p, results, bar.clone()) {
         Err(RunError::Prune(PruneError::DamagedProgress { path, why })) => {
@@ -300,7 +300,7 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
     bar.set_message(format!("{} pruning", p.method.name));
     let prune_clock = PhaseClock::start(&work_dir, "prune-seconds", "pruning");
     let mut pruner = build_pruner(p)?;
-    let mask = {
+    let (mask, waited) = {
         let mut ctx = PruneContext {
             target: &mut *task,
             goal: goal.clone(),
@@ -308,16 +308,18 @@ fn compute(p: &Prepared, results: &Path, bar: ProgressBar) -> Result<RunOutcome,
             progress: bar.clone(),
             work_dir: Some(work_dir.clone()),
             save_every,
-            shared_dir: Some(shared_dir(results, &cfg, &cfg.density_free_id(&p.inputs))),
+            shared_dir: Some(shared_dir(results, p)),
+            waited: Duration::ZERO,
         };
         let expected = ctx.dense_mask();
         let mask = pruner.prune(&mut ctx)?;
         check_mask(&weights_only(&mask), &expected, &goal, p.method.density_of)?;
-        mask
+        (mask, ctx.waited)
     };
     // A run resumed in its training recomputes (or reloads) its mask: the time of the first
-    // finished pruning is the one that counts.
-    let prune_seconds = finished_pruning_seconds(&work_dir, prune_clock.stop())?;
+    // finished pruning is the one that counts. Time spent waiting for another process does not.
+    let prune_seconds = (prune_clock.stop() - waited.as_secs_f64()).max(0.0);
+    let prune_seconds = finished_pruning_seconds(&work_dir, prune_seconds)?;
     let weights = weights_only(&mask);
 
     task.record("prune", "density", weights.density());
@@ -520,6 +522,7 @@ pub fn initial_scores(p: &Prepared) -> Result<ParamValues, RunError> {
         work_dir: None,
         save_every: std::time::Duration::ZERO,
         shared_dir: None,
+        waited: std::time::Duration::ZERO,
     };
     let dense = ctx.dense_mask();
     let scorer = pruner.scorer().ok_or_else(|| {

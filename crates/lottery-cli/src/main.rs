@@ -566,6 +566,16 @@ fn run(
         ProgressStyle::with_template("runs {bar:30} {pos}/{len} {elapsed_precise} {msg}")
             .expect("template"),
     );
+    if force {
+        // Once per folder: the first run of each recomputes what it holds, the others read it.
+        let shared: std::collections::BTreeSet<PathBuf> = prepared
+            .iter()
+            .map(|p| lottery_cli::experiment::shared_dir(results, p))
+            .collect();
+        for dir in &shared {
+            lottery_cli::experiment::discard_shared(dir)?;
+        }
+    }
     let total = prepared.len();
     let t0 = std::time::Instant::now();
     let mut waiting: Vec<String> = vec![];

@@ -688,7 +688,7 @@ fn a_bad_save_interval_is_refused_before_any_run() {
 const EARLY_BIRD_LAST: &str = "[methods.early-bird]\ndraw = \"last\"\nmax_epochs = 4\n";
 
 /// Arguments of an Early-Bird run of VGG-11 at `density` (6 epochs of 4 steps, weights kept at
-/// the end).
+/// step 8, inside the search, and at the end).
 fn early_bird_last_args(cfg: &Path, density: &str) -> Vec<String> {
     run_args(
         cfg,
@@ -701,7 +701,7 @@ fn early_bird_last_args(cfg: &Path, density: &str) -> Vec<String> {
             "data.train_subset=128",
             "data.test_subset=32",
             "data.batch_size=32",
-            "train.checkpoints=[24]",
+            "train.checkpoints=[8, 24]",
         ],
     )
 }
@@ -746,7 +746,8 @@ fn run_at(study: &Path, density: f64) -> PathBuf {
 
 // 18. Early-Bird's prune-after-training baseline (`draw = "last"`) at two densities trains its
 // search once: the second density reads it from the study's shared folder, and its rows, mask and
-// weights equal those of the same run made alone; `--force` trains the search again.
+// weights equal those of the same run made alone; `--force` trains the search again, and so does
+// a run that finds the shared record damaged.
 #[test]
 fn early_bird_runs_of_two_densities_share_one_search_and_equal_their_runs_alone() {
     let extra = EARLY_BIRD_LAST;
@@ -781,9 +782,11 @@ fn early_bird_runs_of_two_densities_share_one_search_and_equal_their_runs_alone(
     let alone = tempfile::tempdir().unwrap();
     let alone_cfg = write_config(alone.path(), "c.toml", extra);
     run(alone.path(), &alone_cfg, "0.7", &[]);
+    // Step 8 is kept during the search, step 24 at the end of the retraining.
     let files = [
         "metrics.parquet",
         "masks.safetensors",
+        "checkpoint-step8.safetensors",
         "checkpoint-step24.safetensors",
     ];
     let same = |a: &Path, b: &Path, what: &str| {
@@ -799,10 +802,24 @@ fn early_bird_runs_of_two_densities_share_one_search_and_equal_their_runs_alone(
         "read from the shared search",
     );
 
-    let err = run(d.path(), &cfg, "0.7", &["--force"]);
-    assert!(
-        err.contains("discarded the search shared") && !err.contains(READ),
-        "--force trains the search again: {err}"
+    // Forced, both densities in one invocation: the search is trained again once, then read.
+    let err = run(d.path(), &cfg, "[0.5, 0.7]", &["--force"]);
+    assert_eq!(
+        err.matches("discarded the search shared").count(),
+        1,
+        "{err}"
     );
+    assert_eq!(err.matches(READ).count(), 1, "{err}");
     same(&run_at(&study, 0.7), &alone_run, "forced");
+
+    // A damaged record is set aside and the run, retried, searches again.
+    let record = shared[0].join("early-bird/record.safetensors");
+    std::fs::write(&record, b"torn").unwrap();
+    let err = run(d.path(), &cfg, "0.3", &[]);
+    assert!(
+        err.contains("does not load") && !err.contains(READ),
+        "{err}"
+    );
+    assert!(record.exists(), "recorded again: {err}");
+    assert_eq!(finished(&study).len(), 3);
 }

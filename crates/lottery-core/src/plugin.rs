@@ -399,6 +399,10 @@ pub struct PruneContext<'a> {
     /// [`crate::fsutil::DirLock`] on it while reading or writing. None: nothing is shared (tests,
     /// scoring).
     pub shared_dir: Option<PathBuf>,
+    /// Time the method spent waiting for another process (a shared folder's lock): the method
+    /// adds to it, and the run's `prune_seconds` leaves it out, so that summed seconds count
+    /// each computation once.
+    pub waited: std::time::Duration,
 }
 
 impl PruneContext<'_> {

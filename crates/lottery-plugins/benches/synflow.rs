@@ -65,6 +65,7 @@ fn main() {
             work_dir: None,
             save_every: std::time::Duration::ZERO,
             shared_dir: None,
+            waited: std::time::Duration::ZERO,
         };
         let t = Instant::now();
         let mask = pruner.prune(&mut ctx).expect("synflow prunes");

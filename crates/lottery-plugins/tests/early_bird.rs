@@ -18,10 +18,15 @@ use lottery_data::{ImageShape, synthetic};
 use lottery_models::arch::Plan;
 use lottery_models::channel_masks::{ChannelKeep, expand};
 use lottery_models::{Architecture, InputShape};
-use lottery_train::ImageTask;
+use lottery_train::{Checkpoints, ImageTask};
 
 /// A VGG-style net with batch norm on generated 8×8 images: 4 steps an epoch, 6 epochs.
 fn task() -> ImageTask {
+    task_saving(vec![])
+}
+
+/// [`task`], keeping its weights at the `checkpoints` steps.
+fn task_saving(checkpoints: Vec<usize>) -> ImageTask {
     let arch = Architecture::ConvNet {
         plan: vec![Plan::Conv(8), Plan::Pool, Plan::Conv(12), Plan::Conv(12)],
         hidden: vec![],
@@ -33,6 +38,7 @@ fn task() -> ImageTask {
         lr: 0.1,
         momentum: 0.9,
         lr_schedule: LrSchedule::Constant,
+        checkpoints,
         ..TrainSection::default()
     };
     common::small_task(arch, train)
@@ -373,10 +379,11 @@ fn outcome(t: &ImageTask, mask: MaskSet) -> Outcome {
         PruneTarget::metrics(t),
         t.values(&names).unwrap(),
         t.clock().step,
+        t.checkpoints().clone(),
     )
 }
 
-type Outcome = (MaskSet, Vec<MetricRow>, ParamValues, usize);
+type Outcome = (MaskSet, Vec<MetricRow>, ParamValues, usize, Checkpoints);
 
 /// Asserts two outcomes equal, naming the first part that differs (and the first differing row).
 fn assert_same(a: &Outcome, b: &Outcome, what: &str) {
@@ -400,6 +407,9 @@ fn assert_same(a: &Outcome, b: &Outcome, what: &str) {
     }
     assert_eq!(a.2.len(), b.2.len(), "{what}: weights");
     assert_eq!(a.3, b.3, "{what}: the clock");
+    let steps = |o: &Outcome| o.4.keys().copied().collect::<Vec<_>>();
+    assert_eq!(steps(a), steps(b), "{what}: the checkpoints' steps");
+    assert!(a.4 == b.4, "{what}: the checkpoints' weights");
 }
 
 /// A run of `early-bird` at `density` with `options`, its work folder in `dir` and sharing
@@ -411,7 +421,8 @@ fn shared_run(
     shared: Option<&std::path::Path>,
     trainings: usize,
 ) -> Result<Outcome, PruneError> {
-    let mut t = task();
+    // Weights kept at steps the search trains through (it ends at step 16 or 12).
+    let mut t = task_saving(vec![0, 8]);
     let mut limited = Crashing {
         trainings_left: trainings,
         ..Crashing::new(&mut t)
@@ -486,7 +497,7 @@ fn a_shared_search_crashed_in_one_density_resumes_in_another() {
             Some(shared.clone()),
         )
     };
-    let mut t = task();
+    let mut t = task_saving(vec![0, 8]);
     let mut crashing = Crashing {
         crash_after_epoch: Some((2, true)),
         ..Crashing::new(&mut t)
@@ -496,7 +507,7 @@ fn a_shared_search_crashed_in_one_density_resumes_in_another() {
     assert!(shared.join("early-bird/scales.jsonl").exists());
     assert!(!shared.join("early-bird/record.safetensors").exists());
 
-    let mut again = task();
+    let mut again = task_saving(vec![0, 8]);
     let mut watching = Crashing::new(&mut again);
     let mask = run(&mut watching, 0.6).unwrap();
     assert_eq!(watching.replayed, 1, "epoch 1 replayed, epoch 2 restored");
@@ -504,6 +515,34 @@ fn a_shared_search_crashed_in_one_density_resumes_in_another() {
     let alone = tempfile::tempdir().unwrap();
     let own = shared_run(0.6, EPOCH_LAST, alone.path(), None, usize::MAX).unwrap();
     assert_same(&resumed, &own, "resumed in another density, alone");
+}
+
+// A shared record that does not load is moved aside and reported as damaged progress (the CLI
+// then retries the run on a fresh network); the retry searches again and ends as if alone.
+#[test]
+fn a_damaged_shared_record_is_set_aside_and_the_retry_searches_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    shared_run(0.4, EPOCH_LAST, dir.path(), Some(&shared), usize::MAX).unwrap();
+    let record = shared.join("early-bird/record.safetensors");
+    std::fs::write(&record, b"not a record").unwrap();
+    match shared_run(0.6, EPOCH_LAST, dir.path(), Some(&shared), usize::MAX) {
+        Err(PruneError::DamagedProgress { path, .. }) => assert_eq!(path, record),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let aside: Vec<String> = std::fs::read_dir(&shared)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("early-bird.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged search is kept aside");
+    assert!(!shared.join("early-bird").exists());
+    let retried = shared_run(0.6, EPOCH_LAST, dir.path(), Some(&shared), usize::MAX).unwrap();
+    assert!(record.exists(), "recorded again");
+    let alone = tempfile::tempdir().unwrap();
+    let own = shared_run(0.6, EPOCH_LAST, alone.path(), None, usize::MAX).unwrap();
+    assert_same(&retried, &own, "searched again after the damage, alone");
 }
 
 #[test]

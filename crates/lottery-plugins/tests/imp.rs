@@ -257,6 +257,7 @@ fn imp_with(
         work_dir,
         save_every: std::time::Duration::ZERO,
         shared_dir: None,
+        waited: std::time::Duration::ZERO,
     };
     pruner.prune(&mut ctx)
 }

@@ -59,6 +59,7 @@ fn prune(t: &mut ImageTask, method: &str, density: f64, scope: Scope, rounds: us
         work_dir: None,
         save_every: std::time::Duration::ZERO,
         shared_dir: None,
+        waited: std::time::Duration::ZERO,
     };
     pruner.prune(&mut ctx).unwrap()
 }
@@ -160,6 +161,7 @@ fn snip_scores_are_the_normalised_gradient_times_weight_by_hand() {
         work_dir: None,
         save_every: std::time::Duration::ZERO,
         shared_dir: None,
+        waited: std::time::Duration::ZERO,
     };
     let dense = ctx.dense_mask();
     let scores = pruner.scorer().unwrap().score(&mut ctx, &dense, 1).unwrap();

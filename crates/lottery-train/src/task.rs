@@ -208,6 +208,12 @@ impl ImageTask {
         &self.checkpoints
     }
 
+    /// Adds weights saved at checkpoint steps by a training this task did not run (a search
+    /// another run trained and shared), replacing any at the same steps.
+    pub fn insert_checkpoints(&mut self, saved: Checkpoints) {
+        self.checkpoints.extend(saved);
+    }
+
     /// Optimiser steps taken.
     pub fn step(&self) -> usize {
         self.step

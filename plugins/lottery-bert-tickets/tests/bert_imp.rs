@@ -66,6 +66,7 @@ fn prune_in(
         work_dir,
         save_every: std::time::Duration::ZERO,
         shared_dir: None,
+        waited: std::time::Duration::ZERO,
     };
     let mut p: Box<dyn Pruner> = options.build();
     p.prune(&mut ctx).unwrap()

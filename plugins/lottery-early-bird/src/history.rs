@@ -119,24 +119,6 @@ impl ScaleHistory {
     }
 }
 
-/// Checks as JSON (the shared search's record keeps them so).
-pub fn encode_checks(checks: &ChecksByStep) -> Result<String, serde_json::Error> {
-    let lines: Vec<Line> = checks
-        .iter()
-        .map(|(&step, c)| line(step, c.epoch, &c.scales))
-        .collect();
-    serde_json::to_string(&lines)
-}
-
-/// What [`encode_checks`] wrote.
-pub fn decode_checks(text: &str) -> Result<ChecksByStep, serde_json::Error> {
-    let lines: Vec<Line> = serde_json::from_str(text)?;
-    Ok(lines
-        .into_iter()
-        .map(|l| (l.step, decode(l.epoch, l.scales)))
-        .collect())
-}
-
 fn line(step: usize, epoch: usize, scales: &ParamValues) -> Line {
     Line {
         step,
@@ -199,10 +181,6 @@ mod tests {
             .collect();
         let want: Vec<u32> = odd.iter().map(|v| v.to_bits()).collect();
         assert_eq!(back, want);
-        // The record's encoding reads back the same.
-        let text = encode_checks(&checks).unwrap();
-        let again = decode_checks(&text).unwrap();
-        assert_eq!(encode_checks(&again).unwrap(), text);
         h.clear().unwrap();
         assert!(h.read().unwrap().is_empty());
         h.clear().unwrap();

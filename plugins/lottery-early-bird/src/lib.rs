@@ -72,11 +72,13 @@ use lottery_models::channel_masks::{self, ChannelGroup, ChannelKeep};
 
 pub mod history;
 pub mod selection;
+mod shared;
 
 use history::{ChecksByStep, ScaleHistory};
 use lottery_train::{ImageTask, TrainingSaver};
 use selection::channel_distance;
 use serde::{Deserialize, Serialize};
+use shared::SharedSearch;
 
 /// Which mask the method takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,98 +351,14 @@ impl Ticket {
     }
 }
 
-/// The record of a `draw = "last"` search shared by the runs of other densities: what each
-/// density draws its masks, rows and ticket from.
-#[derive(Debug, Clone)]
-struct SharedSearch {
-    /// The scales at every check, by step.
-    checks: ChecksByStep,
-    /// The step the search ended at (the end of its budget).
-    end_step: usize,
-    /// The scales at the end of the budget (the ticket's, at each density).
-    end_scales: ParamValues,
-    /// The rows the search's training recorded.
-    rows: Vec<MetricRow>,
-    /// Test accuracy of the dense network at the end of the search.
-    dense_accuracy: f64,
-    /// The weights at the end of the search, kept with `retrain_from = "keep"` only.
-    values: Option<ParamValues>,
-}
-
-/// The prefix of the end scales among the record's tensors (beside the weights).
-const END_SCALE: &str = "end-scale/";
-
-impl SharedSearch {
-    /// Where the record lies in the shared folder.
-    fn path(shared: &Path) -> PathBuf {
-        shared.join("early-bird").join("record.safetensors")
-    }
-
-    /// Writes the record atomically.
-    fn save(&self, path: &Path) -> Result<(), PruneError> {
-        let err = |e: &dyn std::fmt::Display| PruneError::progress(path, e.to_string());
-        let mut tensors = self.values.clone().unwrap_or_default();
-        for (name, t) in &self.end_scales {
-            tensors.insert(format!("{END_SCALE}{name}"), t.clone());
-        }
-        let meta = BTreeMap::from([
-            (
-                "checks".to_string(),
-                history::encode_checks(&self.checks).map_err(|e| err(&e))?,
-            ),
-            ("end_step".to_string(), self.end_step.to_string()),
-            (
-                "rows".to_string(),
-                serde_json::to_string(&self.rows).map_err(|e| err(&e))?,
-            ),
-            // The bits, so that the accuracy reads back exactly.
-            (
-                "dense_accuracy_bits".to_string(),
-                self.dense_accuracy.to_bits().to_string(),
-            ),
-            ("values".to_string(), self.values.is_some().to_string()),
-        ]);
-        let bytes = weights::to_bytes(&tensors, &meta);
-        lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| err(&e))
-    }
-
-    /// Reads what [`SharedSearch::save`] wrote; a record that does not load is
-    /// [`PruneError::DamagedProgress`].
-    fn load(path: &Path) -> Result<Self, PruneError> {
-        let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
-        let mut tensors = weights::read(path).map_err(|e| damaged(&e))?;
-        let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
-        let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
-        let get = |key: &str| {
-            meta.get(key)
-                .ok_or_else(|| damaged(&format!("no `{key}` metadata")))
-        };
-        let checks = history::decode_checks(get("checks")?).map_err(|e| damaged(&e))?;
-        let end_step: usize = get("end_step")?.parse().map_err(|e| damaged(&e))?;
-        let rows: Vec<MetricRow> = serde_json::from_str(get("rows")?).map_err(|e| damaged(&e))?;
-        let bits: u64 = get("dense_accuracy_bits")?
-            .parse()
-            .map_err(|e| damaged(&e))?;
-        let has_values: bool = get("values")?.parse().map_err(|e| damaged(&e))?;
-        let end_names: Vec<String> = tensors
-            .keys()
-            .filter(|n| n.starts_with(END_SCALE))
-            .cloned()
-            .collect();
-        let mut end_scales = ParamValues::new();
-        for name in end_names {
-            let t = tensors.remove(&name).expect("listed");
-            end_scales.insert(name[END_SCALE.len()..].to_string(), t);
-        }
-        Ok(Self {
-            checks,
-            end_step,
-            end_scales,
-            rows,
-            dense_accuracy: f64::from_bits(bits),
-            values: has_values.then_some(tensors),
-        })
-    }
+/// Moves `dir` aside (`<dir>.damaged-<unix seconds>`), keeping it for inspection; returns where.
+fn set_aside(dir: &Path) -> Result<PathBuf, PruneError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.damaged-{stamp}", dir.display()));
+    std::fs::rename(dir, &aside).map_err(|e| PruneError::progress(dir, e))?;
+    Ok(aside)
 }
 
 /// The saved ticket: the weights at the draw, with the channel mask and every row so far.
@@ -589,33 +507,38 @@ impl EarlyBird {
         shared: &Path,
     ) -> Result<(Ticket, SharedSearch), PruneError> {
         self.budget(ctx.target.clock())?;
-        let lock =
-            match DirLock::try_acquire(shared).map_err(|e| PruneError::progress(shared, e))? {
-                Some(lock) => lock,
-                None => {
-                    tracing::info!(
-                        "early-bird: waiting for another run of this config (another density) to \
+        let lock = match DirLock::try_acquire(shared)
+            .map_err(|e| PruneError::progress(shared, e))?
+        {
+            Some(lock) => lock,
+            None => {
+                tracing::info!(
+                    "early-bird: waiting for another run of this config (another density) to \
                      finish the search it shares, in {}",
-                        shared.display()
-                    );
-                    ctx.progress
-                        .set_message("early-bird: waiting for the shared search");
-                    DirLock::acquire(shared).map_err(|e| PruneError::progress(shared, e))?
-                }
-            };
+                    shared.display()
+                );
+                ctx.progress
+                    .set_message("early-bird: waiting for the shared search");
+                let waiting = std::time::Instant::now();
+                let lock = DirLock::acquire(shared).map_err(|e| PruneError::progress(shared, e))?;
+                ctx.waited += waiting.elapsed();
+                lock
+            }
+        };
         let path = SharedSearch::path(shared);
-        let record = if path.exists() {
-            let record = SharedSearch::load(&path)?;
-            tracing::info!(
-                "early-bird: read the search shared with this config's other densities from {}",
-                path.display()
-            );
-            record
-        } else {
-            let record = self.record_search(ctx, groups, shared)?;
-            record.save(&path)?;
-            SearchProgress::in_dir(shared).remove()?;
-            record
+        let record = match self.read_or_record(ctx, groups, shared, &path) {
+            Err(e @ PruneError::DamagedProgress { .. }) => {
+                // Moved aside while the lock is held: the run's retry (on a fresh network), or
+                // another density's run, searches again.
+                let aside = set_aside(&shared.join("early-bird"))?;
+                tracing::warn!(
+                    "early-bird: the search shared with this config's other densities does not \
+                     load ({e}); moved it to {}",
+                    aside.display()
+                );
+                return Err(e);
+            }
+            other => other?,
         };
         drop(lock);
         // The clock at the search's end (the rows recorded next are stamped with it), and the
@@ -628,6 +551,8 @@ impl EarlyBird {
             }
         };
         ctx.target.rewind(&values, record.end_step)?;
+        // The weights the search's training saved at the run's checkpoint steps.
+        bn_network(ctx.target)?.insert_checkpoints(record.checkpoints.clone());
 
         // This density's masks, distance rows and ticket, from the recorded scales.
         let (density, scope) = (ctx.goal.density, ctx.goal.scope);
@@ -660,6 +585,29 @@ impl EarlyBird {
         Ok((ticket, record))
     }
 
+    /// The shared search's record at `path`, or, when there is none, the search trained and
+    /// recorded there (its progress then removed). Call with the folder's lock held.
+    fn read_or_record(
+        &self,
+        ctx: &mut PruneContext<'_>,
+        groups: &[ChannelGroup],
+        shared: &Path,
+        path: &Path,
+    ) -> Result<SharedSearch, PruneError> {
+        if path.exists() {
+            let record = SharedSearch::load(path, groups)?;
+            tracing::info!(
+                "early-bird: read the search shared with this config's other densities from {}",
+                path.display()
+            );
+            return Ok(record);
+        }
+        let record = self.record_search(ctx, groups, shared)?;
+        record.save(path)?;
+        SearchProgress::in_dir(shared).remove()?;
+        Ok(record)
+    }
+
     /// Trains the search (progress in `shared`, so that any run of the other densities resumes
     /// it) and records what every density draws its ticket from.
     fn record_search(
@@ -670,8 +618,15 @@ impl EarlyBird {
     ) -> Result<SharedSearch, PruneError> {
         let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
         let before = ctx.target.metrics();
+        let saved_before: Vec<usize> = bn_network(ctx.target)?
+            .checkpoints()
+            .keys()
+            .copied()
+            .collect();
         // This density's ticket and rows are drawn again from the record, as every density's.
         self.search(ctx, groups, Some(shared))?;
+        let mut checkpoints = bn_network(ctx.target)?.checkpoints().clone();
+        checkpoints.retain(|step, _| !saved_before.contains(step));
         let mut rows = ctx.target.metrics();
         let rows = rows.split_off(before.len().min(rows.len()));
         ctx.target.restore_metrics(before);
@@ -691,6 +646,7 @@ impl EarlyBird {
             end_scales: ctx.target.values(&scales)?,
             rows,
             dense_accuracy,
+            checkpoints,
             values,
         })
     }

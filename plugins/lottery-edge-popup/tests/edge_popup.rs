@@ -70,6 +70,7 @@ fn run(t: &mut ImageTask, density: f64, scope: Scope, epochs: usize) -> (MaskSet
         work_dir: None,
         save_every: std::time::Duration::ZERO,
         shared_dir: None,
+        waited: std::time::Duration::ZERO,
     };
     let mask = pruner.prune(&mut ctx).unwrap();
     (mask, PruneTarget::metrics(t))

@@ -83,6 +83,7 @@ pub fn run_method_sharing(
         work_dir,
         save_every: std::time::Duration::ZERO,
         shared_dir,
+        waited: std::time::Duration::ZERO,
     };
     pruner.prune(&mut ctx)
 }
