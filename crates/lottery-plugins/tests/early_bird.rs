@@ -168,11 +168,13 @@ fn a_saved_ticket_is_not_searched_again() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let opts = "window = 2\nepsilon = 1.0\nretrain_from = \"keep\"";
-    let mut first = task();
+    // Weights kept at steps 0 and 4, before the draw at the end of epoch 2 (step 8).
+    let mut first = task_saving(vec![0, 4]);
     let m1 = early_bird(&mut first, 0.5, opts, Some(work.clone())).unwrap();
     assert!(work.join("early-bird/ticket.safetensors").exists());
+    assert_eq!(first.checkpoints().len(), 2);
 
-    let mut again = task();
+    let mut again = task_saving(vec![0, 4]);
     let m2 = early_bird(&mut again, 0.5, opts, Some(work)).unwrap();
     assert_eq!(m1, m2);
     // Nothing was trained: the rows are the saved ones, the weights those at the draw.
@@ -180,6 +182,10 @@ fn a_saved_ticket_is_not_searched_again() {
     let names: Vec<String> = first.params().into_iter().map(|p| p.name).collect();
     assert_eq!(first.values(&names).unwrap(), again.values(&names).unwrap());
     assert_eq!(again.clock().step, first.clock().step);
+    assert!(
+        again.checkpoints() == first.checkpoints(),
+        "the search's checkpoints"
+    );
 }
 
 /// Options under which a search can be stopped at epoch 2: the detector of the test above (it

@@ -75,7 +75,7 @@ pub mod selection;
 mod shared;
 
 use history::{ChecksByStep, ScaleHistory};
-use lottery_train::{ImageTask, TrainingSaver};
+use lottery_train::{Checkpoints, ImageTask, TrainingSaver};
 use selection::channel_distance;
 use serde::{Deserialize, Serialize};
 use shared::SharedSearch;
@@ -361,12 +361,14 @@ fn set_aside(dir: &Path) -> Result<PathBuf, PruneError> {
     Ok(aside)
 }
 
-/// The saved ticket: the weights at the draw, with the channel mask and every row so far.
+/// The saved ticket: the weights at the draw, with the channel mask, every row so far and the
+/// weights the search kept at checkpoint steps.
 fn save_ticket(
     path: &Path,
     values: &ParamValues,
     ticket: &Ticket,
     rows: &[MetricRow],
+    checkpoints: &Checkpoints,
 ) -> Result<(), PruneError> {
     let meta = BTreeMap::from([
         (
@@ -378,15 +380,18 @@ fn save_ticket(
             serde_json::to_string(rows).map_err(|e| PruneError::progress(path, e))?,
         ),
     ]);
-    let bytes = weights::to_bytes(values, &meta);
+    let mut tensors = values.clone();
+    shared::put_checkpoints(&mut tensors, checkpoints);
+    let bytes = weights::to_bytes(&tensors, &meta);
     lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| PruneError::progress(path, e))
 }
 
 /// Reads what [`save_ticket`] wrote; a file that does not load is
 /// [`PruneError::DamagedProgress`].
-fn load_ticket(path: &Path) -> Result<(ParamValues, Ticket, Vec<MetricRow>), PruneError> {
+fn load_ticket(path: &Path) -> Result<SavedTicket, PruneError> {
     let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
-    let values = weights::read(path).map_err(|e| damaged(&e))?;
+    let mut values = weights::read(path).map_err(|e| damaged(&e))?;
+    let checkpoints = shared::take_checkpoints(&mut values).map_err(|e| damaged(&e))?;
     let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
     let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
     let get = |key: &str| {
@@ -395,8 +400,11 @@ fn load_ticket(path: &Path) -> Result<(ParamValues, Ticket, Vec<MetricRow>), Pru
     };
     let ticket: Ticket = serde_json::from_str(get("ticket")?).map_err(|e| damaged(&e))?;
     let rows: Vec<MetricRow> = serde_json::from_str(get("metrics")?).map_err(|e| damaged(&e))?;
-    Ok((values, ticket, rows))
+    Ok((values, ticket, rows, checkpoints))
 }
+
+/// What [`load_ticket`] reads: the weights at the draw, the ticket, the rows and the checkpoints.
+type SavedTicket = (ParamValues, Ticket, Vec<MetricRow>, Checkpoints);
 
 /// A row of the `early-bird` split at an explicit step and epoch (rows recorded during training).
 fn row(step: usize, epoch: usize, metric: impl Into<String>, value: f64) -> MetricRow {
@@ -880,8 +888,9 @@ impl Pruner for EarlyBird {
 
         let (ticket, drawn_values) = match saved.as_ref().filter(|p| p.exists()) {
             Some(path) => {
-                let (values, ticket, rows) = load_ticket(path)?;
+                let (values, ticket, rows, checkpoints) = load_ticket(path)?;
                 ctx.target.restore_metrics(rows);
+                bn_network(ctx.target)?.insert_checkpoints(checkpoints);
                 tracing::info!(
                     "early-bird resumed with its ticket drawn at epoch {} from {}",
                     ticket.drawn_epoch,
@@ -912,7 +921,8 @@ impl Pruner for EarlyBird {
                 };
                 self.record_costs(ctx, &ticket, dense_accuracy)?;
                 if let Some(path) = &saved {
-                    save_ticket(path, &values, &ticket, &ctx.target.metrics())?;
+                    let checkpoints = bn_network(ctx.target)?.checkpoints().clone();
+                    save_ticket(path, &values, &ticket, &ctx.target.metrics(), &checkpoints)?;
                 }
                 (ticket, values)
             }
