@@ -192,7 +192,7 @@ pub fn execute(
     }
     let result = match compute(p, results, bar.clone()) {
         Err(RunError::Prune(PruneError::DamagedProgress { path, why })) => {
-            let aside = set_aside(&work)?;
+            let aside = lottery_core::fsutil::set_aside(&work).map_err(io(&work))?;
             tracing::warn!(
                 "saved progress {} does not load ({why}); moved the run's progress to {} and starting the run over",
                 path.display(),
@@ -233,18 +233,6 @@ fn remove_stale_temporaries(study_dir: &Path, run_id: &str) -> Result<(), RunErr
         }
     }
     Ok(())
-}
-
-/// Moves a run's work folder aside (`<work>.damaged-<unix seconds>`), keeping it for inspection.
-fn set_aside(work: &Path) -> Result<PathBuf, RunError> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let aside = PathBuf::from(format!("{}.damaged-{stamp}", work.display()));
-    if work.exists() {
-        std::fs::rename(work, &aside).map_err(io(work))?;
-    }
-    Ok(aside)
 }
 
 /// The error and its causes, one per line.

@@ -22,10 +22,24 @@ fn damage(path: &Path) {
     std::fs::write(path, b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
 }
 
-fn set_aside(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".damaged");
-    PathBuf::from(p)
+/// The copies of `path` set aside (`<file>.damaged-<unix seconds>`), holding the damaged bytes.
+fn set_aside(path: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.damaged-", path.file_name().unwrap().to_string_lossy());
+    let aside: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    for p in &aside {
+        let bytes = std::fs::read(p).unwrap();
+        assert!(bytes.ends_with(b"garbage"), "{}", p.display());
+    }
+    aside
 }
 
 /// The error is `DamagedProgress` naming `path`.
@@ -96,7 +110,7 @@ fn imp_resumes_from_the_level_before_a_damaged_one() {
     assert_eq!(trainings, 1, "only level 2 trains again");
     assert_eq!(t.values(&names(&t)).unwrap(), whole_values);
     assert_eq!(PruneTarget::metrics(&t), whole_rows);
-    assert!(set_aside(&level3).exists(), "the damaged file is set aside");
+    assert_eq!(set_aside(&level3).len(), 1, "the damaged file is set aside");
     assert!(
         lottery_core::progress::load_mask_progress(&level3).is_ok(),
         "level 3 saved again"
@@ -109,7 +123,7 @@ fn imp_resumes_from_the_level_before_a_damaged_one() {
     assert_eq!(mask.unwrap(), whole);
     assert_eq!(trainings, 0);
     assert_eq!(PruneTarget::metrics(&t), whole_rows);
-    assert!(set_aside(&last).exists());
+    assert_eq!(set_aside(&last).len(), 1);
 
     // Every level damaged: the run starts over and ends the same.
     for r in 1..=3 {
@@ -120,6 +134,11 @@ fn imp_resumes_from_the_level_before_a_damaged_one() {
     assert_eq!(mask.unwrap(), whole);
     assert_eq!(trainings, 4);
     assert_eq!(PruneTarget::metrics(&t), whole_rows);
+    assert_eq!(
+        set_aside(&last).len(),
+        2,
+        "the file damaged before is kept beside the one damaged now"
+    );
 }
 
 #[test]
@@ -214,5 +233,5 @@ fn ugs_resumes_from_the_round_before_a_damaged_one() {
     let resumed = run_method("ugs", &mut again, density, options, work).unwrap();
     assert_eq!(resumed, whole);
     assert_eq!(PruneTarget::metrics(&again), PruneTarget::metrics(&first));
-    assert!(set_aside(&round2).exists());
+    assert_eq!(set_aside(&round2).len(), 1);
 }

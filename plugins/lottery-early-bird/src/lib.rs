@@ -351,16 +351,6 @@ impl Ticket {
     }
 }
 
-/// Moves `dir` aside (`<dir>.damaged-<unix seconds>`), keeping it for inspection; returns where.
-fn set_aside(dir: &Path) -> Result<PathBuf, PruneError> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let aside = PathBuf::from(format!("{}.damaged-{stamp}", dir.display()));
-    std::fs::rename(dir, &aside).map_err(|e| PruneError::progress(dir, e))?;
-    Ok(aside)
-}
-
 /// The saved ticket: the weights at the draw, with the channel mask, every row so far and the
 /// weights the search kept at checkpoint steps.
 fn save_ticket(
@@ -538,7 +528,9 @@ impl EarlyBird {
             Err(e @ PruneError::DamagedProgress { .. }) => {
                 // Moved aside while the lock is held: the run's retry (on a fresh network), or
                 // another density's run, searches again.
-                let aside = set_aside(&shared.join("early-bird"))?;
+                let search = shared.join("early-bird");
+                let aside = lottery_core::fsutil::set_aside(&search)
+                    .map_err(|e| PruneError::progress(&search, e))?;
                 tracing::warn!(
                     "early-bird: the search shared with this config's other densities does not \
                      load ({e}); moved it to {}",

@@ -29,7 +29,7 @@
 //!
 //! Progress is saved in the run's work directory after every level (the mask and every metric row
 //! so far), so an interrupted run resumes at the last finished level and recomputes nothing. A
-//! level's file that does not load is set aside (`<file>.damaged`) and the run resumes from the
+//! level's file that does not load is set aside (`<file>.damaged-<unix seconds>`) and the run resumes from the
 //! level before it (or starts over); a rewind point that does not load is
 //! [`PruneError::DamagedProgress`].
 

@@ -101,16 +101,14 @@ impl Progress {
     }
 }
 
-/// Renames a file of saved progress that does not load to `<file>.damaged`, with a warning, so
+/// Renames a file of saved progress that does not load to `<file>.damaged-<unix seconds>`, with a warning, so
 /// that the run goes on from an earlier one.
 fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".damaged");
-    let aside = PathBuf::from(aside);
+    let aside = lottery_core::fsutil::set_aside(path)
+        .map_err(|e| PruneError::progress(path, format!("setting it aside: {e}")))?;
     tracing::warn!(
         "{error}; set aside as {} and going on from earlier progress, if any",
         aside.display()
     );
-    std::fs::rename(path, &aside)
-        .map_err(|e| PruneError::progress(path, format!("setting it aside: {e}")))
+    Ok(())
 }

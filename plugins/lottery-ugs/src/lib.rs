@@ -7,7 +7,7 @@
 //! weights). Rounds repeat until the weights reach the run's density (the last round lands on it
 //! exactly, and the graph on `graph_density`); the ticket is the masks on θ₀, which the run then
 //! trains. Progress is saved after every round in the run's work directory; a round's file that
-//! does not load is set aside (`<file>.damaged`) and the run resumes from the round before it (or
+//! does not load is set aside (`<file>.damaged-<unix seconds>`) and the run resumes from the round before it (or
 //! starts over).
 
 use std::ops::ControlFlow;
@@ -114,18 +114,16 @@ fn magnitudes(masks: &ParamValues, names: &[String]) -> ParamValues {
         .collect()
 }
 
-/// Renames a round's file that does not load to `<file>.damaged`, with a warning, so that the run
+/// Renames a round's file that does not load to `<file>.damaged-<unix seconds>`, with a warning, so that the run
 /// goes on from an earlier round.
 fn set_aside(path: &Path, error: &PruneError) -> Result<(), PruneError> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".damaged");
-    let aside = PathBuf::from(aside);
+    let aside = lottery_core::fsutil::set_aside(path)
+        .map_err(|e| PruneError::progress(path, format!("setting it aside: {e}")))?;
     tracing::warn!(
         "{error}; set aside as {} and going on from an earlier round, if any",
         aside.display()
     );
-    std::fs::rename(path, &aside)
-        .map_err(|e| PruneError::progress(path, format!("setting it aside: {e}")))
+    Ok(())
 }
 
 impl Pruner for Ugs {
