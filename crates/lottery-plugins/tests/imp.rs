@@ -25,6 +25,11 @@ use lottery_train::ImageTask;
 /// A small conv net with batch norm (so buffers rewind too) on generated 8×8 images: 4 steps an
 /// epoch, 2 epochs a training.
 fn task() -> ImageTask {
+    task_keeping(vec![])
+}
+
+/// [`task`], keeping the weights at the `checkpoints` steps (`train.checkpoints`).
+fn task_keeping(checkpoints: Vec<usize>) -> ImageTask {
     let arch = Architecture::ConvNet {
         plan: vec![Plan::Conv(8), Plan::Pool, Plan::Conv(8)],
         hidden: vec![16],
@@ -34,6 +39,7 @@ fn task() -> ImageTask {
     let train = TrainSection {
         epochs: 2,
         lr: 0.05,
+        checkpoints,
         ..TrainSection::default()
     };
     common::small_task(arch, train)
@@ -176,6 +182,9 @@ fn rewind_step_past_the_schedule_is_refused() {
 fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     let options = "rate = 0.5\nrewind_step = 2\ncontrols = [\"reinit\", \"random-mask\"]";
     let names = |t: &ImageTask| all_names(t);
+    // Weights kept at step 1, before the rewind point (only level 0's dense training passes it),
+    // at the rewind point and after it.
+    let task = || task_keeping(vec![1, 2, 6]);
 
     let mut whole = task();
     let whole_mask = imp(&mut whole, 0.2, options, None).unwrap();
@@ -214,6 +223,12 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     let values = second.values(&names(&second)).unwrap();
     assert_eq!(values, whole_values);
     assert_eq!(PruneTarget::metrics(&second), whole_rows);
+    let kept: Vec<usize> = whole.checkpoints().keys().copied().collect();
+    assert_eq!(kept, vec![1, 2, 6]);
+    assert!(
+        second.checkpoints() == whole.checkpoints(),
+        "the resumed run keeps the weights level 0 kept before the rewind point"
+    );
 
     // Once the levels are done, a restart recomputes nothing at all.
     let mut third = task();
@@ -223,6 +238,13 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
         whole_mask
     );
     assert_eq!(counting.trainings_left, usize::MAX);
+    // The final training (the CLI's, after the method) keeps the steps from the rewind point on;
+    // the steps before it come from the saved progress.
+    let before_rewind = |t: &ImageTask| -> Vec<usize> {
+        t.checkpoints().keys().copied().filter(|&s| s < 2).collect()
+    };
+    assert_eq!(before_rewind(&third), vec![1]);
+    assert!(third.checkpoints()[&1] == whole.checkpoints()[&1]);
 }
 
 /// Runs `imp` with `options` at `density` under `scope`, the parameters matching `ignore` never

@@ -5,11 +5,13 @@
 //! mask, so pruned weights are exactly zero at every forward pass whatever the optimiser state
 //! (momentum, weight decay, Adam moments) would do to them.
 
+pub mod checkpoints;
 pub mod optim;
 pub mod resume;
 pub mod schedule;
 pub mod task;
 
+pub use checkpoints::{CheckpointNameError, put_checkpoints, take_checkpoints};
 pub use optim::{OptimizerStateError, RunOptimizer};
 pub use resume::{SavedTraining, TrainingSaver};
 pub use task::{Checkpoints, DeviceFlat, ImageTask, MetricRow, TaskError};

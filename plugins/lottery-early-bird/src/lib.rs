@@ -371,7 +371,7 @@ fn save_ticket(
         ),
     ]);
     let mut tensors = values.clone();
-    shared::put_checkpoints(&mut tensors, checkpoints);
+    lottery_train::put_checkpoints(&mut tensors, checkpoints);
     let bytes = weights::to_bytes(&tensors, &meta);
     lottery_core::fsutil::write_atomic(path, &bytes).map_err(|e| PruneError::progress(path, e))
 }
@@ -381,7 +381,7 @@ fn save_ticket(
 fn load_ticket(path: &Path) -> Result<SavedTicket, PruneError> {
     let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
     let mut values = weights::read(path).map_err(|e| damaged(&e))?;
-    let checkpoints = shared::take_checkpoints(&mut values).map_err(|e| damaged(&e))?;
+    let checkpoints = lottery_train::take_checkpoints(&mut values).map_err(|e| damaged(&e))?;
     let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
     let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
     let get = |key: &str| {

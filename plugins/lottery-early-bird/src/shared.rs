@@ -22,7 +22,6 @@ use crate::history::{Check, ChecksByStep};
 const FORMAT: &str = "1";
 const CHECKS: &str = "checks/";
 const END_SCALE: &str = "end-scale/";
-const CHECKPOINT: &str = "checkpoint/";
 const WEIGHT: &str = "weight/";
 
 /// What a shared search leaves for every density.
@@ -61,7 +60,7 @@ impl SharedSearch {
         };
         put(WEIGHT, self.values.as_ref().unwrap_or(&ParamValues::new()));
         put(END_SCALE, &self.end_scales);
-        put_checkpoints(&mut tensors, &self.checkpoints);
+        lottery_train::put_checkpoints(&mut tensors, &self.checkpoints);
         let names: Vec<&String> = self.end_scales.keys().collect();
         for name in names {
             let mut rows = vec![];
@@ -191,7 +190,7 @@ impl SharedSearch {
             }
         }
         let weights = take(WEIGHT);
-        let checkpoints = take_checkpoints(&mut tensors).map_err(|e| damaged(&e))?;
+        let checkpoints = lottery_train::take_checkpoints(&mut tensors).map_err(|e| damaged(&e))?;
         Ok(Self {
             checks,
             end_step,
@@ -202,32 +201,4 @@ impl SharedSearch {
             values: has_weights.then_some(weights),
         })
     }
-}
-
-/// Adds the weights kept at checkpoint steps to `tensors`, as `checkpoint/<step>/<name>`.
-pub(crate) fn put_checkpoints(tensors: &mut ParamValues, checkpoints: &Checkpoints) {
-    for (step, values) in checkpoints {
-        for (name, t) in values {
-            tensors.insert(format!("{CHECKPOINT}{step}/{name}"), t.clone());
-        }
-    }
-}
-
-/// Takes what [`put_checkpoints`] added out of `tensors`.
-pub(crate) fn take_checkpoints(tensors: &mut ParamValues) -> Result<Checkpoints, String> {
-    let names: Vec<String> = tensors
-        .keys()
-        .filter(|n| n.starts_with(CHECKPOINT))
-        .cloned()
-        .collect();
-    let mut checkpoints = Checkpoints::new();
-    for name in names {
-        let t = tensors.remove(&name).expect("listed");
-        let (step, param) = name[CHECKPOINT.len()..]
-            .split_once('/')
-            .and_then(|(s, p)| Some((s.parse::<usize>().ok()?, p.to_string())))
-            .ok_or_else(|| format!("a checkpoint tensor named {name}"))?;
-        checkpoints.entry(step).or_default().insert(param, t);
-    }
-    Ok(checkpoints)
 }

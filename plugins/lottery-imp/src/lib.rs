@@ -36,7 +36,7 @@
 use std::path::Path;
 
 use lottery_core::{
-    MaskSet, ParamValues, PruneContext, PruneError, Pruner, PrunerEntry, PrunerOptions,
+    MaskSet, ParamValues, PruneContext, PruneError, PruneTarget, Pruner, PrunerEntry, PrunerOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -180,6 +180,9 @@ impl Pruner for Imp {
                     tracing::info!("imp resumed at level {} of {n} from {dir}", s.level);
                 }
                 ctx.target.restore_metrics(s.metrics);
+                if let Some(task) = image_task(ctx.target) {
+                    task.insert_checkpoints(s.checkpoints);
+                }
                 if s.finished {
                     ctx.target.set_phase(n, "ticket");
                     ctx.target.rewind(&s.rewind, k)?;
@@ -199,7 +202,9 @@ impl Pruner for Imp {
                 ctx.target.rewind(&theta_0, 0)?;
                 ctx.target.train_until(&mask, k, &mut |_| {})?;
                 let theta_k = ctx.target.values(&all)?;
-                progress.save_rewind(&theta_k)?;
+                // The checkpoints up to θ_k: no later training passes those steps again.
+                let kept = image_task(ctx.target).map(|t| t.checkpoints().clone());
+                progress.save_rewind(&theta_k, &kept.unwrap_or_default())?;
                 if n == 0 {
                     ctx.target.rewind(&theta_k, k)?;
                     return Ok(mask);
@@ -249,6 +254,12 @@ impl Imp {
         }
         plan.next_mask(r, &magnitudes, mask)
     }
+}
+
+/// The image task under `target`, which keeps weights at `train.checkpoints` steps; `None` for
+/// other families.
+fn image_task(target: &mut dyn PruneTarget) -> Option<&mut lottery_train::ImageTask> {
+    target.as_any_mut().downcast_mut()
 }
 
 fn invalid(why: String) -> PruneError {

@@ -1,9 +1,12 @@
-//! Saved progress: the rewind point and the mask of every finished level, and resuming from them.
+//! Saved progress: the rewind point (with the weights an image task kept at checkpoint steps up to
+//! it, which no later training passes again) and the mask of every finished level, and resuming
+//! from them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lottery_core::{MaskSet, MetricRow, ParamValues, PruneError, weights};
+use lottery_train::Checkpoints;
 
 /// Saved progress: the rewind point and the masks of finished levels.
 pub(crate) struct Progress {
@@ -17,6 +20,8 @@ pub(crate) struct Resumed {
     pub(crate) metrics: Vec<MetricRow>,
     pub(crate) finished: bool,
     pub(crate) rewind: ParamValues,
+    /// The weights kept at checkpoint steps up to the rewind point.
+    pub(crate) checkpoints: Checkpoints,
 }
 
 impl Progress {
@@ -34,17 +39,28 @@ impl Progress {
         self.dir.as_ref().map(|d| d.join("final.safetensors"))
     }
 
-    pub(crate) fn save_rewind(&self, values: &ParamValues) -> Result<(), PruneError> {
+    /// Saves the rewind point's `values` and the `checkpoints` kept so far.
+    pub(crate) fn save_rewind(
+        &self,
+        values: &ParamValues,
+        checkpoints: &Checkpoints,
+    ) -> Result<(), PruneError> {
         let Some(path) = self.rewind_path() else {
             return Ok(());
         };
-        let bytes = weights::to_bytes(values, &BTreeMap::new());
+        let mut tensors = values.clone();
+        lottery_train::put_checkpoints(&mut tensors, checkpoints);
+        let bytes = weights::to_bytes(&tensors, &BTreeMap::new());
         lottery_core::fsutil::write_atomic(&path, &bytes)
             .map_err(|e| PruneError::progress(&path, e))
     }
 
-    fn load_rewind(path: &Path) -> Result<ParamValues, PruneError> {
-        weights::read(path).map_err(|e| PruneError::damaged_progress(path, e))
+    /// The rewind point and the checkpoints saved with it (none in a file of an earlier build).
+    fn load_rewind(path: &Path) -> Result<(ParamValues, Checkpoints), PruneError> {
+        let mut values = weights::read(path).map_err(|e| PruneError::damaged_progress(path, e))?;
+        let checkpoints = lottery_train::take_checkpoints(&mut values)
+            .map_err(|e| PruneError::damaged_progress(path, e))?;
+        Ok((values, checkpoints))
     }
 
     pub(crate) fn save_mask(
@@ -70,7 +86,7 @@ impl Progress {
         let Some(rewind_path) = self.rewind_path().filter(|p| p.exists()) else {
             return Ok(None);
         };
-        let rewind = Self::load_rewind(&rewind_path)?;
+        let (rewind, checkpoints) = Self::load_rewind(&rewind_path)?;
         let saved = self
             .final_path()
             .map(|p| (p, levels, true))
@@ -92,6 +108,7 @@ impl Progress {
                         metrics,
                         finished,
                         rewind,
+                        checkpoints,
                     }));
                 }
                 Err(e) => set_aside(&path, &e)?,
