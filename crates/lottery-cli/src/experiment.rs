@@ -111,6 +111,23 @@ pub fn shared_dir(results: &Path, p: &Prepared) -> PathBuf {
         .join(format!(".{id}.shared"))
 }
 
+/// Announces the density of each run of `prepared` whose method shares work across densities
+/// in the folder it shares with the other densities
+/// ([`lottery_core::shared_folder::announce_density`]), so that a search serving several
+/// densities at once serves all the planned ones, whichever run starts it. Call it after any
+/// `--force` emptied the shared folders, before the runs.
+pub fn announce_densities(results: &Path, prepared: &[Prepared]) -> Result<(), RunError> {
+    for p in prepared.iter().filter(|p| p.method.shares_across_densities) {
+        let dir = shared_dir(results, p);
+        // Checked when the run was prepared.
+        let Ok(density) = lottery_core::Density::new(p.canonical.prune.density) else {
+            continue;
+        };
+        lottery_core::shared_folder::announce_density(&dir, density).map_err(io(&dir))?;
+    }
+    Ok(())
+}
+
 /// Empties a shared directory (all but its lock file), holding its lock: `--force` recomputes
 /// what the runs of other densities would otherwise read from it. Call it once per directory
 /// and invocation, before the runs (each forced density would otherwise compute it again).

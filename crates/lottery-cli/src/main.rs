@@ -576,6 +576,7 @@ fn run(
             lottery_cli::experiment::discard_shared(dir)?;
         }
     }
+    lottery_cli::experiment::announce_densities(results, &prepared)?;
     let total = prepared.len();
     let t0 = std::time::Instant::now();
     let mut waiting: Vec<String> = vec![];

@@ -93,7 +93,12 @@ pub(crate) fn sweep(a: SweepArgs) -> Result<()> {
     }
     // Each run reads the save interval; a bad one is refused before the plan is written.
     lottery_cli::experiment::save_interval()?;
-    let plan = lottery_sweep::SweepPlan::create(&a.results, &name, &a.config, run_specs(&a)?)?;
+    let prepared = prepare_all(&a.config, &a.sets)?;
+    let plan =
+        lottery_sweep::SweepPlan::create(&a.results, &name, &a.config, specs_of(&prepared)?)?;
+    // The runs that share a search across densities serve every density of the grid, in
+    // whatever order the workers or the array start them.
+    lottery_cli::experiment::announce_densities(&a.results, &prepared)?;
     let exe = std::env::current_exe().context("the lottery executable")?;
     if a.slurm {
         let opts = lottery_sweep::SlurmOptions {
@@ -264,7 +269,11 @@ fn status_command(a: &SweepArgs) -> String {
 
 /// Validates every run of the config and resolves each one's config.
 fn run_specs(a: &SweepArgs) -> Result<Vec<lottery_sweep::RunSpec>> {
-    let prepared = prepare_all(&a.config, &a.sets)?;
+    specs_of(&prepare_all(&a.config, &a.sets)?)
+}
+
+/// The plan's line for each prepared run.
+fn specs_of(prepared: &[lottery_cli::experiment::Prepared]) -> Result<Vec<lottery_sweep::RunSpec>> {
     prepared
         .iter()
         .map(|p| {

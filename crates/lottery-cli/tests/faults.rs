@@ -744,6 +744,16 @@ fn run_at(study: &Path, density: f64) -> PathBuf {
     runs[0].clone()
 }
 
+/// The folders a study's runs share across densities.
+fn shared_folders(study: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(study)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".shared"))
+        .collect()
+}
+
 // 18. Early-Bird's prune-after-training baseline (`draw = "last"`) at two densities trains its
 // search once: the second density reads it from the study's shared folder, and its rows, mask and
 // weights equal those of the same run made alone; `--force` trains the search again, and so does
@@ -768,12 +778,7 @@ fn early_bird_runs_of_two_densities_share_one_search_and_equal_their_runs_alone(
     let err = run(d.path(), &cfg, "0.7", &[]);
     assert!(err.contains(READ), "the second density reads: {err}");
     let study = d.path().join("results/t");
-    let shared: Vec<PathBuf> = std::fs::read_dir(&study)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".shared"))
-        .collect();
+    let shared = shared_folders(&study);
     assert_eq!(shared.len(), 1, "one shared folder for the two densities");
     assert!(shared[0].join("early-bird/record.safetensors").exists());
     // The table sees the two runs, not the shared folder.
@@ -822,4 +827,55 @@ fn early_bird_runs_of_two_densities_share_one_search_and_equal_their_runs_alone(
     );
     assert!(record.exists(), "recorded again: {err}");
     assert_eq!(finished(&study).len(), 3);
+}
+
+// 19. Early-Bird's early draw at two densities in one invocation trains one search: the command
+// announces both densities in the study's shared folder, the first run trains until both have
+// drawn, the second reads its draw, and its rows, mask and weights equal the same run made alone.
+#[test]
+fn early_bird_early_draws_of_two_densities_share_one_search_and_equal_their_runs_alone() {
+    const EARLY: &str = "[methods.early-bird]\nwindow = 3\nepsilon = 0.3\n";
+    const READ: &str = "read this density's draw from the search shared";
+    let run = |dir: &Path, density: &str| -> String {
+        let cfg = write_config(dir, "c.toml", EARLY);
+        let a = early_bird_last_args(&cfg, density);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = lottery(dir, &a);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{density}: {err}");
+        err
+    };
+    let d = tempfile::tempdir().unwrap();
+    let err = run(d.path(), "[0.5, 0.7]");
+    assert_eq!(
+        err.matches(READ).count(),
+        1,
+        "the second density reads: {err}"
+    );
+    let study = d.path().join("results/t");
+    let shared = shared_folders(&study);
+    assert_eq!(shared.len(), 1, "one shared folder for the two densities");
+    for announced in [
+        "densities/0.5",
+        "densities/0.7",
+        "early-bird/draws.safetensors",
+    ] {
+        assert!(shared[0].join(announced).exists(), "{announced}");
+    }
+    assert_eq!(finished(&study).len(), 2);
+
+    let alone = tempfile::tempdir().unwrap();
+    run(alone.path(), "0.7");
+    for file in [
+        "metrics.parquet",
+        "masks.safetensors",
+        "checkpoint-step24.safetensors",
+    ] {
+        let bytes = |run: &Path| std::fs::read(run.join(file)).unwrap();
+        let (a, b) = (
+            run_at(&study, 0.7),
+            run_at(&alone.path().join("results/t"), 0.7),
+        );
+        assert!(bytes(&a) == bytes(&b), "{file} differs from the run alone");
+    }
 }

@@ -24,6 +24,7 @@ pub mod readback;
 pub mod registry;
 pub mod relu;
 pub mod scores;
+pub mod shared_folder;
 pub mod tensorfile;
 pub mod topk;
 pub mod weights;

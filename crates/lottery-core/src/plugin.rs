@@ -395,7 +395,9 @@ pub struct PruneContext<'a> {
     /// A directory shared by the runs of the study whose configs differ only in `prune.density`
     /// (the same seed, network, data, schedule and method options), kept after the runs: a method
     /// whose search does not depend on the density (Early-Bird's `draw = "last"`) keeps the search
-    /// here, and the other densities read it instead of searching again. Hold a
+    /// here, and the other densities read it instead of searching again; one whose search serves
+    /// several densities at once (Early-Bird's `draw = "early"`) serves those announced here
+    /// ([`crate::shared_folder`]). Hold a
     /// [`crate::fsutil::DirLock`] on it while reading or writing. None: nothing is shared (tests,
     /// scoring).
     pub shared_dir: Option<PathBuf>,
@@ -536,6 +538,10 @@ pub struct PrunerEntry {
     /// The network capability the method needs beyond what every target offers (one of
     /// [`capability`]'s names), checked when a run is validated; `None`: any network.
     pub needs: Option<&'static str>,
+    /// The method's runs that differ only in density share work in
+    /// [`PruneContext::shared_dir`]: the command that plans them announces their densities there
+    /// ([`crate::shared_folder::announce_density`]).
+    pub shares_across_densities: bool,
 }
 
 /// Capabilities that only some network families offer, named so that a method can declare what it
@@ -574,6 +580,7 @@ impl PrunerEntry {
             default_iterations: 1,
             density_of: DensityOf::Weights,
             needs: None,
+            shares_across_densities: false,
         }
     }
 
@@ -587,6 +594,13 @@ impl PrunerEntry {
     /// [`capability`]'s names).
     pub const fn needing(mut self, capability: &'static str) -> Self {
         self.needs = Some(capability);
+        self
+    }
+
+    /// The same entry for a method whose runs at several densities share work: their densities
+    /// are announced in the folder they share before they start.
+    pub const fn sharing_across_densities(mut self) -> Self {
+        self.shares_across_densities = true;
         self
     }
 
@@ -605,6 +619,7 @@ impl fmt::Debug for PrunerEntry {
             .field("default_iterations", &self.default_iterations)
             .field("density_of", &self.density_of)
             .field("needs", &self.needs)
+            .field("shares_across_densities", &self.shares_across_densities)
             .finish()
     }
 }

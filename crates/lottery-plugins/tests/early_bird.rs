@@ -728,3 +728,134 @@ fn watching_between_epoch_ends_leaves_training_alone_and_draw_last_takes_the_bud
     };
     assert_eq!(curve(&all), curve(&PruneTarget::metrics(&plain)));
 }
+
+/// The epoch clock drawing early (a window of 3 masks within 0.2), keeping the drawn weights.
+const EPOCH_EARLY: &str = "window = 3\nepsilon = 0.2\nretrain_from = \"keep\"";
+/// The step clock drawing early (a mask every 3 steps, a window of 3 within 0.3).
+const STEP_EARLY: &str = "window = 3\nepsilon = 0.3\ndetect_every = 3";
+
+fn announce(shared: &std::path::Path, densities: &[f64]) {
+    for &d in densities {
+        let density = lottery_core::Density::new(d).unwrap();
+        lottery_core::shared_folder::announce_density(shared, density).unwrap();
+    }
+}
+
+fn drawn_step(o: &Outcome) -> usize {
+    value(&o.1, "drawn-step") as usize
+}
+
+/// The weights a shared early search kept at a draw's step.
+fn kept_at(shared: &std::path::Path, step: usize) -> std::path::PathBuf {
+    shared.join(format!("early-bird/at/{step:08}.safetensors"))
+}
+
+// As the reference trains one network with a detector per pruning ratio, the early-drawing search
+// is trained once for the densities announced in the shared folder: the first run trains on until
+// each has drawn (the densities here draw at different steps), the others train nothing, and
+// every density ends as if it had searched alone (mask, rows, weights, clock, checkpoints), on the
+// epoch and the step clock, keeping the drawn weights or re-initialising.
+#[test]
+fn draw_early_trains_one_search_for_the_announced_densities_and_each_ends_as_if_alone() {
+    for opts in [EPOCH_EARLY, STEP_EARLY, "window = 3\nepsilon = 0.2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let densities = [0.3, 0.5, 0.7];
+        announce(&shared, &densities);
+        let first = shared_run(0.5, opts, dir.path(), Some(&shared), usize::MAX).unwrap();
+        let mut outcomes = vec![];
+        for d in densities {
+            let o = if d == 0.5 {
+                first.clone()
+            } else {
+                // No training call is allowed: the first run's search drew for them too.
+                shared_run(d, opts, dir.path(), Some(&shared), 0).unwrap()
+            };
+            outcomes.push(o);
+        }
+        let alone = tempfile::tempdir().unwrap();
+        for (d, shared_result) in densities.iter().zip(&outcomes) {
+            let own = shared_run(*d, opts, alone.path(), None, usize::MAX).unwrap();
+            assert_same(shared_result, &own, &format!("{opts:?} at {d}, alone"));
+            assert!(kept_at(&shared, drawn_step(&own)).exists(), "{opts:?}");
+        }
+        let steps: std::collections::BTreeSet<usize> = outcomes.iter().map(drawn_step).collect();
+        assert!(
+            steps.len() > 1,
+            "{opts:?}: the densities draw at different steps ({steps:?}), so the search trained past a draw"
+        );
+        // A rerun of a density reads its draw again.
+        let again = shared_run(0.3, opts, &dir.path().join("b"), Some(&shared), 0).unwrap();
+        assert_same(
+            &again,
+            &outcomes[0],
+            &format!("{opts:?}: rerun from the record"),
+        );
+    }
+}
+
+// Densities that were not announced are served as their runs come: a run whose draw lies past
+// where the shared search stopped trains it on from its saved state; a run whose draw the search
+// passed without keeping it searches alone. Either way each ends as if it had searched alone.
+#[test]
+fn a_density_announced_late_trains_the_shared_search_on_or_searches_alone() {
+    let alone = tempfile::tempdir().unwrap();
+    let own: Vec<(f64, Outcome)> = [0.3, 0.5, 0.7]
+        .into_iter()
+        .map(|d| {
+            let o = shared_run(d, EPOCH_EARLY, alone.path(), None, usize::MAX).unwrap();
+            (d, o)
+        })
+        .collect();
+    let mut by_step = own.clone();
+    by_step.sort_by_key(|(_, o)| drawn_step(o));
+    let (earliest, latest) = (&by_step[0], &by_step[2]);
+    assert!(
+        drawn_step(&earliest.1) < drawn_step(&latest.1),
+        "the densities draw at different steps"
+    );
+    // The middle one first, then the latest (trained on), then the earliest (passed: alone).
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    for (d, o) in [&by_step[1], latest, earliest] {
+        let run = shared_run(*d, EPOCH_EARLY, dir.path(), Some(&shared), usize::MAX).unwrap();
+        assert_same(&run, o, &format!("at {d}, alone"));
+    }
+    assert!(kept_at(&shared, drawn_step(&latest.1)).exists());
+    assert!(!kept_at(&shared, drawn_step(&earliest.1)).exists());
+}
+
+// A shared early search crashed in one density's run is resumed by another density's run; every
+// density then ends as if it had searched alone.
+#[test]
+fn a_shared_early_search_crashed_in_one_density_resumes_in_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    announce(&shared, &[0.3, 0.5, 0.7]);
+    let mut t = task_saving(vec![0, 8]);
+    let mut crashing = Crashing {
+        crash_after_epoch: Some((2, true)),
+        ..Crashing::new(&mut t)
+    };
+    let e = common::run_method_sharing(
+        "early-bird",
+        &mut crashing,
+        0.5,
+        EPOCH_EARLY,
+        Some(dir.path().join("work-0.5")),
+        Some(shared.clone()),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("simulated crash"), "{e}");
+    assert!(!shared.join("early-bird/draws.safetensors").exists());
+
+    let resumed = shared_run(0.3, EPOCH_EARLY, dir.path(), Some(&shared), usize::MAX).unwrap();
+    let alone = tempfile::tempdir().unwrap();
+    let own = shared_run(0.3, EPOCH_EARLY, alone.path(), None, usize::MAX).unwrap();
+    assert_same(&resumed, &own, "resumed in another density, alone");
+    for d in [0.5, 0.7] {
+        let read = shared_run(d, EPOCH_EARLY, dir.path(), Some(&shared), 0).unwrap();
+        let own = shared_run(d, EPOCH_EARLY, alone.path(), None, usize::MAX).unwrap();
+        assert_same(&read, &own, &format!("at {d} after the resume, alone"));
+    }
+}

@@ -214,6 +214,12 @@ impl ImageTask {
         self.checkpoints.extend(saved);
     }
 
+    /// Forgets the weights saved at the checkpoint steps that `keep` refuses (a search shared
+    /// with other runs trained past the step this run stops at).
+    pub fn retain_checkpoints(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        self.checkpoints.retain(|&step, _| keep(step));
+    }
+
     /// Optimiser steps taken.
     pub fn step(&self) -> usize {
         self.step

@@ -55,6 +55,10 @@
 //! searched (network slimming's baseline trains the dense network once and prunes it at every
 //! ratio, as the reference's pipeline does). The search in progress keeps its state in the shared
 //! folder, so that any of the runs resumes it.
+//!
+//! With `draw = "early"` the runs of other densities share the search as the reference trains one
+//! network with a detector per pruning ratio: the first run trains it, in the shared folder, with
+//! a detector for each density announced there, until each has drawn (`shared_early.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
@@ -73,6 +77,7 @@ use lottery_models::channel_masks::{self, ChannelGroup, ChannelKeep};
 pub mod history;
 pub mod selection;
 mod shared;
+mod shared_early;
 
 use history::{ChecksByStep, ScaleHistory};
 use lottery_train::{Checkpoints, ImageTask, TrainingSaver};
@@ -247,6 +252,7 @@ inventory::submit! {
     )
     .counting_channels()
     .needing(lottery_core::plugin::capability::BN_CHANNELS)
+    .sharing_across_densities()
 }
 
 /// The Early-Bird pruner.
@@ -449,11 +455,19 @@ impl EarlyBird {
             None => ChecksByStep::new(),
         };
         let history = progress.as_ref().map(|p| &p.scales);
-        let searched = self.train_searching(ctx, groups, first, &saved, history, budget);
+        let mut one = OneDensity {
+            search: Search::new(o, first),
+            groups,
+            density,
+            scope,
+            stop_at_draw: o.draw == Draw::Early,
+        };
+        let searched = self.train_searching(ctx, groups, &mut one, &saved, history, budget, false);
         if progress.is_some() {
             ctx.target.save_training_in(None, Duration::ZERO)?;
         }
-        let search = searched?;
+        searched?;
+        let search = one.search;
         let (drawn_step, keep) = match (o.draw, search.drawn) {
             (Draw::Early, Some(s)) => (s, search.detector.newest().expect("drawn").clone()),
             // The mask at the end of the budget (under the epoch clock, the newest of the history).
@@ -469,6 +483,21 @@ impl EarlyBird {
             detected: search.drawn.is_some(),
         };
         Ok((ticket, search.rows))
+    }
+
+    /// The search of this run alone, its progress kept in the run's work folder: the ticket,
+    /// with the search's rows and the distance rows in the target's rows.
+    fn search_alone(
+        &self,
+        ctx: &mut PruneContext<'_>,
+        groups: &[ChannelGroup],
+    ) -> Result<Ticket, PruneError> {
+        let work_dir = ctx.work_dir.clone();
+        let (ticket, rows) = self.search(ctx, groups, work_dir.as_deref())?;
+        let mut all = ctx.target.metrics();
+        all.extend(rows);
+        ctx.target.restore_metrics(all);
+        Ok(ticket)
     }
 
     /// The search's budget in epochs, checked against the run's schedule.
@@ -505,41 +534,9 @@ impl EarlyBird {
         shared: &Path,
     ) -> Result<(Ticket, SharedSearch), PruneError> {
         self.budget(ctx.target.clock())?;
-        let lock = match DirLock::try_acquire(shared)
-            .map_err(|e| PruneError::progress(shared, e))?
-        {
-            Some(lock) => lock,
-            None => {
-                tracing::info!(
-                    "early-bird: waiting for another run of this config (another density) to \
-                     finish the search it shares, in {}",
-                    shared.display()
-                );
-                ctx.progress
-                    .set_message("early-bird: waiting for the shared search");
-                let waiting = std::time::Instant::now();
-                let lock = DirLock::acquire(shared).map_err(|e| PruneError::progress(shared, e))?;
-                ctx.waited += waiting.elapsed();
-                lock
-            }
-        };
+        let lock = lock_shared(ctx, shared)?;
         let path = SharedSearch::path(shared);
-        let record = match self.read_or_record(ctx, groups, shared, &path) {
-            Err(e @ PruneError::DamagedProgress { .. }) => {
-                // Moved aside while the lock is held: the run's retry (on a fresh network), or
-                // another density's run, searches again.
-                let search = shared.join("early-bird");
-                let aside = lottery_core::fsutil::set_aside(&search)
-                    .map_err(|e| PruneError::progress(&search, e))?;
-                tracing::warn!(
-                    "early-bird: the search shared with this config's other densities does not \
-                     load ({e}); moved it to {}",
-                    aside.display()
-                );
-                return Err(e);
-            }
-            other => other?,
-        };
+        let record = set_aside_if_damaged(shared, self.read_or_record(ctx, groups, shared, &path))?;
         drop(lock);
         // The clock at the search's end (the rows recorded next are stamped with it), and the
         // weights there when they were kept.
@@ -651,33 +648,41 @@ impl EarlyBird {
         })
     }
 
-    /// The search's training: from the clock's step to the budget's end (or the draw), taking a
-    /// mask at each check. A training resumed from a saved state replays its restored epochs
-    /// without the values watched at them (but the last): their checks take the masks of the
-    /// scales `saved` by step. The scales of each check watched are appended to `history`.
+    /// The search's training: from the clock's step to the budget's end (or until `on_check`
+    /// stops it), calling `on_check` at each check. A training resumed from a saved state replays
+    /// its restored epochs without the values watched at them (but the last): their checks take
+    /// the scales `saved` by step. The scales of each check watched are appended to `history`.
+    /// `watch_all`: the values passed to `on_check` at a live check are every parameter and
+    /// buffer, not only the scales.
+    #[allow(clippy::too_many_arguments)]
     fn train_searching(
         &self,
         ctx: &mut PruneContext<'_>,
         groups: &[ChannelGroup],
-        first: ChannelKeep,
+        on_check: &mut dyn OnCheck,
         saved: &ChecksByStep,
         history: Option<&ScaleHistory>,
         budget: usize,
-    ) -> Result<Search, PruneError> {
+        watch_all: bool,
+    ) -> Result<(), PruneError> {
         let o = &self.options;
         let scales: Vec<String> = groups.iter().map(|g| g.scale.clone()).collect();
-        let (density, scope) = (ctx.goal.density, ctx.goal.scope);
+        let watch: Vec<String> = if watch_all {
+            ctx.target.params().into_iter().map(|p| p.name).collect()
+        } else {
+            scales.clone()
+        };
         let dense = ctx.dense_mask();
         let spe = ctx.target.clock().steps_per_epoch.max(1);
         let every = o.detect_every.steps();
-        let draw_early = o.draw == Draw::Early;
-        let mut search = Search::new(o, first);
         let mut failure: Option<PruneError> = None;
+        // The step of the last check taken.
+        let mut last = 0;
         bn_network(ctx.target)?.set_watch_every(every);
         ctx.progress.set_message("early-bird search");
         let trained =
             ctx.target
-                .train_watching(&dense, budget * spe, &scales, &mut |report, watched| {
+                .train_watching(&dense, budget * spe, &watch, &mut |report, watched| {
                     let s = report.step;
                     let missing = |k: usize| PruneError::DamagedProgress {
                         path: history.map(|h| h.path().to_path_buf()).unwrap_or_default(),
@@ -685,55 +690,55 @@ impl EarlyBird {
                             "no scales saved for step {k}, which the resumed training replays"
                         ),
                     };
-                    // Under the step clock, checks between the last mask taken and this report were
-                    // made before a resume (a live training reports each): take their saved masks.
-                    let between = every.map_or(0..0, |n| (search.last / n + 1) * n..s);
+                    let mut stop = |result: Result<bool, PruneError>| match result {
+                        Ok(stops) => stops,
+                        Err(e) => {
+                            failure = Some(e);
+                            true
+                        }
+                    };
+                    // Under the step clock, checks between the last one taken and this report were
+                    // made before a resume (a live training reports each): take their saved scales.
+                    let between = every.map_or(0..0, |n| (last / n + 1) * n..s);
                     for k in between.step_by(every.unwrap_or(1)) {
-                        let keep = match saved.get(&k) {
-                            Some(c) => channel_mask(groups, &c.scales, density, scope),
+                        let taken = match saved.get(&k) {
+                            Some(c) => on_check.check(k, k / spe, &c.scales, None),
                             None => Err(missing(k)),
                         };
-                        let keep = match keep {
-                            Ok(keep) => keep,
-                            Err(e) => {
-                                failure = Some(e);
-                                return ControlFlow::Break(());
-                            }
-                        };
-                        if search.take(keep, k, k / spe) && draw_early {
+                        last = k;
+                        if stop(taken) {
                             return ControlFlow::Break(());
                         }
                     }
                     if every.is_some_and(|n| !s.is_multiple_of(n)) {
                         return ControlFlow::Continue(()); // an epoch end off the step clock
                     }
-                    let computed = if watched.is_empty() {
+                    let taken = if watched.is_empty() {
                         // A replayed epoch end.
                         match saved.get(&s) {
-                            Some(c) => channel_mask(groups, &c.scales, density, scope),
+                            Some(c) => on_check.check(s, report.epoch, &c.scales, None),
                             None => Err(missing(s)),
                         }
                     } else {
+                        let at_check: ParamValues = scales
+                            .iter()
+                            .filter_map(|n| watched.get(n).map(|t| (n.clone(), t.clone())))
+                            .collect();
                         history
-                            .map_or(Ok(()), |h| h.append(s, report.epoch, watched))
-                            .and_then(|()| channel_mask(groups, watched, density, scope))
+                            .map_or(Ok(()), |h| h.append(s, report.epoch, &at_check))
+                            .and_then(|()| {
+                                on_check.check(s, report.epoch, &at_check, Some(watched))
+                            })
                     };
-                    let keep = match computed {
-                        Ok(k) => k,
-                        Err(e) => {
-                            failure = Some(e);
-                            return ControlFlow::Break(());
-                        }
-                    };
-                    let fired = search.take(keep, s, report.epoch);
+                    last = s;
                     tracing::info!(
                         epoch = report.epoch,
                         step = s,
                         test_accuracy = format!("{:.4}", report.test_accuracy.unwrap_or(f64::NAN)),
-                        distance_max = format!("{:.4}", search.newest_max.unwrap_or(f64::NAN)),
+                        detector = on_check.describe(),
                         "early-bird search"
                     );
-                    if fired && draw_early {
+                    if stop(taken) {
                         ControlFlow::Break(())
                     } else {
                         ControlFlow::Continue(())
@@ -743,8 +748,55 @@ impl EarlyBird {
         trained?;
         match failure {
             Some(e) => Err(e),
-            None => Ok(search),
+            None => Ok(()),
         }
+    }
+}
+
+/// What a search does at each check of its training.
+trait OnCheck {
+    /// Takes the check at step `s` (epoch `e`) with the batch-norm `scales` there. `live`: every
+    /// watched value, when the training is at that step now; `None` when a resumed training
+    /// replays a check made before it. True stops the training.
+    fn check(
+        &mut self,
+        s: usize,
+        e: usize,
+        scales: &ParamValues,
+        live: Option<&ParamValues>,
+    ) -> Result<bool, PruneError>;
+
+    /// The detector's state, for the log.
+    fn describe(&self) -> String;
+}
+
+/// One density's detector: the search of a run alone (or of `draw = "last"`).
+struct OneDensity<'a> {
+    search: Search,
+    groups: &'a [ChannelGroup],
+    density: lottery_core::Density,
+    scope: Scope,
+    /// Stop when the detector fires (`draw = "early"`).
+    stop_at_draw: bool,
+}
+
+impl OnCheck for OneDensity<'_> {
+    fn check(
+        &mut self,
+        s: usize,
+        e: usize,
+        scales: &ParamValues,
+        _live: Option<&ParamValues>,
+    ) -> Result<bool, PruneError> {
+        let keep = channel_mask(self.groups, scales, self.density, self.scope)?;
+        Ok(self.search.take(keep, s, e) && self.stop_at_draw)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "distance_max {:.4}",
+            self.search.newest_max.unwrap_or(f64::NAN)
+        )
     }
 }
 
@@ -759,8 +811,6 @@ struct Search {
     drawn: Option<usize>,
     /// The detector's clock (`None`: the epoch).
     every: Option<usize>,
-    /// The step of the last mask taken.
-    last: usize,
     /// The largest distance in the window at the last mask taken, once the window is full.
     newest_max: Option<f64>,
 }
@@ -775,7 +825,6 @@ impl Search {
             rows: vec![],
             drawn: None,
             every: o.detect_every.steps(),
-            last: 0,
             newest_max: None,
         }
     }
@@ -799,7 +848,6 @@ impl Search {
             self.rows.push(row(s, e, self.older_name(j), d));
         }
         self.history.push(keep.clone());
-        self.last = s;
         let window = self.detector.push(keep);
         self.newest_max = window
             .as_ref()
@@ -896,12 +944,17 @@ impl Pruner for EarlyBird {
                         let (ticket, record) = self.search_shared(ctx, &groups, &shared)?;
                         (ticket, record.dense_accuracy, record.values)
                     }
-                    _ => {
-                        let work_dir = ctx.work_dir.clone();
-                        let (ticket, rows) = self.search(ctx, &groups, work_dir.as_deref())?;
-                        let mut all = ctx.target.metrics();
-                        all.extend(rows);
-                        ctx.target.restore_metrics(all);
+                    (Draw::Early, Some(shared)) => {
+                        let ticket = match self.search_shared_early(ctx, &groups, &shared)? {
+                            Some(ticket) => ticket,
+                            None => self.search_alone(ctx, &groups)?,
+                        };
+                        let dense = ctx.dense_mask();
+                        let (_, dense_accuracy) = ctx.target.evaluate(&dense)?;
+                        (ticket, dense_accuracy, None)
+                    }
+                    (_, None) => {
+                        let ticket = self.search_alone(ctx, &groups)?;
                         let dense = ctx.dense_mask();
                         let (_, dense_accuracy) = ctx.target.evaluate(&dense)?;
                         (ticket, dense_accuracy, None)
@@ -945,6 +998,45 @@ impl Pruner for EarlyBird {
         }
         ctx.target.set_phase(0, "ticket");
         Ok(mask)
+    }
+}
+
+/// Locks the folder shared with the runs of other densities, waiting (and counting the wait in
+/// [`PruneContext::waited`]) while another run holds it.
+fn lock_shared(ctx: &mut PruneContext<'_>, shared: &Path) -> Result<DirLock, PruneError> {
+    if let Some(lock) = DirLock::try_acquire(shared).map_err(|e| PruneError::progress(shared, e))? {
+        return Ok(lock);
+    }
+    tracing::info!(
+        "early-bird: waiting for another run of this config (another density) to finish the \
+         search it shares, in {}",
+        shared.display()
+    );
+    ctx.progress
+        .set_message("early-bird: waiting for the shared search");
+    let waiting = std::time::Instant::now();
+    let lock = DirLock::acquire(shared).map_err(|e| PruneError::progress(shared, e))?;
+    ctx.waited += waiting.elapsed();
+    Ok(lock)
+}
+
+/// Passes `result` on; when it is damaged progress, first moves the shared search aside (call it
+/// with the folder's lock held), so that the run's retry (on a fresh network), or another
+/// density's run, searches again.
+fn set_aside_if_damaged<T>(shared: &Path, result: Result<T, PruneError>) -> Result<T, PruneError> {
+    match result {
+        Err(e @ PruneError::DamagedProgress { .. }) => {
+            let search = shared.join("early-bird");
+            let aside = lottery_core::fsutil::set_aside(&search)
+                .map_err(|e| PruneError::progress(&search, e))?;
+            tracing::warn!(
+                "early-bird: the search shared with this config's other densities does not load \
+                 ({e}); moved it to {}",
+                aside.display()
+            );
+            Err(e)
+        }
+        other => other,
     }
 }
 

@@ -110,19 +110,11 @@ impl SharedSearch {
     /// `groups`; a record that does not load or does not fit is [`PruneError::DamagedProgress`].
     pub fn load(path: &Path, groups: &[ChannelGroup]) -> Result<Self, PruneError> {
         let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
-        let mut tensors = weights::read(path).map_err(|e| damaged(&e))?;
-        let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
-        let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
+        let (mut tensors, meta) = read_record(path, FORMAT)?;
         let get = |key: &str| {
             meta.get(key)
                 .ok_or_else(|| damaged(&format!("no `{key}` metadata")))
         };
-        if get("format")? != FORMAT {
-            return Err(damaged(&format!(
-                "a record of format {}, not {FORMAT}",
-                get("format")?
-            )));
-        }
         let steps: Vec<usize> =
             serde_json::from_str(get("check_steps")?).map_err(|e| damaged(&e))?;
         let epochs: Vec<usize> =
@@ -200,5 +192,22 @@ impl SharedSearch {
             checkpoints,
             values: has_weights.then_some(weights),
         })
+    }
+}
+
+/// The tensors and metadata of the record file at `path`, whose metadata says it is of `format`;
+/// a file that does not load, or of another format, is [`PruneError::DamagedProgress`].
+pub(crate) fn read_record(
+    path: &Path,
+    format: &str,
+) -> Result<(ParamValues, BTreeMap<String, String>), PruneError> {
+    let damaged = |why: &dyn std::fmt::Display| PruneError::damaged_progress(path, why);
+    let tensors = weights::read(path).map_err(|e| damaged(&e))?;
+    let bytes = std::fs::read(path).map_err(|e| damaged(&e))?;
+    let meta = lottery_core::tensorfile::metadata(&bytes).map_err(|e| damaged(&e))?;
+    match meta.get("format") {
+        Some(f) if f == format => Ok((tensors, meta)),
+        Some(f) => Err(damaged(&format!("a record of format {f}, not {format}"))),
+        None => Err(damaged(&"no `format` metadata")),
     }
 }
