@@ -111,13 +111,16 @@ pub fn shared_dir(results: &Path, p: &Prepared) -> PathBuf {
         .join(format!(".{id}.shared"))
 }
 
-/// Announces the density of each run of `prepared` whose method shares work across densities
-/// in the folder it shares with the other densities
+/// Announces the density of each unfinished run of `prepared` whose method shares work across
+/// densities in the folder it shares with the other densities
 /// ([`lottery_core::shared_folder::announce_density`]), so that a search serving several
 /// densities at once serves all the planned ones, whichever run starts it. Call it after any
 /// `--force` emptied the shared folders, before the runs.
 pub fn announce_densities(results: &Path, prepared: &[Prepared]) -> Result<(), RunError> {
     for p in prepared.iter().filter(|p| p.method.shares_across_densities) {
+        if run_dir(results, &p.canonical, &p.run_id).exists() {
+            continue; // finished: nothing to serve
+        }
         let dir = shared_dir(results, p);
         // Checked when the run was prepared.
         let Ok(density) = lottery_core::Density::new(p.canonical.prune.density) else {

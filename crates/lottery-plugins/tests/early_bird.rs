@@ -757,7 +757,13 @@ fn kept_at(shared: &std::path::Path, step: usize) -> std::path::PathBuf {
 // epoch and the step clock, keeping the drawn weights or re-initialising.
 #[test]
 fn draw_early_trains_one_search_for_the_announced_densities_and_each_ends_as_if_alone() {
-    for opts in [EPOCH_EARLY, STEP_EARLY, "window = 3\nepsilon = 0.2"] {
+    let step_keep = format!("{STEP_EARLY}\nretrain_from = \"keep\"");
+    for opts in [
+        EPOCH_EARLY,
+        STEP_EARLY,
+        &step_keep,
+        "window = 3\nepsilon = 0.2",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().join("shared");
         let densities = [0.3, 0.5, 0.7];
@@ -833,8 +839,9 @@ fn a_shared_early_search_crashed_in_one_density_resumes_in_another() {
     let shared = dir.path().join("shared");
     announce(&shared, &[0.3, 0.5, 0.7]);
     let mut t = task_saving(vec![0, 8]);
+    // After epoch 1, before any draw (a window of 3 masks is full after epoch 2).
     let mut crashing = Crashing {
-        crash_after_epoch: Some((2, true)),
+        crash_after_epoch: Some((1, true)),
         ..Crashing::new(&mut t)
     };
     let e = common::run_method_sharing(
@@ -847,7 +854,7 @@ fn a_shared_early_search_crashed_in_one_density_resumes_in_another() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("simulated crash"), "{e}");
-    assert!(!shared.join("early-bird/draws.safetensors").exists());
+    assert!(shared.join("early-bird/scales.jsonl").exists());
 
     let resumed = shared_run(0.3, EPOCH_EARLY, dir.path(), Some(&shared), usize::MAX).unwrap();
     let alone = tempfile::tempdir().unwrap();
@@ -858,4 +865,51 @@ fn a_shared_early_search_crashed_in_one_density_resumes_in_another() {
         let own = shared_run(d, EPOCH_EARLY, alone.path(), None, usize::MAX).unwrap();
         assert_same(&read, &own, &format!("at {d} after the resume, alone"));
     }
+}
+
+// The shared search failing after a density's draw does not fail that density's run (alone it
+// would have stopped at its draw): its run ends as alone, the draw is recorded, and a density still
+// waiting trains the search on from its saved state and ends as alone too.
+#[test]
+fn a_shared_early_search_failing_after_a_draw_keeps_that_draw() {
+    let alone = tempfile::tempdir().unwrap();
+    let mut own: Vec<(f64, Outcome)> = [0.3, 0.5, 0.7]
+        .into_iter()
+        .map(|d| {
+            let o = shared_run(d, EPOCH_EARLY, alone.path(), None, usize::MAX).unwrap();
+            (d, o)
+        })
+        .collect();
+    own.sort_by_key(|(_, o)| drawn_step(o));
+    let (earliest, latest) = (&own[0], &own[2]);
+    // 4 steps an epoch: crash at the end of the epoch of the earliest draw, after its check.
+    let crash_epoch = drawn_step(&earliest.1) / 4;
+    assert!(
+        drawn_step(&latest.1) / 4 > crash_epoch,
+        "draws at different epochs"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    announce(&shared, &[0.3, 0.5, 0.7]);
+    let mut t = task_saving(vec![0, 8]);
+    let mut crashing = Crashing {
+        crash_after_epoch: Some((crash_epoch, true)),
+        ..Crashing::new(&mut t)
+    };
+    let mask = common::run_method_sharing(
+        "early-bird",
+        &mut crashing,
+        earliest.0,
+        EPOCH_EARLY,
+        Some(dir.path().join(format!("work-{}", earliest.0))),
+        Some(shared.clone()),
+    )
+    .unwrap();
+    assert_same(
+        &outcome(&t, mask),
+        &earliest.1,
+        "drawn before the failure, alone",
+    );
+    let resumed = shared_run(latest.0, EPOCH_EARLY, dir.path(), Some(&shared), usize::MAX).unwrap();
+    assert_same(&resumed, &latest.1, "drawn after the failure, alone");
 }

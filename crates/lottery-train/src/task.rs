@@ -671,6 +671,8 @@ impl ImageTask {
                         test_accuracy: None,
                         lr,
                     };
+                    // Batch norm's running statistics of this step, if watched (as `values`).
+                    self.settle();
                     let watched = view::values::<TrainBackend, _>(&self.model, &self.naming, watch);
                     if on_epoch(&report, &watched).is_break() {
                         self.epochs_done = self.step / steps_per_epoch;

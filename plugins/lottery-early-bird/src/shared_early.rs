@@ -91,6 +91,33 @@ impl Draws {
         })
     }
 
+    /// Adds what a training of the shared search that stopped at step `end` made: its `drawn`
+    /// densities, its rows (when it went at least as far as the record) and its checkpoints
+    /// (those not kept before it); then saves the record in `shared` and puts the target's rows
+    /// back to `before`.
+    fn add_session(
+        &mut self,
+        ctx: &mut PruneContext<'_>,
+        shared: &Path,
+        drawn: BTreeMap<String, SharedDraw>,
+        end: usize,
+        before: &[MetricRow],
+        checkpoints_before: &[usize],
+    ) -> Result<(), PruneError> {
+        self.by_density.extend(drawn);
+        let mut rows = ctx.target.metrics();
+        let rows = rows.split_off(before.len().min(rows.len()));
+        if end >= self.trained_to {
+            self.trained_to = end;
+            self.rows = rows;
+        }
+        let mut checkpoints = bn_network(ctx.target)?.checkpoints().clone();
+        checkpoints.retain(|step, _| !checkpoints_before.contains(step));
+        self.checkpoints.extend(checkpoints);
+        ctx.target.restore_metrics(before.to_vec());
+        self.save(shared)
+    }
+
     /// Writes the record atomically.
     fn save(&self, shared: &Path) -> Result<(), PruneError> {
         let path = Self::path(shared);
@@ -230,7 +257,6 @@ impl EarlyBird {
                 return Ok(None);
             }
             self.train_shared(ctx, groups, shared, &mut draws, &before)?;
-            draws.save(shared)?;
         }
         let Some(draw) = draws.by_density.get(&own) else {
             return Err(PruneError::damaged_progress(
@@ -356,8 +382,22 @@ impl EarlyBird {
             true,
         );
         ctx.target.save_training_in(None, Duration::ZERO)?;
-        trained?;
         let end = ctx.target.clock().step;
+        if let Err(e) = trained {
+            // The draws made before the failure are kept; a run whose own draw came before it
+            // ends as its run alone would have (which stopped there), the others fail as theirs.
+            let own_drawn = many.drawn.contains_key(&key(ctx.goal.density));
+            many.pending.clear();
+            draws.add_session(ctx, shared, many.drawn, end, before, &checkpoints_before)?;
+            if !own_drawn {
+                return Err(e);
+            }
+            tracing::warn!(
+                "early-bird: the search shared with this config's other densities failed after \
+                 this density's draw ({e}); the densities still waiting will search again"
+            );
+            return Ok(());
+        }
         if !many.pending.is_empty() {
             // The budget ended before these detectors fired: their tickets are the last masks.
             let all: Vec<String> = ctx.target.params().into_iter().map(|p| p.name).collect();
@@ -375,17 +415,6 @@ impl EarlyBird {
             "early-bird: the shared search served {served} densities to step {end}; {} drawn",
             many.drawn.len()
         );
-        draws.by_density.extend(many.drawn);
-        let mut rows = ctx.target.metrics();
-        let rows = rows.split_off(before.len().min(rows.len()));
-        if end >= draws.trained_to {
-            draws.trained_to = end;
-            draws.rows = rows;
-        }
-        let mut checkpoints = bn_network(ctx.target)?.checkpoints().clone();
-        checkpoints.retain(|step, _| !checkpoints_before.contains(step));
-        draws.checkpoints.extend(checkpoints);
-        ctx.target.restore_metrics(before.to_vec());
-        Ok(())
+        draws.add_session(ctx, shared, many.drawn, end, before, &checkpoints_before)
     }
 }
